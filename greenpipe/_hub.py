@@ -1,0 +1,555 @@
+"""Worker hubs and the parking protocol.
+
+Each worker of an :class:`~greenpipe.Executor` is one OS thread running
+gevent's hub for that thread. Tasks are greenlets whose parent is that hub,
+so gevent's own blocking calls (``gevent.sleep``, sockets, monkey-patched
+modules) park only the calling task, exactly as they would in a gevent
+program.
+
+A worker keeps two queues:
+
+* ``runq``: tasks that have not started. The owner pops the newest end and
+  idle workers steal from the oldest end. Nothing else ties such a task to a
+  thread, so any worker may start it.
+* ``ready``: waiters of started tasks that were woken. A started greenlet
+  belongs to its thread for good (greenlet forbids switching into it from
+  another one), so any thread may append here but only the owner resumes.
+
+Wake-ups from other threads append to ``ready`` and then send one gevent
+``async`` watcher signal. The ``_signalled`` flag coalesces them: a burst of
+wake-ups costs one signal, and the owner clears the flag before it drains
+the queue, so a wake-up that arrives during the drain sends a new signal.
+
+The parking protocol: a task that must wait creates a :class:`Waiter`,
+registers it wherever the wake-up will come from (a channel, a future, a
+timer) and calls :meth:`Waiter.park`. Whoever wants to wake it first calls
+:meth:`Waiter.claim`, an atomic test-and-set, and only the single winner
+calls :meth:`Waiter.wake`. A data transfer, a cancellation and a timeout may
+race for the same waiter; the claim makes exactly one of them happen, so an
+item handed to a waiter is never also reported as a timeout, and a cancelled
+waiter never receives an item. Primitives drop waiters that lost the race
+when they next pop them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable
+
+from greenlet import getcurrent, greenlet
+
+from ._compat import RealEvent, get_ident, perf_counter, thread_local
+from ._errors import Cancelled
+
+if TYPE_CHECKING:
+    from ._executor import Executor
+
+logger = logging.getLogger(__name__)
+
+_tls = thread_local()
+
+
+class _TimedOut:
+    """Sentinel value passed to a waiter whose timeout expired."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "TIMED_OUT"
+
+
+TIMED_OUT: Any = _TimedOut()
+
+
+class TaskGreenlet(greenlet):
+    """The greenlet that runs one task; ``gp_task`` links back to it."""
+
+    __slots__ = ("gp_task",)
+
+
+def current_worker() -> Worker | None:
+    """Return the worker whose thread is the calling thread, or ``None``."""
+    return getattr(_tls, "worker", None)
+
+
+def current_task() -> Any:
+    """Return the task running in the calling greenlet, or ``None``."""
+    return getattr(getcurrent(), "gp_task", None)
+
+
+# ---------------------------------------------------------------------------
+# Waiters
+# ---------------------------------------------------------------------------
+
+
+class Waiter:
+    """One wait of one caller: the claim token and the delivered outcome.
+
+    Attributes:
+        value: The value passed to :meth:`wake`.
+        exc: The exception passed to :meth:`wake`, raised by :meth:`park`.
+        what: The object waited on, named by deadlock reports.
+        undo: Called with the delivered value when the wait ended by an
+            exception thrown into the waiting greenlet after a value had
+            already been delivered, so the primitive can take it back.
+    """
+
+    __slots__ = ("_token", "value", "exc", "what", "undo")
+
+    def __init__(self, what: object = None) -> None:
+        self._token = [True]
+        self.value: Any = None
+        self.exc: BaseException | None = None
+        self.what = what
+        self.undo: Callable[[Any], None] | None = None
+
+    def claim(self) -> bool:
+        """Take the exclusive right to wake this waiter; never blocks.
+
+        ``list.pop`` is a single atomic operation, so exactly one caller
+        across all threads gets ``True``.
+        """
+        try:
+            self._token.pop()
+        except IndexError:
+            return False
+        return True
+
+    def is_claimed(self) -> bool:
+        return not self._token
+
+    def try_wake(self, value: Any = None, exc: BaseException | None = None) -> bool:
+        """Claim the waiter and wake it; return whether this call won."""
+        if not self.claim():
+            return False
+        self.wake(value, exc)
+        return True
+
+    def wake(self, value: Any = None, exc: BaseException | None = None) -> None:
+        """Deliver the outcome; only the winner of :meth:`claim` may call it."""
+        raise NotImplementedError
+
+    def park(self, timeout: float | None = None, shield: bool = False) -> Any:
+        """Block the caller until woken; return the value or raise the error.
+
+        Returns :data:`TIMED_OUT` when ``timeout`` seconds passed first.
+        """
+        raise NotImplementedError
+
+    def _recover(self) -> None:
+        # An exception was thrown into the waiting greenlet. Either it wins
+        # the claim (nothing was delivered) or it gives back what was.
+        if not self.claim() and self.undo is not None and self.exc is None:
+            self.undo(self.value)
+
+
+class TaskWaiter(Waiter):
+    """Waiter of a task running on a worker hub."""
+
+    __slots__ = ("task", "counted", "shield")
+
+    def __init__(self, task: Any, what: object = None) -> None:
+        super().__init__(what)
+        self.task = task
+        self.counted = False
+        self.shield = False
+
+    def wake(self, value: Any = None, exc: BaseException | None = None) -> None:
+        self.value = value
+        self.exc = exc
+        worker: Worker = self.task._worker
+        if self.counted:
+            worker.executor._note_unblocked()
+        worker.resume(self)
+
+    def park(self, timeout: float | None = None, shield: bool = False) -> Any:
+        task = self.task
+        worker: Worker = task._worker
+        executor = worker.executor
+        self.shield = shield
+        task._waiter = self
+        # Cancellation checkpoint. The cancelling side sets the flag before
+        # it reads ``task._waiter``, and this side publishes ``_waiter``
+        # before it reads the flag, so at least one of them sees the other.
+        if not shield and task._cancel_flag and self.claim():
+            task._waiter = None
+            raise Cancelled(task._cancel_message())
+
+        timer = None
+        if timeout is not None:
+            timer = executor._call_later(worker, timeout, self._expire)
+        self.counted = True
+        executor._note_blocked()
+        try:
+            worker.ghub.switch()
+        except BaseException:
+            task._waiter = None
+            if self.claim():
+                executor._note_unblocked()
+            elif self.undo is not None and self.exc is None:
+                self.undo(self.value)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+        task._waiter = None
+        if self.exc is not None:
+            exc, self.exc = self.exc, None
+            raise exc
+        return self.value
+
+    def _expire(self) -> None:
+        self.try_wake(TIMED_OUT)
+
+
+class ThreadWaiter(Waiter):
+    """Waiter of a plain OS thread: blocks the thread on a real lock."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self, what: object = None) -> None:
+        super().__init__(what)
+        self._event = RealEvent()
+
+    def wake(self, value: Any = None, exc: BaseException | None = None) -> None:
+        self.value = value
+        self.exc = exc
+        self._event.set()
+
+    def park(self, timeout: float | None = None, shield: bool = False) -> Any:
+        try:
+            signalled = self._event.wait(timeout)
+        except BaseException:
+            self._recover()
+            raise
+        if not signalled and self.claim():
+            return TIMED_OUT
+        # Woken (or claimed by a waker at the last moment): wait for the value.
+        self._event.wait()
+        if self.exc is not None:
+            raise self.exc
+        return self.value
+
+
+class GeventWaiter(Waiter):
+    """Waiter of a greenlet that is not a task, on a thread with a gevent hub.
+
+    It parks by switching to that thread's gevent hub, so the other
+    greenlets of a gevent program keep running.
+    """
+
+    __slots__ = ("_glet", "_ghub", "_ident")
+
+    def __init__(self, ghub: Any, what: object = None) -> None:
+        super().__init__(what)
+        self._glet = getcurrent()
+        self._ghub = ghub
+        self._ident = get_ident()
+
+    def wake(self, value: Any = None, exc: BaseException | None = None) -> None:
+        self.value = value
+        self.exc = exc
+        loop = self._ghub.loop
+        if get_ident() == self._ident:
+            loop.run_callback(self._glet.switch)
+        else:
+            loop.run_callback_threadsafe(self._glet.switch)
+
+    def park(self, timeout: float | None = None, shield: bool = False) -> Any:
+        timer = None
+        if timeout is not None:
+            timer = self._ghub.loop.timer(timeout)
+            timer.start(self._expire)
+        try:
+            self._ghub.switch()
+        except BaseException:
+            self._recover()
+            raise
+        finally:
+            if timer is not None:
+                timer.close()
+        if self.exc is not None:
+            raise self.exc
+        return self.value
+
+    def _expire(self) -> None:
+        self.try_wake(TIMED_OUT)
+
+
+def make_waiter(what: object = None) -> Waiter:
+    """Create the right kind of waiter for the calling greenlet.
+
+    Raises:
+        RuntimeError: The caller is a gevent hub greenlet, which must never
+            block.
+    """
+    current = getcurrent()
+    task = getattr(current, "gp_task", None)
+    if task is not None:
+        return TaskWaiter(task, what)
+    from gevent._hub_local import get_hub_if_exists
+
+    ghub = get_hub_if_exists()
+    if ghub is not None:
+        if current is ghub:
+            raise RuntimeError(
+                "cannot block inside the gevent hub greenlet; "
+                "spawn a task or a greenlet to wait"
+            )
+        return GeventWaiter(ghub, what)
+    return ThreadWaiter(what)
+
+
+class ParkingLot:
+    """A first-in first-out queue of waiters, the base of every primitive.
+
+    Not thread-safe by itself: callers hold the lock of the primitive that
+    owns the lot.
+    """
+
+    __slots__ = ("_waiters",)
+
+    def __init__(self) -> None:
+        self._waiters: deque[Waiter] = deque()
+
+    def __len__(self) -> int:
+        return len(self._waiters)
+
+    def add(self, waiter: Waiter) -> None:
+        self._waiters.append(waiter)
+
+    def pop_claimed(self) -> Waiter | None:
+        """Pop and claim the oldest waiter still unclaimed, or return ``None``."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if waiter.claim():
+                return waiter
+        return None
+
+    def take_all(self) -> list[Waiter]:
+        """Remove every waiter and return those this call claimed."""
+        claimed = [waiter for waiter in self._waiters if waiter.claim()]
+        self._waiters.clear()
+        return claimed
+
+    def prune(self) -> None:
+        """Drop waiters that another party already claimed."""
+        if any(waiter.is_claimed() for waiter in self._waiters):
+            self._waiters = deque(w for w in self._waiters if not w.is_claimed())
+
+    def live_waiters(self) -> list[Waiter]:
+        return [waiter for waiter in self._waiters if not waiter.is_claimed()]
+
+
+# ---------------------------------------------------------------------------
+# Worker
+# ---------------------------------------------------------------------------
+
+
+class Worker:
+    """One worker thread and its hub.
+
+    Only the owning thread touches ``ghub`` and the tick state; other
+    threads use :meth:`resume`, :meth:`signal` and :meth:`post`.
+    """
+
+    def __init__(self, executor: Executor, index: int) -> None:
+        self.executor = executor
+        self.index = index
+        self.runq: deque[Any] = deque()
+        self.ready: deque[TaskWaiter] = deque()
+        self.ghub: Any = None
+        self.loop: Any = None
+        self.ident: int | None = None
+        self.slice_start = 0.0
+        self.idle = False
+        self.tasks_started = 0
+        self.steals = 0
+        self._signalled = False
+        self._tick_scheduled = False
+        self._async: Any = None
+        self._main_glet: Any = None
+        self._started = RealEvent()
+        self.stopped = RealEvent()
+        self._start_error: BaseException | None = None
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.index} of {self.executor.name!r}>"
+
+    # -- thread entry ------------------------------------------------------
+
+    def main(self) -> None:
+        """Run the hub of this worker until :meth:`stop`; the thread's body."""
+        import gevent
+        from gevent.exceptions import LoopExit
+
+        try:
+            self.ident = get_ident()
+            _tls.worker = self
+            self.ghub = gevent.get_hub()
+            self.loop = self.ghub.loop
+            self._main_glet = getcurrent()
+            self._async = self.loop.async_()
+            self._async.start(self._on_signal)
+        except BaseException as exc:  # pragma: no cover - start-up failure
+            self._start_error = exc
+            self._started.set()
+            self.stopped.set()
+            return
+        self._started.set()
+        logger.debug("%r started", self)
+        try:
+            self.ghub.switch()
+        except LoopExit:
+            pass
+        except BaseException:  # pragma: no cover - a bug in the hub
+            logger.exception("%r stopped by an error", self)
+        finally:
+            _tls.worker = None
+            try:
+                self.ghub.destroy(destroy_loop=True)
+            except BaseException:  # pragma: no cover - a bug in gevent
+                logger.exception("destroying the hub of %r failed", self)
+            self.ghub = None
+            self.loop = None
+            logger.debug("%r stopped", self)
+            self.stopped.set()
+
+    def wait_started(self) -> None:
+        self._started.wait()
+        if self._start_error is not None:
+            raise self._start_error
+
+    def stop(self) -> None:
+        """Ask the worker thread to leave its loop; safe from any thread."""
+        self.post(self._stop_in_hub)
+
+    def _stop_in_hub(self) -> None:
+        if self._async is not None:
+            self._async.stop()
+            self._async.close()
+            self._async = None
+        self._main_glet.switch()
+
+    # -- cross-thread entry points -----------------------------------------
+
+    def post(self, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` in this worker's hub greenlet; safe from any thread."""
+        if get_ident() == self.ident:
+            self.loop.run_callback(fn)
+        else:
+            self.loop.run_callback_threadsafe(fn)
+
+    def signal(self) -> None:
+        """Wake the hub so it looks at its queues; safe from any thread."""
+        if not self._signalled:
+            self._signalled = True
+            watcher = self._async
+            if watcher is not None:
+                watcher.send()
+
+    def resume(self, waiter: TaskWaiter) -> None:
+        """Queue a woken waiter for its task; safe from any thread."""
+        self.ready.append(waiter)
+        if get_ident() == self.ident:
+            if not self._tick_scheduled:
+                self._tick_scheduled = True
+                self.loop.run_callback(self._tick)
+        elif not self._signalled:
+            self._signalled = True
+            watcher = self._async
+            if watcher is not None:
+                watcher.send()
+
+    def push_new(self, task: Any) -> None:
+        """Queue a task that has not started; the caller is this worker's thread."""
+        self.runq.append(task)
+        if not self._tick_scheduled:
+            self._tick_scheduled = True
+            self.loop.run_callback(self._tick)
+
+    def ensure_tick(self) -> None:
+        """Make sure a tick will run; the caller is this worker's thread."""
+        if not self._tick_scheduled:
+            self._tick_scheduled = True
+            self.loop.run_callback(self._tick)
+
+    # -- the scheduler -----------------------------------------------------
+
+    def _on_signal(self) -> None:
+        self._signalled = False
+        self.ensure_tick()
+
+    def _tick(self) -> None:
+        # Runs as a gevent callback in the hub greenlet. Resumes woken tasks
+        # first, then starts at most one new task per round, so a pair of
+        # tasks ping-ponging cannot starve tasks that have not started.
+        # NOTE: a tick gives the gevent loop back after one timeslice, so
+        # timers and sockets keep being served under load.
+        executor = self.executor
+        if self.idle:
+            executor._leave_idle(self)
+        ready = self.ready
+        runq = self.runq
+        limit = perf_counter() + executor.timeslice
+        try:
+            while True:
+                for _ in range(len(ready)):
+                    waiter = ready.popleft()
+                    task = waiter.task
+                    if task._waiter is waiter:
+                        self.slice_start = perf_counter()
+                        task._glet.switch()
+                if runq:
+                    self._start(runq.pop())
+                elif not ready:
+                    stolen = executor._steal_for(self)
+                    if stolen is None:
+                        break
+                    self._start(stolen)
+                if perf_counter() > limit:
+                    self.loop.run_callback(self._tick)
+                    return
+        except BaseException:  # pragma: no cover - a bug in the scheduler
+            logger.exception("scheduler tick of %r failed", self)
+            self.loop.run_callback(self._tick)
+            return
+        self._tick_scheduled = False
+        executor._enter_idle(self)
+
+    def _start(self, task: Any) -> None:
+        glet = TaskGreenlet(task._main, self.ghub)
+        glet.gp_task = task
+        task._glet = glet
+        task._worker = self
+        self.tasks_started += 1
+        self.slice_start = perf_counter()
+        glet.switch()
+
+
+def yield_now(task: Any) -> None:
+    """Let the other ready tasks of the hub run, then continue; a checkpoint.
+
+    Raises:
+        Cancelled: The task has a pending cancellation.
+    """
+    worker: Worker = task._worker
+    waiter = TaskWaiter(task, "yield")
+    waiter.claim()
+    task._waiter = waiter
+    worker.resume(waiter)
+    try:
+        worker.ghub.switch()
+    finally:
+        task._waiter = None
+    if task._cancel_flag:
+        raise Cancelled(task._cancel_message())
+
+
+def check_cancelled(task: Any) -> None:
+    """Raise :class:`Cancelled` if ``task`` has a pending cancellation."""
+    if task._cancel_flag:
+        raise Cancelled(task._cancel_message())
