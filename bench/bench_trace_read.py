@@ -1,0 +1,144 @@
+"""Compare TraceReader.iter_events with a bare inflate-split-parse loop.
+
+Run from the repository root::
+
+    python bench/bench_trace_read.py [--repeat N] [FILE ...]
+
+Without FILE arguments it reads the two largest traces in ``tests/data``.
+For each file it times, in the same process and interleaved:
+
+* ``bare zlib``: ``zlib.decompressobj`` in 1 MiB steps, restarting on each
+  gzip member, ``bytes.split`` into lines, ``orjson.loads`` on every line;
+* ``bare isal``: the same loop with ``isal.isal_zlib`` (when installed);
+* ``iter_events``: ``TraceReader(path).iter_events()`` drained;
+* ``iter_lines_json``: ``TraceReader(path).iter_lines_json()`` drained.
+
+It prints the best of ``--repeat`` runs of each, in events per second, and
+the ratio of ``iter_events`` to each bare loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+import zlib
+from typing import Any, Callable, Dict, List, Optional
+
+import orjson
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from greenpipe.trace import TraceReader  # noqa: E402
+
+try:
+    from isal import isal_zlib
+except ImportError:
+    isal_zlib = None
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data")
+DEFAULT_FILES = [
+    os.path.join(DATA, "anku94_dftracer", "examples", "dfanalyzer", "test-trace.pfw.gz"),
+    os.path.join(
+        DATA,
+        "hariharan-devarajan_dftracer",
+        "examples",
+        "dfanalyzer",
+        "test-trace-distributed",
+        "test-trace-dist-1.pfw.gz",
+    ),
+]
+STEP = 1024 * 1024
+
+
+def bare_loop(path: str, inflater: Any) -> int:
+    """Inflate, split and parse every line; return the number parsed."""
+    loads = orjson.loads
+    error = orjson.JSONDecodeError
+    parsed = 0
+    carry = b""
+    with open(path, "rb") as stream:
+        decompressor = inflater.decompressobj(31)
+        while True:
+            data = stream.read(STEP)
+            if not data:
+                break
+            while data:
+                block = decompressor.decompress(data, STEP)
+                if decompressor.eof:
+                    data = decompressor.unused_data
+                    decompressor = inflater.decompressobj(31)
+                else:
+                    data = decompressor.unconsumed_tail
+                lines = (carry + block).split(b"\n")
+                carry = lines.pop()
+                for line in lines:
+                    try:
+                        loads(line)
+                    except error:
+                        continue
+                    parsed += 1
+    try:
+        loads(carry)
+        parsed += 1
+    except error:
+        pass
+    return parsed
+
+
+def drain_events(path: str) -> int:
+    return sum(1 for _ in TraceReader(path).iter_events())
+
+
+def drain_dicts(path: str) -> int:
+    return sum(1 for _ in TraceReader(path).iter_lines_json())
+
+
+def best_time(fn: Callable[[str], int], path: str) -> float:
+    start = time.perf_counter()
+    fn(path)
+    return time.perf_counter() - start
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="*", default=DEFAULT_FILES)
+    parser.add_argument("--repeat", type=int, default=7, help="runs per loop")
+    args = parser.parse_args(argv)
+
+    loops: Dict[str, Callable[[str], int]] = {
+        "bare zlib": lambda p: bare_loop(p, zlib),
+    }
+    if isal_zlib is not None:
+        loops["bare isal"] = lambda p: bare_loop(p, isal_zlib)
+    loops["iter_events"] = drain_events
+    loops["iter_lines_json"] = drain_dicts
+
+    print(
+        f"# {platform.python_implementation()} {platform.python_version()}, "
+        f"{os.cpu_count()} cores, orjson {orjson.__version__}, "
+        f"isal {'yes' if isal_zlib is not None else 'no'}, best of {args.repeat}"
+    )
+    print(f"| file | loop | events | ms | events/s | iter_events / loop |")
+    print("|---|---|---:|---:|---:|---:|")
+    for path in args.files:
+        counts = {name: fn(path) for name, fn in loops.items()}
+        times = {name: float("inf") for name in loops}
+        for _ in range(args.repeat):
+            for name, fn in loops.items():
+                times[name] = min(times[name], best_time(fn, path))
+        events_rate = counts["iter_events"] / times["iter_events"]
+        for name in loops:
+            rate = counts[name] / times[name]
+            print(
+                f"| {os.path.basename(path)} | {name} | {counts[name]} | "
+                f"{times[name] * 1e3:.1f} | {rate:,.0f} | "
+                f"{events_rate / rate:.2f} |"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,500 @@
+from __future__ import annotations
+
+import re
+from operator import itemgetter
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+
+import orjson
+
+from ._event import Event, HashTable, to_int
+from ._stats import (
+    REASON_INVALID_FIELD,
+    REASON_INVALID_JSON,
+    REASON_NOT_OBJECT,
+    REASON_UNFINISHED_JOIN,
+    FileRecord,
+)
+
+# Decoding runs a fast path on every line: orjson.loads on the raw bytes
+# (JSON allows the leading spaces that writers leave) and direct field
+# reads. Anything unusual raises there and goes to ``_recover``, which
+# knows the quirks: blank and bracket lines, trailing commas, invalid
+# UTF-8, raw control characters, and events split by a raw newline. Only
+# broken lines pay for the slow path.
+
+#: Most physical lines merged into one event when a raw newline inside a
+#: string split it. Paths with more embedded newlines are reported as bad.
+MAX_JOINED_LINES = 8
+
+#: Call arguments converted to int when they arrive as strings or floats.
+#: ``mode`` is left alone: it is an int for ``open`` but a string such as
+#: ``"r"`` for ``fopen``.
+NUMERIC_ARGS = frozenset(
+    (
+        "count",
+        "offset",
+        "ret",
+        "size",
+        "length",
+        "fd",
+        "whence",
+        "flags",
+        "bufsize",
+        "cmd",
+        "level",
+        "p_idx",
+        "dirfd",
+        "fd1",
+        "fd2",
+        "ppid",
+    )
+)
+
+_TRAILING_COMMA = re.compile(rb",\s*([}\]])")
+_CONTROL_CHAR = re.compile(rb"[\x00-\x1f]")
+_IGNORED = (b"", b"[", b"]")
+_loads = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
+
+Numbered = Tuple[int, bytes]
+
+
+class NeedMoreLines(Exception):
+    """Raised by ``_recover`` when a split event continues in the next chunk.
+
+    Attributes:
+        group: the numbered lines consumed so far, to be retried first
+            when the next chunk arrives.
+    """
+
+    def __init__(self, group: List[Numbered]) -> None:
+        super().__init__()
+        self.group = group
+
+
+def _escape_control(match: re.Match[bytes]) -> bytes:
+    return b"\\u%04x" % match.group()[0]
+
+
+def _parse_lenient(text: bytes) -> Tuple[Any, bool]:
+    """Parse ``text`` with repairs; return ``(value, repaired)``.
+
+    Raises:
+        orjson.JSONDecodeError: no repair made the text valid.
+    """
+    try:
+        return _loads(text), False
+    except _JSONDecodeError:
+        pass
+
+    # Chrome array style: ``[{...}`` on the first line, ``{...},`` after.
+    if text[:1] == b"[" and text[1:].lstrip()[:1] == b"{":
+        text = text[1:]
+    if text[-1:] == b",":
+        text = text[:-1].rstrip()
+    text = _TRAILING_COMMA.sub(rb"\1", text)
+    try:
+        return _loads(text), True
+    except _JSONDecodeError:
+        pass
+
+    # Invalid UTF-8 (paths are written byte for byte) and raw control
+    # characters inside strings. Outside strings, JSON whitespace is
+    # stripped already, so escaping every control character is safe enough.
+    text = text.decode("utf-8", "replace").encode("utf-8")
+    text = _CONTROL_CHAR.sub(_escape_control, text)
+    return _loads(text), True
+
+
+def _stands_alone(line: bytes) -> Tuple[bool, Any, bool]:
+    """Check whether ``line`` is usable on its own.
+
+    Returns:
+        ``(usable, value, repaired)``; ``value`` is ``None`` for blank and
+        bracket lines.
+    """
+    stripped = line.strip()
+    if stripped in _IGNORED:
+        return True, None, False
+    try:
+        value, repaired = _parse_lenient(stripped)
+    except _JSONDecodeError:
+        return False, None, False
+    return True, value, repaired
+
+
+def _recover(
+    number: int,
+    line: bytes,
+    lines: Iterator[Numbered],
+    record: FileRecord,
+    max_line_bytes: int,
+) -> Any:
+    """Decode a line that failed the fast path.
+
+    May consume following lines from ``lines`` to rebuild an event split by
+    a raw newline. Updates ``record`` for ignored, repaired, joined and bad
+    lines.
+
+    Returns:
+        The decoded JSON value, or ``None`` when nothing usable remains.
+
+    Raises:
+        NeedMoreLines: ``lines`` ran out in the middle of a split event.
+    """
+    usable, value, repaired = _stands_alone(line)
+    if usable:
+        if value is None:
+            record.ignored_lines += 1
+        elif repaired:
+            record.repaired_lines += 1
+        return value
+
+    if line.rstrip().endswith(b"}"):
+        record.add_bad(number, REASON_INVALID_JSON)
+        return None
+    return _join_split_event([(number, line)], lines, record, max_line_bytes)
+
+
+def _join_split_event(
+    group: List[Numbered],
+    lines: Iterator[Numbered],
+    record: FileRecord,
+    max_line_bytes: int,
+) -> Any:
+    """Merge the lines of ``group`` with following ones until they parse.
+
+    A following line that is usable on its own ends the attempt: the group
+    is reported as bad and that line is returned instead, so one broken
+    line never swallows a good one.
+    """
+    joined = b"\\n".join(line for _, line in group)
+    while len(group) < MAX_JOINED_LINES and len(joined) <= max_line_bytes:
+        try:
+            number, line = next(lines)
+        except StopIteration:
+            raise NeedMoreLines(group) from None
+
+        usable, value, repaired = _stands_alone(line)
+        if usable:
+            for bad_number, _ in group:
+                record.add_bad(bad_number, REASON_INVALID_JSON)
+            if value is None:
+                record.ignored_lines += 1
+            elif repaired:
+                record.repaired_lines += 1
+            return value
+
+        group.append((number, line))
+        # The newline was inside a JSON string, where it must be escaped.
+        joined = joined + b"\\n" + line
+        try:
+            value, _ = _parse_lenient(joined.strip())
+        except _JSONDecodeError:
+            continue
+        record.joined_lines += len(group) - 1
+        return value
+
+    for bad_number, _ in group:
+        record.add_bad(bad_number, REASON_INVALID_JSON)
+    return None
+
+
+def _finish_group(group: List[Numbered], record: FileRecord) -> None:
+    for number, _ in group:
+        record.add_bad(number, REASON_UNFINISHED_JOIN)
+
+
+def _numbered_lines(
+    chunk: bytes, first_number: int, carried: List[Numbered]
+) -> Tuple[Iterator[Numbered], int]:
+    """Split a chunk into numbered lines, after lines carried over.
+
+    Returns:
+        The iterator and the number the line after this chunk will get.
+    """
+    lines = chunk.split(b"\n")
+    if not lines[-1]:
+        lines.pop()
+    numbered: Iterator[Numbered] = enumerate(lines, first_number)
+    if carried:
+        numbered = iter(carried + list(numbered))
+    return numbered, first_number + len(lines)
+
+
+def iter_dicts(
+    chunks: Iterable[bytes], record: FileRecord, max_line_bytes: int
+) -> Iterator[Dict[str, Any]]:
+    """Yield the JSON objects of one file's line-aligned chunks."""
+    next_number = 1
+    carried: List[Numbered] = []
+    for chunk in chunks:
+        lines, next_number = _numbered_lines(chunk, next_number, carried)
+        carried = []
+        for number, line in lines:
+            try:
+                value = _loads(line)
+            except _JSONDecodeError:
+                try:
+                    value = _recover(number, line, lines, record, max_line_bytes)
+                except NeedMoreLines as more:
+                    carried = more.group
+                    break
+                if value is None:
+                    continue
+
+            if value.__class__ is not dict:
+                record.add_bad(number, REASON_NOT_OBJECT)
+                continue
+            if value.get("ph") == "M":
+                record.metadata_events += 1
+            else:
+                record.events += 1
+            yield value
+
+    _finish_group(carried, record)
+
+
+def _normalise_args(args: Dict[str, Any]) -> None:
+    """Convert the numeric call arguments of ``args`` to int, in place."""
+    for key in NUMERIC_ARGS.intersection(args):
+        value = args[key]
+        if value.__class__ is not int:
+            try:
+                args[key] = _convert_number(value)
+            except (ValueError, TypeError, OverflowError):
+                pass
+
+
+_get_fields = itemgetter("name", "cat", "pid", "tid", "ts", "dur", "ph")
+
+
+def iter_events(
+    chunks: Iterable[bytes],
+    record: FileRecord,
+    max_line_bytes: int,
+    table: HashTable,
+    include_metadata: bool,
+) -> Iterator[Event]:
+    """Yield the decoded events of one file's line-aligned chunks.
+
+    Metadata events update ``table`` before any later event is resolved,
+    so each hash resolves to its most recent definition.
+    """
+    files = table.files
+    hosts = table.hosts
+    next_number = 1
+    carried: List[Numbered] = []
+    events = 0
+
+    try:
+        for chunk in chunks:
+            lines, next_number = _numbered_lines(chunk, next_number, carried)
+            carried = []
+            for number, line in lines:
+                try:
+                    data = _loads(line)
+                except _JSONDecodeError:
+                    try:
+                        data = _recover(number, line, lines, record, max_line_bytes)
+                    except NeedMoreLines as more:
+                        carried = more.group
+                        break
+                    if data is None:
+                        continue
+
+                # Fast path: a complete event. The getter raises KeyError for
+                # metadata (no ts) and other incomplete events, TypeError for
+                # a value that is not an object.
+                try:
+                    name, category, pid, tid, ts, dur, phase = _get_fields(data)
+                except (KeyError, TypeError):
+                    event = _decode_general(data, number, record, table)
+                    if event is None:
+                        continue
+                    if event.phase == "M":
+                        if not include_metadata:
+                            continue
+                    else:
+                        events += 1
+                    yield event
+                    continue
+
+                args = data.get("args")
+                if (
+                    pid.__class__ is not int
+                    or tid.__class__ is not int
+                    or ts.__class__ is not int
+                    or dur.__class__ is not int
+                ):
+                    try:
+                        pid = _convert_number(pid)
+                        tid = _convert_number(tid)
+                        ts = _convert_number(ts)
+                        dur = _convert_number(dur)
+                    except (ValueError, TypeError, OverflowError):
+                        record.add_bad(number, REASON_INVALID_FIELD)
+                        continue
+                    # Writers that store these numbers as strings do the same
+                    # for sizes, offsets and results.
+                    if args.__class__ is dict:
+                        _normalise_args(args)
+
+                if phase == "M":
+                    record.metadata_events += 1
+                    table.add_metadata(name, data.get("args"))
+                    if not include_metadata:
+                        continue
+                else:
+                    events += 1
+
+                path = None
+                hostname = None
+                if args:
+                    try:
+                        key = args.get("fhash")
+                        if key is not None:
+                            path = files.get(key)
+                            if path is None:
+                                path = _resolve_slow(table, "FH", key, record)
+                        else:
+                            path = args.get("fname") or args.get("path")
+                        key = args.get("hhash")
+                        if key is not None:
+                            hostname = hosts.get(key)
+                            if hostname is None:
+                                hostname = _resolve_slow(table, "HH", key, record)
+                        else:
+                            hostname = args.get("hostname")
+                    except (AttributeError, TypeError):
+                        args, path, hostname = _resolve_general(args, table, record)
+                elif args is None:
+                    args = {}
+
+                yield Event(
+                    name, category, pid, tid, ts, dur, phase, args, path, hostname
+                )
+    finally:
+        record.events += events
+
+    _finish_group(carried, record)
+
+
+def _decode_general(
+    data: Any, number: int, record: FileRecord, table: HashTable
+) -> Optional[Event]:
+    """Decode a value the fast path rejected; count it if it is unusable.
+
+    Handles non-object values, metadata events, missing keys and numbers
+    written as strings or floats. Metadata events update ``table``.
+    """
+    if data.__class__ is not dict:
+        record.add_bad(number, REASON_NOT_OBJECT)
+        return None
+
+    phase = data.get("ph", "")
+    args = data.get("args")
+    if phase == "M":
+        record.metadata_events += 1
+        table.add_metadata(data.get("name"), args)
+
+    numbers: List[int] = []
+    converted = False
+    for key in _NUMBER_KEYS:
+        value = data.get(key)
+        if value is None:
+            numbers.append(0)
+        elif value.__class__ is int:
+            numbers.append(value)
+        else:
+            try:
+                numbers.append(to_int(value))
+            except (ValueError, TypeError, OverflowError):
+                record.add_bad(number, REASON_INVALID_FIELD)
+                return None
+            converted = True
+
+    args, path, hostname = _resolve_general(args, table, record)
+    # Writers that store the event's numbers as strings do the same for
+    # size, offset and result arguments; others write them as numbers.
+    if converted:
+        _normalise_args(args)
+    return Event(
+        data.get("name", ""),
+        data.get("cat", ""),
+        numbers[0],
+        numbers[1],
+        numbers[2],
+        numbers[3],
+        phase,
+        args,
+        path,
+        hostname,
+    )
+
+
+_NUMBER_KEYS = ("pid", "tid", "ts", "dur")
+
+
+def _convert_number(value: Any) -> int:
+    """Convert like ``to_int``, trying the common decimal string first."""
+    if value.__class__ is str:
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    return to_int(value)
+
+
+def _resolve_general(
+    args: Any, table: HashTable, record: FileRecord
+) -> Tuple[Dict[str, Any], Optional[str], Optional[str]]:
+    """Return ``(args, path, hostname)`` for any ``args`` value."""
+    if args is None:
+        return {}, None, None
+    if args.__class__ is not dict:
+        return {"value": args}, None, None
+
+    path = None
+    hostname = None
+    key = args.get("fhash")
+    if key is not None:
+        path = _resolve(table, table.files, "FH", key, record)
+    else:
+        path = _inline_string(args, "fname") or _inline_string(args, "path")
+    key = args.get("hhash")
+    if key is not None:
+        hostname = _resolve(table, table.hosts, "HH", key, record)
+    else:
+        hostname = _inline_string(args, "hostname")
+    return args, path, hostname
+
+
+def _inline_string(args: Dict[str, Any], key: str) -> Optional[str]:
+    value = args.get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def _resolve(
+    table: HashTable,
+    exact: Dict[Any, str],
+    kind: str,
+    key: Any,
+    record: FileRecord,
+) -> Optional[str]:
+    try:
+        value = exact.get(key)
+    except TypeError:  # unhashable, e.g. a list
+        value = None
+    if value is None:
+        value = _resolve_slow(table, kind, key, record)
+    return value
+
+
+def _resolve_slow(
+    table: HashTable, kind: str, key: Any, record: FileRecord
+) -> Optional[str]:
+    value = table.lookup(kind, key)
+    if value is None:
+        record.unresolved_hashes += 1
+    return value

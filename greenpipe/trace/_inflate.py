@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+import logging
+import zlib
+from typing import Any, BinaryIO, Iterator
+
+from ._stats import REASON_CUT_BY_DAMAGE, REASON_TOO_LONG, FileRecord
+
+logger = logging.getLogger(__name__)
+
+try:
+    from isal import isal_zlib as _isal_zlib
+except ImportError:  # pragma: no cover - depends on the environment
+    _isal_zlib = None
+
+#: The module used to inflate gzip data. ``isal.isal_zlib`` inflates the
+#: sample traces 1.3 to 2 times faster than ``zlib`` and has the same
+#: ``decompressobj`` interface, so it is used whenever it can be imported.
+DEFAULT_INFLATER: Any = _isal_zlib if _isal_zlib is not None else zlib
+
+GZIP_MAGIC = b"\x1f\x8b"
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+
+
+def _inflate_blocks(
+    stream: BinaryIO, block_bytes: int, inflater: Any, record: FileRecord
+) -> Iterator[bytes]:
+    """Yield inflated blocks of at most ``block_bytes`` from a gzip stream.
+
+    Decodes every gzip member in turn, because some writers append one
+    member per buffer flush and a single ``decompressobj`` stops after the
+    first. Damaged data ends the file: what was inflated before it is
+    yielded, and ``record.damage`` describes the rest.
+    """
+    error = inflater.error
+    decompressor = inflater.decompressobj(_GZIP_WBITS)
+    record.gzip_members = 1
+    member_started = False
+    offset = 0
+
+    while True:
+        data = stream.read(block_bytes)
+        if not data:
+            break
+
+        record.bytes_read += len(data)
+        offset += len(data)
+        while data:
+            member_started = True
+            try:
+                out = decompressor.decompress(data, block_bytes)
+            except error as exc:
+                record.damage = (
+                    f"invalid gzip data in member {record.gzip_members} "
+                    f"before byte {offset}: {exc}"
+                )
+                return
+
+            if out:
+                record.bytes_inflated += len(out)
+                yield out
+
+            if decompressor.eof:
+                data = decompressor.unused_data
+                decompressor = inflater.decompressobj(_GZIP_WBITS)
+                member_started = False
+                if data:
+                    record.gzip_members += 1
+            else:
+                data = decompressor.unconsumed_tail
+
+    if member_started and not decompressor.eof:
+        record.damage = (
+            f"gzip member {record.gzip_members} is truncated "
+            f"(file ends after {offset} bytes)"
+        )
+
+
+def _read_blocks(
+    stream: BinaryIO, block_bytes: int, record: FileRecord
+) -> Iterator[bytes]:
+    """Yield blocks of an uncompressed file."""
+    while True:
+        data = stream.read(block_bytes)
+        if not data:
+            return
+
+        record.bytes_read += len(data)
+        record.bytes_inflated += len(data)
+        yield data
+
+
+def iter_line_chunks(
+    path: str,
+    chunk_bytes: int,
+    max_line_bytes: int,
+    record: FileRecord,
+    inflater: Any = None,
+) -> Iterator[bytes]:
+    """Yield a trace file as chunks that end on line boundaries.
+
+    Every chunk but the last ends with ``b"\\n"``; the last one may lack it
+    when the file has no final newline. Chunks are at most ``chunk_bytes``
+    long unless a single line is longer. A line longer than
+    ``max_line_bytes`` is replaced by an empty line (so later line numbers
+    stay right) and counted as bad. After damaged gzip data, the
+    incomplete line before the damage is counted as bad, not yielded.
+
+    Args:
+        path: file to read; gzip is detected by its magic bytes, not by
+            its name.
+        chunk_bytes: size of disk reads and of inflated blocks.
+        max_line_bytes: longest line accepted.
+        record: counters to update (bytes, lines, members, damage).
+        inflater: ``zlib``-compatible module, ``DEFAULT_INFLATER`` if
+            ``None``.
+
+    Yields:
+        Line-aligned ``bytes`` chunks.
+    """
+    with open(path, "rb") as stream:
+        compressed = stream.read(2) == GZIP_MAGIC
+        stream.seek(0)
+        record.compressed = compressed
+        if compressed:
+            blocks = _inflate_blocks(
+                stream, chunk_bytes, inflater or DEFAULT_INFLATER, record
+            )
+        else:
+            blocks = _read_blocks(stream, chunk_bytes, record)
+
+        try:
+            yield from _align_lines(blocks, max_line_bytes, record)
+        finally:
+            blocks.close()
+
+
+def _align_lines(
+    blocks: Iterator[bytes], max_line_bytes: int, record: FileRecord
+) -> Iterator[bytes]:
+    """Regroup raw blocks into line-aligned chunks and count lines."""
+    carry = b""
+    skipping = False  # inside a line already reported as too long
+
+    for block in blocks:
+        if skipping:
+            cut = block.find(b"\n")
+            if cut < 0:
+                continue
+            skipping = False
+            block = block[cut + 1 :]
+            record.lines += 1
+            yield b"\n"
+
+        if carry:
+            block = carry + block
+
+        cut = block.rfind(b"\n")
+        if cut < 0:
+            carry = block
+        else:
+            chunk = block[: cut + 1]
+            carry = block[cut + 1 :]
+            record.lines += chunk.count(b"\n")
+            yield chunk
+
+        if len(carry) > max_line_bytes:
+            record.add_bad(record.lines + 1, REASON_TOO_LONG)
+            logger.debug(
+                "%s: line %d is longer than %d bytes, skipped",
+                record.path,
+                record.lines + 1,
+                max_line_bytes,
+            )
+            carry = b""
+            skipping = True
+
+    if skipping:
+        record.lines += 1
+    elif carry:
+        record.lines += 1
+        if record.damage is None:
+            yield carry
+        else:
+            record.add_bad(record.lines, REASON_CUT_BY_DAMAGE)
