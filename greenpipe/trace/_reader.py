@@ -223,6 +223,21 @@ class TraceReader:
 
         return self._passes(decode)
 
+    def _iter_events_with_file(self) -> Iterator[Tuple[Event, str]]:
+        """Yield ``(event, file path)`` pairs, metadata events left out."""
+
+        def decode(
+            chunks: Iterator[bytes], record: FileRecord, path: str
+        ) -> Iterator[Tuple[Event, str]]:
+            table = HashTable()
+            self._tables[path] = table
+            for event in _decode.iter_events(
+                chunks, record, self.max_line_bytes, table, False
+            ):
+                yield event, path
+
+        return self._passes(decode)
+
     def iter_arrow(self, batch_size: int = 65536) -> Iterator[Any]:
         """Yield events as ``pyarrow.RecordBatch`` objects.
 
