@@ -172,6 +172,9 @@ class Executor:
             turns detection off. Raise it when a thread that the executor
             does not know of (not a task, not ``spawn_io``) will wake tasks.
         io_threads: Maximum threads for ``spawn_io`` calls.
+        randomize: Pick the next task of a worker at random (from ``rng``)
+            instead of in queue order: schedule fuzzing for tests. With
+            ``threads=1`` and a seeded ``rng`` a run repeats exactly.
         name: A name for logs and reports.
 
     Raises:
@@ -187,6 +190,7 @@ class Executor:
         timeslice: float = 0.01,
         deadlock_grace: float | None = 0.05,
         io_threads: int | None = None,
+        randomize: bool = False,
         name: str | None = None,
     ) -> None:
         if threads is None:
@@ -203,6 +207,7 @@ class Executor:
         self.timeslice = to_seconds(timeslice, "timeslice") or 0.0
         self.deadlock_grace = to_seconds(deadlock_grace, "deadlock_grace")
         self.rng = rng if rng is not None else random.Random()
+        self.randomize = randomize
         self.clock = clock
         self._virtual = bool(getattr(clock, "is_virtual", False))
         if self._virtual:
@@ -230,6 +235,10 @@ class Executor:
         self._io_pool = _IOPool(io_threads, self.name)
 
         self._workers = [Worker(self, index) for index in range(threads)]
+        # Workers start idle, so the first spawns wake them to steal.
+        for worker in self._workers:
+            worker.idle = True
+        self._idle_count = threads
         for worker in self._workers:
             start_new_thread(worker.main, ())
         for worker in self._workers:
@@ -649,6 +658,7 @@ def run(
     rng: random.Random | None = None,
     clock: Any = None,
     deadlock_grace: float | None = 0.05,
+    randomize: bool = False,
 ) -> Any:
     """Run ``fn(scope, *args)`` on a fresh executor and return its result.
 
@@ -662,13 +672,18 @@ def run(
         rng: Random generator for scheduling choices.
         clock: ``None`` or a :class:`greenpipe.testing.VirtualClock`.
         deadlock_grace: See :class:`Executor`.
+        randomize: See :class:`Executor`.
 
     Raises:
         DeadlockError: Every task waited with nothing left to wake them.
         BaseException: Whatever ``fn`` raised.
     """
     with Executor(
-        threads, rng=rng, clock=clock, deadlock_grace=deadlock_grace
+        threads,
+        rng=rng,
+        clock=clock,
+        deadlock_grace=deadlock_grace,
+        randomize=randomize,
     ) as executor:
         return executor.run(fn, *args)
 

@@ -258,9 +258,15 @@ class GeventWaiter(Waiter):
             loop.run_callback_threadsafe(self._glet.switch)
 
     def park(self, timeout: float | None = None, shield: bool = False) -> Any:
+        loop = self._ghub.loop
+        # The wake-up may come from another thread through a threadsafe
+        # callback, which does not count as a reason for the loop to keep
+        # running; this watcher does, so gevent does not raise LoopExit.
+        keepalive = loop.async_()
+        keepalive.start(_do_nothing)
         timer = None
         if timeout is not None:
-            timer = self._ghub.loop.timer(timeout)
+            timer = loop.timer(timeout)
             timer.start(self._expire)
         try:
             self._ghub.switch()
@@ -268,6 +274,7 @@ class GeventWaiter(Waiter):
             self._recover()
             raise
         finally:
+            keepalive.close()
             if timer is not None:
                 timer.close()
         if self.exc is not None:
@@ -276,6 +283,10 @@ class GeventWaiter(Waiter):
 
     def _expire(self) -> None:
         self.try_wake(TIMED_OUT)
+
+
+def _do_nothing() -> None:
+    pass
 
 
 def make_waiter(what: object = None) -> Waiter:
@@ -484,35 +495,85 @@ class Worker:
         self.ensure_tick()
 
     def _tick(self) -> None:
-        # Runs as a gevent callback in the hub greenlet. Resumes woken tasks
-        # first, then starts at most one new task per round, so a pair of
-        # tasks ping-ponging cannot starve tasks that have not started.
+        # Runs as a gevent callback in the hub greenlet, in rounds. A round
+        # resumes the tasks that were woken before it began and starts the
+        # tasks that were queued before it began (newest first). Whatever
+        # becomes runnable during a round waits for the next one, so a task
+        # that yields goes behind every task that was already runnable.
         # NOTE: a tick gives the gevent loop back after one timeslice, so
         # timers and sockets keep being served under load.
         executor = self.executor
         if self.idle:
             executor._leave_idle(self)
+        if executor.randomize:
+            self._tick_random()
+            return
         ready = self.ready
         runq = self.runq
         limit = perf_counter() + executor.timeslice
         try:
             while True:
-                for _ in range(len(ready)):
+                woken = len(ready)
+                new = len(runq)
+                if not woken and not new:
+                    stolen = executor._steal_for(self)
+                    if stolen is None:
+                        break
+                    self._start(stolen)
+                    continue
+                for _ in range(woken):
                     waiter = ready.popleft()
                     task = waiter.task
                     if task._waiter is waiter:
                         self.slice_start = perf_counter()
                         task._glet.switch()
-                if runq:
-                    self._start(runq.pop())
-                elif not ready:
+                for _ in range(new):
+                    try:
+                        task = runq.pop()
+                    except IndexError:  # stolen meanwhile
+                        break
+                    self._start(task)
+                    if self.slice_start > limit:
+                        break
+                if perf_counter() > limit:
+                    self.loop.run_callback(self._tick)
+                    return
+        except BaseException:  # pragma: no cover - a bug in the scheduler
+            logger.exception("scheduler tick of %r failed", self)
+            self.loop.run_callback(self._tick)
+            return
+        self._tick_scheduled = False
+        executor._enter_idle(self)
+
+    def _tick_random(self) -> None:
+        # Schedule-fuzzing variant: every step picks uniformly among the
+        # woken and the new tasks of this worker, using the executor's rng.
+        executor = self.executor
+        rng = executor.rng
+        ready = self.ready
+        runq = self.runq
+        try:
+            while True:
+                total = len(ready) + len(runq)
+                if total == 0:
                     stolen = executor._steal_for(self)
                     if stolen is None:
                         break
                     self._start(stolen)
-                if perf_counter() > limit:
-                    self.loop.run_callback(self._tick)
-                    return
+                    continue
+                index = rng.randrange(total)
+                if index < len(ready):
+                    waiter = ready[index]
+                    del ready[index]
+                    task = waiter.task
+                    if task._waiter is waiter:
+                        self.slice_start = perf_counter()
+                        task._glet.switch()
+                else:
+                    index -= len(ready)
+                    task = runq[index]
+                    del runq[index]
+                    self._start(task)
         except BaseException:  # pragma: no cover - a bug in the scheduler
             logger.exception("scheduler tick of %r failed", self)
             self.loop.run_callback(self._tick)

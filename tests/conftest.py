@@ -1,0 +1,59 @@
+"""Shared fixtures: leak checks around every test and small helpers."""
+
+from __future__ import annotations
+
+import gc
+import time
+
+import pytest
+from gevent.hub import Hub
+from greenlet import getcurrent, greenlet
+
+from greenpipe._compat import os_thread_count
+
+
+def _live_greenlets() -> int:
+    # The main greenlet is created on first use, so create it before counting.
+    # gevent's hub greenlets are per-thread singletons that gevent manages;
+    # a worker hub that outlived its executor shows up as a thread instead.
+    getcurrent()
+    return sum(
+        1
+        for obj in gc.get_objects()
+        if isinstance(obj, greenlet) and obj and not obj.dead and not isinstance(obj, Hub)
+    )
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads_or_greenlets(request: pytest.FixtureRequest):
+    """Check that a test leaves no OS thread and no live greenlet behind."""
+    if request.node.get_closest_marker("no_leak_check"):
+        yield
+        return
+    threads_before = os_thread_count()
+    greenlets_before = _live_greenlets()
+    yield
+    deadline = time.monotonic() + 5.0
+    while os_thread_count() > threads_before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert os_thread_count() == threads_before, "a test left OS threads running"
+    gc.collect()
+    assert _live_greenlets() <= greenlets_before, "a test left greenlets suspended"
+
+
+@pytest.fixture(autouse=True)
+def destroy_main_gevent_hub():
+    """Drop a gevent hub that a test created in the main thread."""
+    from gevent._hub_local import get_hub_if_exists
+
+    existed = get_hub_if_exists() is not None
+    yield
+    hub = get_hub_if_exists()
+    if hub is not None and not existed:
+        hub.destroy()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "no_leak_check: skip the thread and greenlet leak check"
+    )

@@ -1,0 +1,201 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import gevent
+import gevent.socket
+import pytest
+
+import greenpipe
+from greenpipe import Cancelled, Executor
+from greenpipe.testing import wait_all_blocked
+
+
+def test_gevent_sleep_parks_only_calling_task():
+    def body(scope):
+        started = time.monotonic()
+        for _ in range(10):
+            scope.spawn(lambda s: gevent.sleep(0.2))
+        scope.join_all()
+        return time.monotonic() - started
+
+    elapsed = greenpipe.run(body, threads=1)
+
+    # Ten sleeps of 0.2 s in sequence would take 2 s.
+    assert 0.2 <= elapsed < 1.0
+
+
+def test_gevent_socket_echo_over_loopback():
+    def server(scope, listener, clients):
+        def serve(s, connection):
+            with connection:
+                while True:
+                    data = connection.recv(1024)
+                    if not data:
+                        return
+                    connection.sendall(data)
+
+        for _ in range(clients):
+            connection, _ = listener.accept()
+            scope.spawn(serve, connection)
+
+    def client(scope, port, index):
+        with gevent.socket.create_connection(("127.0.0.1", port)) as sock:
+            message = f"hello {index}".encode()
+            sock.sendall(message)
+            received = b""
+            while len(received) < len(message):
+                received += sock.recv(1024)
+            return received.decode()
+
+    def body(scope):
+        listener = gevent.socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+        with listener:
+            scope.spawn(server, listener, 5)
+            futures = [scope.spawn(client, port, index) for index in range(5)]
+            return [future.result() for future in futures]
+
+    assert greenpipe.run(body, threads=1) == [f"hello {index}" for index in range(5)]
+
+
+def test_cancel_task_parked_in_gevent_sleep():
+    log = []
+
+    def sleeper(scope):
+        try:
+            gevent.sleep(3600)
+        except Cancelled:
+            log.append("cancelled in gevent.sleep")
+            raise
+
+    def body(scope):
+        future = scope.spawn(sleeper)
+        greenpipe.sleep(0.05)
+        future.cancel()
+        scope.join_all()
+        return future.cancelled()
+
+    assert greenpipe.run(body, threads=2) is True
+    assert log == ["cancelled in gevent.sleep"]
+
+
+def test_future_awaited_from_plain_gevent_greenlet_is_cooperative():
+    ticks = []
+
+    def task(scope):
+        greenpipe.sleep(0.2)
+        return "task result"
+
+    with Executor(2) as executor:
+        future = executor.submit(task)
+
+        def ticker():
+            while not future.done():
+                ticks.append(1)
+                gevent.sleep(0.01)
+
+        waiter = gevent.spawn(future.result)
+        ticking = gevent.spawn(ticker)
+        gevent.joinall([waiter, ticking], timeout=10)
+
+    assert waiter.value == "task result"
+    assert len(ticks) >= 5
+
+
+def test_scope_from_plain_gevent_greenlet():
+    def work(scope, index):
+        greenpipe.sleep(0.01)
+        return index * index
+
+    with Executor(2) as executor:
+
+        def user():
+            with executor.open_scope() as scope:
+                futures = [scope.spawn(work, index) for index in range(8)]
+            return [future.result() for future in futures]
+
+        greenlet = gevent.spawn(user)
+        greenlet.join(timeout=10)
+
+    assert greenlet.value == [index * index for index in range(8)]
+
+
+def test_run_from_gevent_main_thread_keeps_other_greenlets_running():
+    ticks = []
+    stop = []
+
+    def ticker():
+        while not stop:
+            ticks.append(1)
+            gevent.sleep(0.01)
+
+    def body(scope):
+        greenpipe.sleep(0.2)
+        return "done"
+
+    ticking = gevent.spawn(ticker)
+    gevent.sleep(0)
+    result = greenpipe.run(body, threads=1)
+    stop.append(True)
+    ticking.join(timeout=5)
+
+    assert result == "done"
+    assert len(ticks) >= 5
+
+
+def test_gevent_greenlet_inside_task_uses_greenpipe_future():
+    def child(scope):
+        greenpipe.sleep(0.01)
+        return "from child"
+
+    def body(scope):
+        future = scope.spawn(child)
+        helper = gevent.spawn(future.result)
+        return helper.get(timeout=10)
+
+    assert greenpipe.run(body, threads=2) == "from child"
+
+
+def test_deadlock_report_while_gevent_greenlet_waits_in_task():
+    def body(scope):
+        wait_all_blocked()
+        return "settled"
+
+    assert greenpipe.run(body, threads=1) == "settled"
+
+
+@pytest.mark.timeout(300)
+def test_core_suite_passes_after_monkey_patch_all():
+    """Run the core tests in a subprocess patched before anything imports."""
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    script = (
+        "from gevent import monkey; monkey.patch_all()\n"
+        "import sys, threading, pytest\n"
+        "assert monkey.is_module_patched('threading')\n"
+        "sys.exit(pytest.main(sys.argv[1:]))\n"
+    )
+    files = [
+        os.path.join(tests_dir, name)
+        for name in (
+            "test_executor.py",
+            "test_scope.py",
+            "test_coroutines.py",
+            "test_deadlock.py",
+            "test_testing_tools.py",
+        )
+    ]
+    completed = subprocess.run(
+        [sys.executable, "-c", script, "-q", "-p", "no:cacheprovider", *files],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+
+    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
+    assert " passed" in completed.stdout
