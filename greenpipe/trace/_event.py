@@ -143,7 +143,7 @@ def canonical_hash(value: Any) -> Any:
 
     DFTracer 1.0.5 writes 16-bit ints, 1.0.8 unsigned 64-bit decimal ints
     and newer builds 16-digit hex strings. Files are consistent inside, so
-    raw values are looked up first; this form is only the fallback when a
+    raw values are looked up first. This form is only the fallback when a
     use and its definition were written with different types.
     """
     if isinstance(value, str):
@@ -195,8 +195,8 @@ class HashTable:
 
     Each ``FH``, ``HH`` or ``SH`` metadata event maps a hash value to a
     string. DFTracer 1.0.5 writers keep 16-bit hashes, so one value can be
-    defined twice in a file; the most recent definition wins, which is the
-    one in force when later events were written.
+    defined twice in a file. The most recent definition wins, because it is
+    the one in force when later events were written.
     """
 
     __slots__ = (

@@ -111,7 +111,7 @@ def iter_line_chunks(
         path: file to read; gzip is detected by its magic bytes, not by
             its name.
         chunk_bytes: size of disk reads and of inflated blocks.
-        max_line_bytes: longest line accepted.
+        max_line_bytes: maximum accepted line length in bytes.
         record: counters to update (bytes, lines, members, damage).
         inflater: ``zlib``-compatible module, ``DEFAULT_INFLATER`` if
             ``None``.

@@ -248,7 +248,7 @@ class TraceReader:
         events are not included. A batch never mixes two files.
 
         Args:
-            batch_size: most rows per batch.
+            batch_size: maximum number of rows per batch.
 
         Raises:
             ImportError: pyarrow is not installed.
