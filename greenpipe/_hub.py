@@ -93,9 +93,11 @@ class Waiter:
         undo: Called with the delivered value when the wait ended by an
             exception thrown into the waiting greenlet after a value had
             already been delivered, so the primitive can take it back.
+        payload: Data the waiter brings along, such as the item of a
+            parked sender.
     """
 
-    __slots__ = ("_token", "value", "exc", "what", "undo")
+    __slots__ = ("_token", "value", "exc", "what", "undo", "payload")
 
     def __init__(self, what: object = None) -> None:
         self._token = [True]
@@ -103,6 +105,7 @@ class Waiter:
         self.exc: BaseException | None = None
         self.what = what
         self.undo: Callable[[Any], None] | None = None
+        self.payload: Any = None
 
     def claim(self) -> bool:
         """Take the exclusive right to wake this waiter; never blocks.

@@ -616,16 +616,12 @@ class CoroScope:
     # -- the body ------------------------------------------------------------
 
     def _run(self, fn: Callable[[CoroScope], T], args: tuple[Any, ...], root: bool) -> T:
-        task = self._task
-        if task is not None:
-            task._scope_stack.append(self)
-            if self._cancelled:
-                task._cancel_flag = True
-        self._active = True
+        self._enter()
         body_exc: BaseException | None = None
         value: Any = None
         try:
             if self._cancelled and root:
+                task = self._task
                 raise Cancelled(task._cancel_message() if task else "cancelled")
             value = fn(self)
         except BaseException as error:
@@ -634,24 +630,46 @@ class CoroScope:
         try:
             self._join(shield=True)
         finally:
-            with self._lock:
-                self._closed = True
-            self._active = False
-            if task is not None:
-                task._scope_stack.pop()
-                task._cancel_flag = any(s._cancelled for s in task._scope_stack)
+            self._leave()
         errors = self._take_failures()
-        own_cancel = (
-            isinstance(body_exc, Cancelled) and self._cancelled and not root
-            and not (task is not None and task._cancel_flag)
-        )
-        if body_exc is not None and not own_cancel:
+        if body_exc is not None and not (not root and self._caught_own_cancel(body_exc)):
             errors.insert(0, body_exc)
         if errors:
             raise_collected(errors, f"failures in the scope of {self._owner_name()!r}")
         if body_exc is not None:
             return None  # type: ignore[return-value]
         return value  # type: ignore[no-any-return]
+
+    def _enter(self) -> None:
+        # Makes this scope the innermost active scope of its task.
+        task = self._task
+        if task is not None:
+            task._scope_stack.append(self)
+            if self._cancelled:
+                task._cancel_flag = True
+        self._active = True
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._closed = True
+        self._active = False
+        task = self._task
+        if task is not None:
+            task._scope_stack.remove(self)
+            task._cancel_flag = any(s._cancelled for s in task._scope_stack)
+
+    def _caught_own_cancel(self, error: BaseException) -> bool:
+        """Return whether ``error`` is this scope's own cancellation.
+
+        True when this scope was cancelled and no scope around it was, so
+        the :class:`Cancelled` should stop here. Call after :meth:`_leave`.
+        """
+        task = self._task
+        return (
+            isinstance(error, Cancelled)
+            and self._cancelled
+            and not (task is not None and task._cancel_flag)
+        )
 
     # -- detached use ---------------------------------------------------------
 

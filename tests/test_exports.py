@@ -6,7 +6,12 @@ import greenpipe.testing
 
 def test_public_names_match_all():
     expected = {
+        "AsyncGenerator",
         "Cancelled",
+        "Channel",
+        "ChannelClosedError",
+        "ChannelProducer",
+        "ChannelStatistics",
         "CoroScope",
         "CoroTask",
         "DeadlockError",
@@ -14,11 +19,19 @@ def test_public_names_match_all():
         "ExecutorShutdownError",
         "GreenpipeError",
         "IOFuture",
+        "JoinHandle",
         "SpawnFuture",
+        "WhenAnyResult",
         "coroutine",
         "current_scope",
+        "fail_after",
+        "make_channel",
+        "move_on_after",
         "run",
         "sleep",
+        "timeout",
+        "when_all",
+        "when_any",
     }
 
     public = {name for name in dir(greenpipe) if not name.startswith("_")}
