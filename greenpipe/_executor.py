@@ -32,10 +32,13 @@ import itertools
 import logging
 import os
 import random
+import sys
+import traceback
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, Callable
 
-from ._compat import RealEvent, allocate_lock, monotonic, start_new_thread
+from ._compat import RealEvent, allocate_lock, monotonic, perf_counter, start_new_thread
 from ._errors import DeadlockError, ExecutorShutdownError
 from ._hub import ParkingLot, TaskWaiter, Worker, current_task, current_worker
 from ._util import to_seconds
@@ -43,6 +46,23 @@ from ._util import to_seconds
 logger = logging.getLogger(__name__)
 
 _executor_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class HubHolder:
+    """A task that has run for a long time without letting its hub switch.
+
+    Attributes:
+        task_name: The task's name.
+        worker: Index of the worker whose hub it holds.
+        seconds: How long it has run since it was last switched in.
+        stack: The worker thread's current stack, formatted.
+    """
+
+    task_name: str
+    worker: int
+    seconds: float
+    stack: str
 
 
 class _RealTimer:
@@ -580,6 +600,30 @@ class Executor:
         except BaseException:
             self._io_finished()
             raise
+
+    # -- introspection -----------------------------------------------------
+
+    def hub_holders(self, threshold: float) -> list[HubHolder]:
+        """Return the tasks that have run without switching for ``threshold`` s.
+
+        A task that holds its hub that long (a busy loop, a blocking call
+        that was not offloaded) stalls every other task of that worker.
+        Safe from any thread; the stacks are captured as they are now.
+        """
+        holders = []
+        frames = sys._current_frames()
+        now = perf_counter()
+        for worker in self._workers:
+            task = worker.running
+            if task is None:
+                continue
+            held = now - worker.slice_start
+            if held < threshold:
+                continue
+            frame = frames.get(worker.ident)
+            stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
+            holders.append(HubHolder(task.name, worker.index, held, stack))
+        return holders
 
     # -- statistics and shutdown ------------------------------------------
 

@@ -379,6 +379,7 @@ class Worker:
         self.loop: Any = None
         self.ident: int | None = None
         self.slice_start = 0.0
+        self.running: Any = None
         self.idle = False
         self.tasks_started = 0
         self.steals = 0
@@ -529,7 +530,9 @@ class Worker:
                     task = waiter.task
                     if task._waiter is waiter:
                         self.slice_start = perf_counter()
+                        self.running = task
                         task._glet.switch()
+                        self.running = None
                 for _ in range(new):
                     try:
                         task = runq.pop()
@@ -571,7 +574,9 @@ class Worker:
                     task = waiter.task
                     if task._waiter is waiter:
                         self.slice_start = perf_counter()
+                        self.running = task
                         task._glet.switch()
+                        self.running = None
                 else:
                     index -= len(ready)
                     task = runq[index]
@@ -591,7 +596,9 @@ class Worker:
         task._worker = self
         self.tasks_started += 1
         self.slice_start = perf_counter()
+        self.running = task
         glet.switch()
+        self.running = None
 
 
 def yield_now(task: Any) -> None:

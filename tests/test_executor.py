@@ -258,3 +258,29 @@ def test_virtual_clock_serves_one_executor():
     with Executor(1, clock=clock):
         with pytest.raises(RuntimeError, match="already drives another executor"):
             Executor(1, clock=clock)
+
+
+def test_hub_holders_reports_busy_task_with_stack():
+    release = RealEvent()
+    spinning = RealEvent()
+
+    def busy_loop(scope):
+        spinning.set()
+        while not release.is_set():
+            pass
+
+    with Executor(2) as executor:
+        future = executor.submit(busy_loop, name="spinner")
+        assert spinning.wait(10)
+        holders = []
+        for _ in range(10_000):
+            holders = executor.hub_holders(0.05)
+            if holders:
+                break
+            RealEvent().wait(0.01)
+        release.set()
+        future.result(timeout=10)
+
+    assert [holder.task_name for holder in holders] == ["spinner"]
+    assert holders[0].seconds >= 0.05
+    assert "in busy_loop" in holders[0].stack
