@@ -189,7 +189,8 @@ class Channel(Generic[T]):
         with self._lock:
             if self._ended:
                 return False
-            receiver = self._receivers.pop_claimed()
+            receivers = self._receivers
+            receiver = receivers.pop_claimed() if receivers._waiters else None
             if receiver is None:
                 if self._capacity == 0 or len(self._items) < self._capacity:
                     self._items.append(item)
@@ -204,7 +205,7 @@ class Channel(Generic[T]):
         if receiver is not None:
             receiver.wake(item)
             return True
-        outcome = waiter.park(to_seconds(timeout, "timeout"))
+        outcome = waiter.park(None if timeout is None else to_seconds(timeout, "timeout"))
         if outcome is TIMED_OUT:
             raise TimeoutError(f"no room in {self!r} within {timeout} s")
         return outcome  # type: ignore[no-any-return]
@@ -256,7 +257,8 @@ class Channel(Generic[T]):
             if self._items:
                 item = self._items.popleft()
                 self._received += 1
-                sender = self._senders.pop_claimed()
+                senders = self._senders
+                sender = senders.pop_claimed() if senders._waiters else None
                 if sender is not None:
                     self._items.append(sender.payload)
                     self._sent += 1
@@ -272,7 +274,7 @@ class Channel(Generic[T]):
             if sender is not None:
                 sender.wake(True)
             return item
-        outcome = waiter.park(to_seconds(timeout, "timeout"))
+        outcome = waiter.park(None if timeout is None else to_seconds(timeout, "timeout"))
         if outcome is TIMED_OUT:
             raise TimeoutError(f"no item from {self!r} within {timeout} s")
         return outcome  # type: ignore[no-any-return]

@@ -419,7 +419,8 @@ class Executor:
         with self._lock:
             self._blocked += 1
             self._epoch += 1
-            self._check_quiet()
+            if self._blocked == len(self._tasks):
+                self._check_quiet()
 
     def _note_unblocked(self) -> None:
         with self._lock:

@@ -153,7 +153,13 @@ class TaskWaiter(Waiter):
     __slots__ = ("task", "counted", "shield")
 
     def __init__(self, task: Any, what: object = None) -> None:
-        super().__init__(what)
+        # The base initialiser is inlined: tasks create one waiter per park.
+        self._token = [True]
+        self.value = None
+        self.exc = None
+        self.what = what
+        self.undo = None
+        self.payload = None
         self.task = task
         self.counted = False
         self.shield = False
