@@ -16,7 +16,7 @@ class PipelineTimeoutError(GreenpipeError, TimeoutError):
         pipeline: The pipeline's name.
         seconds: The limit that passed, in seconds.
         running_tasks: Names of the tasks that were running and were
-            cancelled, in start order.
+            cancelled, in the order of :meth:`Pipeline.tasks`.
     """
 
     def __init__(

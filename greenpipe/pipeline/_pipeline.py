@@ -240,7 +240,7 @@ class _Run:
         self._config = pipeline._config
         self._order = order
         self._executor = executor
-        self._watchdog = Watchdog(self._config, executor, self._on_trip)
+        self._watchdog = Watchdog(self._config, executor, self._on_trip, order)
         self._events: Channel[Task] = Channel(0)
         self._running: dict[Task, SpawnFuture[Any]] = {}
         self._failures: list[tuple[Task, BaseException]] = []

@@ -94,8 +94,10 @@ class Watchdog:
         config: PipelineConfig,
         executor: Executor,
         on_trip: Callable[[BaseException], None],
+        order: list[Task],
     ) -> None:
         self._config = config
+        self._rank = {task: index for index, task in enumerate(order)}
         self._executor = executor
         self._on_trip = on_trip
         self._virtual = bool(getattr(config.clock, "is_virtual", False))
@@ -144,9 +146,10 @@ class Watchdog:
             self._running.pop(task, None)
 
     def running_names(self) -> list[str]:
-        """Return the names of the tasks that are running, in start order."""
+        """Return the names of the running tasks, in the pipeline's task order."""
         with self._lock:
-            return [task.name for task in self._running]
+            running = sorted(self._running, key=self._rank.__getitem__)
+        return [task.name for task in running]
 
     # -- deadlines ---------------------------------------------------------------
 
