@@ -1,0 +1,604 @@
+"""The operation executor: replays one stream's calls on real files.
+
+Descriptors. A trace names files by path (or path hash) and, in the older
+writer generations, by descriptor number. Each traced process gets a
+:class:`ProcessTable` shared by its threads' streams. A handle is found by
+its traced descriptor number when the event has one; newest-generation
+traces record no descriptor numbers, so a handle is found by
+``(pid, tid, path)`` instead, then by ``(pid, path)`` in any thread of the
+process. When nothing matches but the event names a path, the replayer
+opens that path itself and counts an implicit open: streams run
+concurrently, so a thread may read a descriptor before the thread that
+opened it has replayed its ``open``.
+
+Positions. Every data call is issued with ``pread``/``pwrite`` at a file
+position the replayer tracks per handle (starting at 0, advanced by what
+the call moved, set by ``lseek``/``fseek``), so streams sharing a handle
+never race on the kernel's file offset.
+
+Bytes. Reads ask for the traced request (``count``, or ``size * count``
+for ``fread``); writes write that many zero bytes, because traces record
+sizes, never data.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import logging
+import os
+import threading
+import time
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+from .._scope import sleep
+from ..trace import Event
+from . import _calls as calls
+from ._sandbox import PathSandbox, SandboxError
+from ._summary import StreamStats
+
+logger = logging.getLogger(__name__)
+
+#: Largest single system call issued for a data call; bigger requests are
+#: split so buffers stay bounded.
+MAX_CHUNK = 16 * 1024 * 1024
+#: Events each stream holds back to run them in start-time order.
+DEFAULT_REORDER_WINDOW = 256
+
+
+class Handle:
+    """An open descriptor of the replay and its emulated file position."""
+
+    __slots__ = ("fd", "path", "position", "append", "stdio", "traced_fd", "tid")
+
+    def __init__(
+        self, fd: int, path: str, append: bool, stdio: bool, traced_fd: Optional[int], tid: int
+    ) -> None:
+        self.fd = fd
+        self.path = path
+        self.position = 0
+        self.append = append
+        self.stdio = stdio
+        self.traced_fd = traced_fd
+        self.tid = tid
+
+
+class ProcessTable:
+    """Open handles of one traced process, shared by its threads' streams.
+
+    Threads: every method takes the table's lock, so streams on different
+    workers may use it; no method blocks while holding it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_fd: Dict[int, Handle] = {}
+        self._by_thread_path: Dict[Tuple[bool, int, str], List[Handle]] = {}
+        self._by_path: Dict[Tuple[bool, str], List[Handle]] = {}
+
+    def add(self, handle: Handle) -> Optional[Handle]:
+        """Register ``handle``; return a stale handle it displaces, if any."""
+        with self._lock:
+            stale = None
+            if handle.traced_fd is not None:
+                stale = self._by_fd.pop(handle.traced_fd, None)
+                if stale is not None:
+                    self._unindex(stale)
+                self._by_fd[handle.traced_fd] = handle
+            self._by_thread_path.setdefault(
+                (handle.stdio, handle.tid, handle.path), []
+            ).append(handle)
+            self._by_path.setdefault((handle.stdio, handle.path), []).append(handle)
+            return stale
+
+    def _unindex(self, handle: Handle) -> None:
+        for table, key in (
+            (self._by_thread_path, (handle.stdio, handle.tid, handle.path)),
+            (self._by_path, (handle.stdio, handle.path)),
+        ):
+            found = table.get(key)  # type: ignore[attr-defined]
+            if found is not None:
+                try:
+                    found.remove(handle)
+                except ValueError:
+                    pass
+                if not found:
+                    del table[key]  # type: ignore[attr-defined]
+
+    def find(
+        self, stdio: bool, tid: int, fd: Optional[int], path: Optional[str]
+    ) -> Optional[Handle]:
+        """Return the handle an event refers to, or ``None``.
+
+        By traced descriptor first (when the path, if any, agrees), then
+        the newest handle of this thread on the path, then the newest of
+        any thread of the process on the path.
+        """
+        with self._lock:
+            if fd is not None and not stdio:
+                handle = self._by_fd.get(fd)
+                if handle is not None and (path is None or handle.path == path):
+                    return handle
+            if path is None:
+                return None
+            found = self._by_thread_path.get((stdio, tid, path))
+            if found:
+                return found[-1]
+            found = self._by_path.get((stdio, path))
+            if found:
+                return found[-1]
+            return None
+
+    def remove(self, handle: Handle) -> None:
+        """Forget ``handle`` (after its ``close``)."""
+        with self._lock:
+            if handle.traced_fd is not None and self._by_fd.get(handle.traced_fd) is handle:
+                del self._by_fd[handle.traced_fd]
+            self._unindex(handle)
+
+    def drain(self) -> List[Handle]:
+        """Forget and return every handle still open."""
+        with self._lock:
+            handles = {id(h): h for hs in self._by_path.values() for h in hs}
+            handles.update({id(h): h for h in self._by_fd.values()})
+            self._by_fd.clear()
+            self._by_thread_path.clear()
+            self._by_path.clear()
+        return list(handles.values())
+
+
+class ByteBudget:
+    """A cap on the bytes moved by all streams together (``--max-bytes``).
+
+    Threads: safe from any thread.
+    """
+
+    def __init__(self, limit: Optional[int]) -> None:
+        self.limit = limit
+        self._used = 0
+        self._lock = threading.Lock()
+
+    def take(self, nbytes: int) -> bool:
+        """Reserve ``nbytes``; return ``False`` once the cap is reached."""
+        if self.limit is None:
+            return True
+        with self._lock:
+            if self._used + nbytes > self.limit:
+                return False
+            self._used += nbytes
+            return True
+
+
+class ReplayContext:
+    """What the streams of one replay share.
+
+    Attributes:
+        sandbox: the root and its safe operations.
+        budget: the ``--max-bytes`` cap.
+        speed: ``None`` to replay as fast as possible, else the factor by
+            which traced gaps are divided (1.0 keeps them).
+        window: events each stream holds back for reordering.
+    """
+
+    def __init__(
+        self,
+        sandbox: PathSandbox,
+        *,
+        budget: Optional[ByteBudget] = None,
+        speed: Optional[float] = None,
+        window: int = DEFAULT_REORDER_WINDOW,
+    ) -> None:
+        self.sandbox = sandbox
+        self.budget = budget or ByteBudget(None)
+        self.speed = speed
+        self.window = max(1, window)
+        self._tables: Dict[Tuple[str, int], ProcessTable] = {}
+        self._lock = threading.Lock()
+        self._zeros = bytes(64 * 1024)
+
+    def table(self, file: str, pid: int) -> ProcessTable:
+        """Return the descriptor table of process ``pid`` of trace ``file``."""
+        key = (file, pid)
+        table = self._tables.get(key)
+        if table is None:
+            with self._lock:
+                table = self._tables.setdefault(key, ProcessTable())
+        return table
+
+    def zeros(self, size: int) -> memoryview:
+        """Return ``size`` zero bytes to write (at most :data:`MAX_CHUNK`)."""
+        zeros = self._zeros
+        if len(zeros) < size:
+            zeros = bytes(min(max(size, 2 * len(zeros)), MAX_CHUNK))
+            self._zeros = zeros
+        return memoryview(zeros)[:size]
+
+    def close_all(self) -> int:
+        """Close every handle left open; return how many there were."""
+        with self._lock:
+            tables = list(self._tables.values())
+        closed = 0
+        for table in tables:
+            for handle in table.drain():
+                try:
+                    os.close(handle.fd)
+                except OSError:
+                    pass
+                closed += 1
+        return closed
+
+
+def _reason(exc: OSError) -> str:
+    if isinstance(exc, SandboxError):
+        return "sandbox"
+    if exc.errno is not None:
+        return errno.errorcode.get(exc.errno, f"errno {exc.errno}")
+    return type(exc).__name__
+
+
+class StreamRunner:
+    """Replays the calls of one traced (process, thread) stream in order.
+
+    :meth:`run` takes batches of events from a channel, holds up to
+    ``context.window`` of them in a heap keyed by start time, and executes
+    the oldest whenever the heap is full, then the rest at the end.
+
+    Threads: a runner is used by one task only.
+    """
+
+    def __init__(
+        self, context: ReplayContext, stats: StreamStats, anchor_ts: Optional[int] = None
+    ) -> None:
+        self.context = context
+        self.stats = stats
+        self.table = context.table(stats.file, stats.pid)
+        self._buffer = bytearray(64 * 1024)
+        self._anchor_ts = anchor_ts
+        self._anchor_wall: Optional[float] = None
+        self._last_ts: Optional[int] = None
+        self._ops: Dict[str, Callable[[Event, str], None]] = {
+            "open": self._open,
+            "openat": self._open,
+            "creat": self._open,
+            "fopen": self._open,
+            "close": self._close,
+            "fclose": self._close,
+            "read": self._read,
+            "pread": self._read,
+            "fread": self._read,
+            "write": self._write,
+            "pwrite": self._write,
+            "fwrite": self._write,
+            "lseek": self._seek,
+            "fseek": self._seek,
+            "ftell": self._tell,
+            "fsync": self._fsync,
+            "ftruncate": self._ftruncate,
+            "fstat": self._fstat,
+            "truncate": self._path_call,
+            "stat": self._path_call,
+            "access": self._path_call,
+            "mkdir": self._path_call,
+            "rmdir": self._path_call,
+            "unlink": self._path_call,
+            "remove": self._path_call,
+            "rename": self._path_call,
+            "opendir": self._path_call,
+        }
+
+    # -- the stream loop ------------------------------------------------------
+
+    def run(self, batches: Iterable[List[Event]], maybe_yield: Callable[[], None]) -> None:
+        """Execute every event of ``batches`` in start-time order within the window.
+
+        Blocking: iterating ``batches`` (a channel) parks while it is empty;
+        replayed calls block in system calls; ``original`` timing sleeps.
+        Cancellation: ``maybe_yield`` and the channel are cancellation
+        points; a cancelled stream stops between two calls.
+        """
+        heap: List[Tuple[int, int, Event]] = []
+        window = self.context.window
+        sequence = 0
+        for batch in batches:
+            for event in batch:
+                heapq.heappush(heap, (event.ts, sequence, event))
+                sequence += 1
+                if len(heap) > window:
+                    self.execute(heapq.heappop(heap)[2])
+            maybe_yield()
+        while heap:
+            self.execute(heapq.heappop(heap)[2])
+            maybe_yield()
+
+    def execute(self, event: Event) -> None:
+        """Replay one event and count its outcome."""
+        name = event.name
+        op = calls.classify(event.category, name)
+        if op is None:
+            self.stats.skip(name, calls.skip_reason(name))
+            return
+
+        ret = event.args.get("ret")
+        if ret is not None and calls.arg_int(event.args, "ret") == -1:
+            self.stats.skip(name, calls.REASON_FAILED_IN_TRACE)
+            return
+
+        if self._last_ts is not None and event.ts < self._last_ts:
+            self.stats.late += 1
+        else:
+            self._last_ts = event.ts
+        if self.context.speed is not None:
+            self._pace(event.ts)
+
+        try:
+            self._ops[op](event, op)
+        except OSError as exc:
+            where = self.context.sandbox.display(event.path) if event.path else "?"
+            self.stats.fail(name, _reason(exc), f"{name} {where}: {exc.strerror or exc}")
+
+    def _pace(self, ts: int) -> None:
+        now = time.monotonic()
+        if self._anchor_wall is None:
+            self._anchor_wall = now
+            if self._anchor_ts is None:
+                self._anchor_ts = ts
+        assert self._anchor_ts is not None
+        speed = self.context.speed or 1.0
+        delay = self._anchor_wall + (ts - self._anchor_ts) / 1e6 / speed - now
+        if delay > 0:
+            sleep(delay)
+
+    # -- descriptors ----------------------------------------------------------
+
+    def _handle(self, event: Event, op: str, stdio: bool) -> Optional[Handle]:
+        """Find the handle of a descriptor call, opening the path if needed."""
+        fd = calls.arg_int(event.args, "fd")
+        handle = self.table.find(stdio, event.tid, fd, event.path)
+        if handle is not None:
+            return handle
+        if event.path is None:
+            reason = calls.REASON_UNKNOWN_FD if fd is not None else calls.REASON_NO_TARGET
+            self.stats.skip(event.name, reason)
+            return None
+        if op in ("close", "fclose"):
+            self.stats.skip(event.name, calls.REASON_UNKNOWN_FD)
+            return None
+
+        writing = op in calls.WRITE_OPS or op == "ftruncate"
+        flags = os.O_RDWR if writing else os.O_RDONLY
+        real_fd = self.context.sandbox.open(event.path, flags)
+        handle = Handle(real_fd, event.path, False, stdio, fd, event.tid)
+        self._register(handle)
+        self.stats.implicit_opens += 1
+        return handle
+
+    def _register(self, handle: Handle) -> None:
+        stale = self.table.add(handle)
+        if stale is not None:
+            try:
+                os.close(stale.fd)
+            except OSError:
+                pass
+
+    def _open(self, event: Event, op: str) -> None:
+        args = event.args
+        path = event.path
+        if op == "openat":
+            path = _openat_path(event)
+        if path is None:
+            self.stats.skip(event.name, calls.REASON_NO_TARGET)
+            return
+
+        flags = calls.open_flags(op, args)
+        mode = calls.open_mode(op, args)
+        stdio = op == "fopen"
+        started = time.perf_counter()
+        try:
+            # O_APPEND is emulated: on Linux, pwrite on an O_APPEND descriptor
+            # ignores its offset, which would break the emulated positions.
+            fd = self.context.sandbox.open(path, flags & ~os.O_APPEND, mode)
+        except SandboxError as exc:
+            if "O_TMPFILE" in str(exc):
+                self.stats.skip(event.name, calls.REASON_TMPFILE)
+                return
+            raise
+        elapsed = time.perf_counter() - started
+        traced_fd = None if stdio else calls.arg_int(args, "ret")
+        if traced_fd is not None and traced_fd < 0:
+            traced_fd = None
+        handle = Handle(fd, path, bool(flags & os.O_APPEND), stdio, traced_fd, event.tid)
+        self._register(handle)
+        self.stats.done(event.name, elapsed)
+
+    def _close(self, event: Event, op: str) -> None:
+        stdio = op == "fclose"
+        fd = calls.arg_int(event.args, "fd")
+        handle = self.table.find(stdio, event.tid, fd, event.path)
+        if handle is None:
+            reason = calls.REASON_UNKNOWN_FD if (fd is not None or event.path) else calls.REASON_NO_TARGET
+            self.stats.skip(event.name, reason)
+            return
+        self.table.remove(handle)
+        started = time.perf_counter()
+        os.close(handle.fd)
+        self.stats.done(event.name, time.perf_counter() - started)
+
+    # -- data -------------------------------------------------------------------
+
+    def _transfer(self, event: Event, op: str) -> Optional[Tuple[Handle, int, Optional[int]]]:
+        size = calls.transfer_size(op, event.args)
+        if size is None:
+            self.stats.skip(event.name, calls.REASON_NO_SIZE)
+            return None
+        handle = self._handle(event, op, op in ("fread", "fwrite"))
+        if handle is None:
+            return None
+        if not self.context.budget.take(size):
+            self.stats.skip(event.name, calls.REASON_MAX_BYTES)
+            return None
+        offset = calls.arg_int(event.args, "offset") if op in ("pread", "pwrite") else None
+        return handle, size, offset
+
+    def _read(self, event: Event, op: str) -> None:
+        found = self._transfer(event, op)
+        if found is None:
+            return
+        handle, size, offset = found
+        position = handle.position if offset is None else offset
+
+        if len(self._buffer) < min(size, MAX_CHUNK):
+            self._buffer = bytearray(min(max(size, 2 * len(self._buffer)), MAX_CHUNK))
+        view = memoryview(self._buffer)
+        total = 0
+        started = time.perf_counter()
+        while total < size:
+            want = min(size - total, MAX_CHUNK)
+            got = os.preadv(handle.fd, [view[:want]], position + total)
+            total += got
+            if got < want:
+                break
+        elapsed = time.perf_counter() - started
+
+        if offset is None:
+            handle.position = position + total
+        self.stats.bytes_read += total
+        traced = calls.done_size(op, event.args)
+        if traced is not None and total < traced:
+            self.stats.short_reads += 1
+        self.stats.done(event.name, elapsed)
+
+    def _write(self, event: Event, op: str) -> None:
+        found = self._transfer(event, op)
+        if found is None:
+            return
+        handle, size, offset = found
+        started = time.perf_counter()
+        if offset is None and handle.append:
+            handle.position = os.fstat(handle.fd).st_size
+        position = handle.position if offset is None else offset
+
+        total = 0
+        while total < size:
+            want = min(size - total, MAX_CHUNK)
+            got = os.pwrite(handle.fd, self.context.zeros(want), position + total)
+            total += got
+            if got < want:
+                break
+        elapsed = time.perf_counter() - started
+
+        if offset is None:
+            handle.position = position + total
+        self.stats.bytes_written += total
+        self.stats.done(event.name, elapsed)
+
+    def _seek(self, event: Event, op: str) -> None:
+        handle = self._handle(event, op, op == "fseek")
+        if handle is None:
+            return
+        offset = calls.arg_int(event.args, "offset") or 0
+        whence = calls.arg_int(event.args, "whence") or 0
+        started = time.perf_counter()
+        if whence == os.SEEK_CUR:
+            target = handle.position + offset
+            whence = os.SEEK_SET
+        else:
+            target = offset
+        # The kernel validates the target and computes SEEK_END and
+        # SEEK_DATA/SEEK_HOLE; data calls never use its offset.
+        handle.position = os.lseek(handle.fd, target, whence)
+        self.stats.done(event.name, time.perf_counter() - started)
+
+    def _tell(self, event: Event, op: str) -> None:
+        handle = self._handle(event, op, True)
+        if handle is None:
+            return
+        self.stats.done(event.name, 0.0)
+
+    def _fsync(self, event: Event, op: str) -> None:
+        handle = self._handle(event, op, False)
+        if handle is None:
+            return
+        started = time.perf_counter()
+        if event.name == "fdatasync":
+            os.fdatasync(handle.fd)
+        else:
+            os.fsync(handle.fd)
+        self.stats.done(event.name, time.perf_counter() - started)
+
+    def _ftruncate(self, event: Event, op: str) -> None:
+        length = calls.arg_int(event.args, "length")
+        if length is None:
+            self.stats.skip(event.name, calls.REASON_NO_SIZE)
+            return
+        handle = self._handle(event, op, False)
+        if handle is None:
+            return
+        started = time.perf_counter()
+        os.ftruncate(handle.fd, length)
+        self.stats.done(event.name, time.perf_counter() - started)
+
+    def _fstat(self, event: Event, op: str) -> None:
+        handle = self._handle(event, op, False)
+        if handle is None:
+            return
+        started = time.perf_counter()
+        os.fstat(handle.fd)
+        self.stats.done(event.name, time.perf_counter() - started)
+
+    # -- paths ------------------------------------------------------------------
+
+    def _path_call(self, event: Event, op: str) -> None:
+        path = event.path
+        if path is None:
+            self.stats.skip(event.name, calls.REASON_NO_TARGET)
+            return
+        sandbox = self.context.sandbox
+        started = time.perf_counter()
+        if op == "stat" or op == "access":
+            sandbox.stat(path)
+        elif op == "mkdir":
+            sandbox.mkdir(path, calls.open_mode("mkdir", event.args))
+        elif op == "rmdir":
+            sandbox.rmdir(path)
+        elif op == "unlink":
+            sandbox.unlink(path)
+        elif op == "remove":
+            sandbox.remove(path)
+        elif op == "opendir":
+            sandbox.list_dir(path)
+        elif op == "truncate":
+            length = calls.arg_int(event.args, "length")
+            if length is None:
+                self.stats.skip(event.name, calls.REASON_NO_SIZE)
+                return
+            sandbox.truncate(path, length)
+        elif op == "rename":
+            target = second_path(event)
+            if target is None:
+                self.stats.skip(event.name, calls.REASON_NO_TARGET)
+                return
+            sandbox.rename(path, target)
+        self.stats.done(event.name, time.perf_counter() - started)
+
+
+#: Key under which the decode stage stores a resolved second path
+#: (``rename`` target, ``openat`` relative path).
+SECOND_PATH = "_greenpipe_path2"
+
+
+def second_path(event: Event) -> Optional[str]:
+    """Return the resolved second path of a ``rename``/``openat`` event."""
+    value = event.args.get(SECOND_PATH)
+    if isinstance(value, str) and value:
+        return value
+    value = event.args.get("newpath")
+    return value if isinstance(value, str) and value else None
+
+
+def _openat_path(event: Event) -> Optional[str]:
+    relative = second_path(event)
+    if relative is None:
+        return event.path
+    if relative.startswith("/") or event.path is None:
+        return relative
+    return event.path.rstrip("/") + "/" + relative

@@ -1,0 +1,557 @@
+"""The replay pipeline: parse -> decode -> execute on bounded channels.
+
+Each trace file runs through three stages, each a task, joined by bounded
+channels::
+
+    parse  --raw chunks-->  decode  --event batches-->  route  --> streams
+    (inflate in an          (orjson, hashes,            (one task per
+     I/O thread)             filters)                    traced pid/tid)
+
+Back-pressure. Every channel is bounded, so a slow stage parks the one
+before it: a stream that cannot keep up fills its channel, which parks
+the router, then the decoder, then the parser, and the reader stops
+inflating. What a file has in flight is therefore at most
+``RAW_CAPACITY`` chunks (1 MiB each by default), ``EVENT_CAPACITY``
+batches of ``BATCH_EVENTS`` events, and per stream ``STREAM_CAPACITY``
+batches plus its reorder window.
+
+Concurrency. Parsing pulls chunks with ``spawn_io``, so inflating (which
+releases the GIL) overlaps decoding. Streams are tasks, so the streams of
+one file and the files themselves (up to ``threads + 1`` at once) run
+concurrently on the executor's workers.
+
+The same parse and decode stages feed three different sinks: the plan
+(see ``_plan``), the executing router, and, for a dry run, a counter.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+from .._channel import Channel, ChannelProducer, make_channel
+from .._errors import Cancelled, GreenpipeError
+from .._executor import Executor
+from .._scope import CoroScope
+from ..trace import Event, TraceReader
+from ..trace._decode import iter_events as decode_events
+from ..trace._event import HashTable
+from ..trace._reader import DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET
+from ..trace._stats import FileRecord
+from . import _calls as calls
+from ._execute import SECOND_PATH, ByteBudget, ReplayContext, StreamRunner
+from ._options import EventFilter, EventLimit, ReplayOptions
+from ._plan import FilePlan, Plan
+from ._sandbox import PathSandbox, prepare_root
+from ._summary import FileCounters, Preparation, ReplaySummary, StreamStats, build_summary
+
+logger = logging.getLogger(__name__)
+
+#: Raw chunks queued between parse and decode.
+RAW_CAPACITY = 4
+#: Events per batch sent from decode to the router.
+BATCH_EVENTS = 512
+#: Batches queued between decode and the router.
+EVENT_CAPACITY = 8
+#: Batches queued for each stream.
+STREAM_CAPACITY = 8
+
+Sink = Callable[[CoroScope, int, str, Channel[Any], FileCounters], None]
+
+
+class ReplayError(GreenpipeError):
+    """Raised when a replay cannot start; the message says what to change."""
+
+
+class InsufficientSpaceError(ReplayError):
+    """Raised when the bytes to write exceed the free space under the root.
+
+    Attributes:
+        needed: estimated bytes the replay writes.
+        available: bytes free under the root.
+    """
+
+    def __init__(self, needed: int, available: int, root: str) -> None:
+        super().__init__(
+            f"The replay would write about {needed:,} bytes but only {available:,} "
+            f"bytes are free under {root}. Free some space, filter the trace, "
+            "cap the bytes with --max-bytes, or pass --force to replay anyway."
+        )
+        self.needed = needed
+        self.available = available
+
+
+def find_trace_files(inputs: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """Expand files and folders into trace files.
+
+    Returns:
+        ``(files, problems)``: the trace files in order, without
+        duplicates, and one message per input that is missing or holds
+        no trace.
+    """
+    files: List[str] = []
+    problems: List[str] = []
+    seen = set()
+    for name in inputs:
+        if not os.path.exists(name):
+            problems.append(f"{name}: no such file or folder")
+            continue
+        found = TraceReader(name).files
+        if not found:
+            problems.append(f"{name}: no trace files (.pfw, .pfw.gz) found")
+        for path in found:
+            key = os.path.realpath(path)
+            if key not in seen:
+                seen.add(key)
+                files.append(path)
+    return files, problems
+
+
+class ReplayProgress:
+    """A snapshot of a running replay, for progress bars.
+
+    Attributes:
+        phase: ``"plan"``, ``"prepare"``, ``"replay"``, ``"dry-run"`` or
+            ``"done"``.
+        events_done: events handled in this phase so far.
+        events_total: events expected in this phase, 0 when unknown.
+        bytes_done: bytes read and written so far.
+        bytes_total: bytes expected to be written, 0 when unknown.
+        elapsed: seconds since the phase started.
+    """
+
+    __slots__ = ("phase", "events_done", "events_total", "bytes_done", "bytes_total", "elapsed")
+
+    def __init__(
+        self,
+        phase: str,
+        events_done: int,
+        events_total: int,
+        bytes_done: int,
+        bytes_total: int,
+        elapsed: float,
+    ) -> None:
+        self.phase = phase
+        self.events_done = events_done
+        self.events_total = events_total
+        self.bytes_done = bytes_done
+        self.bytes_total = bytes_total
+        self.elapsed = elapsed
+
+
+class Replayer:
+    """Replays DFTracer traces under a root folder; see :func:`replay`.
+
+    Call :meth:`run` once. :meth:`cancel` and :meth:`progress` may be
+    called from any thread while it runs, for example from a signal
+    handler and a progress bar.
+
+    Args:
+        inputs: trace files and folders.
+        options: what to replay and how.
+    """
+
+    def __init__(self, inputs: Sequence[str], options: ReplayOptions) -> None:
+        self.inputs = list(inputs)
+        self.options = options
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._scopes: List[CoroScope] = []
+        self._streams: List[StreamStats] = []
+        self._counters: List[FileCounters] = []
+        self._phase = "plan"
+        self._phase_started = time.monotonic()
+        self._events_total = 0
+        self._bytes_total = 0
+        self._plan_events = 0
+
+    # -- control from other threads -------------------------------------------
+
+    def cancel(self) -> None:
+        """Stop the replay soon; :meth:`run` returns a partial summary.
+
+        Never blocks; safe from any thread and from a signal handler.
+        """
+        with self._lock:
+            self._cancelled = True
+            scopes = list(self._scopes)
+        for scope in scopes:
+            scope.cancel()
+
+    def progress(self) -> ReplayProgress:
+        """Return a snapshot of the progress; never blocks."""
+        streams = list(self._streams)
+        if self._phase in ("replay", "done"):
+            done = sum(s.replayed + s.failed + sum(s.skipped.values()) for s in streams)
+        elif self._phase == "plan":
+            done = self._plan_events
+        else:
+            done = sum(c.events for c in list(self._counters))
+        return ReplayProgress(
+            self._phase,
+            done,
+            self._events_total,
+            sum(s.bytes_read + s.bytes_written for s in streams),
+            self._bytes_total,
+            time.monotonic() - self._phase_started,
+        )
+
+    def _set_phase(self, phase: str) -> None:
+        self._phase = phase
+        self._phase_started = time.monotonic()
+
+    # -- the run --------------------------------------------------------------
+
+    def run(self) -> ReplaySummary:
+        """Plan, prepare and replay; return the summary.
+
+        Blocking: runs the whole replay on a private executor and returns
+        when it ends or, after :meth:`cancel`, once every stream has
+        stopped and every descriptor is closed.
+
+        Raises:
+            ReplayError: no input holds a trace, or the root cannot be
+                used.
+            InsufficientSpaceError: the estimated bytes to write exceed
+                the free space and ``options.force`` is false.
+        """
+        files, problems = find_trace_files(self.inputs)
+        if not files:
+            raise ReplayError(
+                "No trace files to replay: "
+                + "; ".join(problems or ["no inputs"])
+                + ". Pass .pfw or .pfw.gz files or folders holding them."
+            )
+
+        options = self.options
+        if options.dry_run:
+            return self._run_dry(files, problems)
+
+        assert options.root is not None
+        message = prepare_root(options.root)
+        if message is not None:
+            raise ReplayError(message)
+        with PathSandbox(options.root) as sandbox:
+            return self._run_real(files, problems, sandbox)
+
+    def _finish(
+        self,
+        files: List[str],
+        problems: List[str],
+        root: Optional[str],
+        wall: float,
+        preparation: Preparation,
+    ) -> ReplaySummary:
+        self._set_phase("done")
+        counters = list(self._counters)
+        for message in problems:
+            counters.append(FileCounters(path=message.split(":")[0], problem=message))
+        return build_summary(
+            inputs=files,
+            root=root,
+            dry_run=self.options.dry_run,
+            interrupted=self._cancelled,
+            file_counters=counters,
+            streams=list(self._streams),
+            wall_seconds=wall,
+            preparation=preparation,
+        )
+
+    def _run_dry(self, files: List[str], problems: List[str]) -> ReplaySummary:
+        self._set_phase("dry-run")
+        started = time.monotonic()
+
+        def sink(scope: CoroScope, index: int, path: str, channel: Channel[Any], c: FileCounters) -> None:
+            for _ in channel:
+                scope.maybe_yield()
+
+        self._passes(files, sink, keep_counters=True)
+        return self._finish(files, problems, None, time.monotonic() - started, Preparation())
+
+    def _run_real(
+        self, files: List[str], problems: List[str], sandbox: PathSandbox
+    ) -> ReplaySummary:
+        options = self.options
+        plan = Plan()
+
+        def plan_sink(scope: CoroScope, index: int, path: str, channel: Channel[Any], c: FileCounters) -> None:
+            file_plan = FilePlan()
+            for batch in channel:
+                file_plan.feed(batch)
+                self._plan_events += len(batch)
+                scope.maybe_yield()
+            plan.add(path, file_plan)
+
+        self._set_phase("plan")
+        self._passes(files, plan_sink, keep_counters=False)
+        if self._cancelled:
+            return self._finish(files, problems, sandbox.root, 0.0, Preparation())
+
+        needed = plan.write_bytes
+        if options.max_bytes is not None:
+            needed = min(needed, options.max_bytes)
+        free = shutil.disk_usage(sandbox.root).free
+        if needed > free and not options.force:
+            raise InsufficientSpaceError(needed, free, sandbox.root)
+
+        self._set_phase("prepare")
+        preparation = plan.prepare(sandbox)
+
+        self._events_total = plan.events
+        self._bytes_total = needed
+        self._set_phase("replay")
+        context = ReplayContext(
+            sandbox,
+            budget=ByteBudget(options.max_bytes),
+            speed=options.speed(),
+            window=options.window,
+        )
+        started = time.monotonic()
+        try:
+            self._passes(files, self._make_router(context, plan), keep_counters=True)
+        finally:
+            left_open = context.close_all()
+            if left_open:
+                logger.debug("closed %d descriptors left open by the trace", left_open)
+        return self._finish(files, problems, sandbox.root, time.monotonic() - started, preparation)
+
+    # -- passes over the files ------------------------------------------------
+
+    def _passes(self, files: List[str], sink: Sink, *, keep_counters: bool) -> None:
+        limit = EventLimit(self.options.max_events)
+        counters = [FileCounters(path=path) for path in files]
+        if keep_counters:
+            self._counters = counters
+
+        def main(scope: CoroScope) -> None:
+            work: Channel[Tuple[int, str]] = make_channel(0)
+            for item in enumerate(files):
+                work.send(item)
+            work.close()
+            workers = min(len(files), (self.options.threads or os.cpu_count() or 1) + 1)
+
+            def file_worker(scope: CoroScope) -> None:
+                for index, path in work:
+                    scope.scope(self._file_pipeline, index, path, counters[index], sink, limit)
+
+            def body(inner: CoroScope) -> None:
+                with self._lock:
+                    self._scopes.append(inner)
+                    if self._cancelled:
+                        inner.cancel()
+                try:
+                    for number in range(workers):
+                        inner.spawn(file_worker, name=f"files-{number}")
+                    inner.join_all()
+                finally:
+                    with self._lock:
+                        self._scopes.remove(inner)
+
+            scope.scope(body)
+
+        with Executor(self.options.threads, name="replay") as executor:
+            try:
+                executor.run(main, name="replay")
+            except Cancelled:
+                if not self._cancelled:
+                    raise
+
+    def _file_pipeline(
+        self,
+        scope: CoroScope,
+        index: int,
+        path: str,
+        counters: FileCounters,
+        sink: Sink,
+        limit: EventLimit,
+    ) -> None:
+        raw: Channel[bytes] = make_channel(RAW_CAPACITY)
+        events: Channel[List[Event]] = make_channel(EVENT_CAPACITY)
+        scope.spawn(_parse, path, raw.producer(), counters, self.options.memory_budget, name=f"parse {path}")
+        scope.spawn(
+            _decode,
+            path,
+            raw,
+            events.producer(),
+            counters,
+            EventFilter(self.options, index),
+            limit,
+            self.options.memory_budget,
+            name=f"decode {path}",
+        )
+        sink(scope, index, path, events, counters)
+
+    def _make_router(self, context: ReplayContext, plan: Plan) -> Sink:
+        def route(scope: CoroScope, index: int, path: str, channel: Channel[Any], c: FileCounters) -> None:
+            streams: Dict[Tuple[int, int], ChannelProducer[List[Event]]] = {}
+            anchor = plan.first_ts.get(path)
+            try:
+                for batch in channel:
+                    groups: Dict[Tuple[int, int], List[Event]] = {}
+                    for event in batch:
+                        key = (event.pid, event.tid)
+                        group = groups.get(key)
+                        if group is None:
+                            groups[key] = [event]
+                        else:
+                            group.append(event)
+                    for key, group in groups.items():
+                        producer = streams.get(key)
+                        if producer is None:
+                            producer = streams[key] = self._start_stream(
+                                scope, context, path, key, anchor
+                            )
+                        producer.send(group)
+            finally:
+                for producer in streams.values():
+                    producer.release()
+
+        return route
+
+    def _start_stream(
+        self,
+        scope: CoroScope,
+        context: ReplayContext,
+        path: str,
+        key: Tuple[int, int],
+        anchor: Optional[int],
+    ) -> ChannelProducer[List[Event]]:
+        channel: Channel[List[Event]] = make_channel(STREAM_CAPACITY)
+        producer = channel.producer()
+        stats = StreamStats(path, key[0], key[1])
+        with self._lock:
+            self._streams.append(stats)
+        runner = StreamRunner(context, stats, anchor)
+
+        def stream(inner: CoroScope) -> None:
+            runner.run(channel, inner.maybe_yield)
+
+        scope.spawn(stream, name=f"stream {key[0]}/{key[1]} of {os.path.basename(path)}")
+        return producer
+
+
+def _parse(
+    scope: CoroScope,
+    path: str,
+    producer: ChannelProducer[bytes],
+    counters: FileCounters,
+    memory_budget: int,
+) -> None:
+    """Read and inflate ``path`` in an I/O thread, sending line-aligned chunks."""
+    with producer.guard():
+        try:
+            reader = TraceReader(path, memory_budget=memory_budget)
+        except OSError as exc:
+            counters.problem = f"{path}: cannot be read: {exc.strerror or exc}"
+            return
+        chunks = reader.iter_raw()
+        try:
+            while True:
+                chunk = scope.spawn_io(next, chunks, None, name=f"inflate {path}").result()
+                if chunk is None or not producer.send(chunk):
+                    break
+        finally:
+            try:
+                chunks.close()
+            except ValueError:
+                # Still running in the I/O thread after a cancellation; the
+                # generator closes its file when it is collected.
+                pass
+        for stats in reader.statistics().files:
+            if stats.damage is not None:
+                counters.problem = f"{path}: {stats.damage}"
+
+
+def _decode(
+    scope: CoroScope,
+    path: str,
+    raw: Channel[bytes],
+    producer: ChannelProducer[List[Event]],
+    counters: FileCounters,
+    event_filter: EventFilter,
+    limit: EventLimit,
+    memory_budget: int,
+) -> None:
+    """Decode chunks into events, resolve second paths, filter, and batch."""
+    record = FileRecord(path)
+    table = HashTable()
+    max_line = max(memory_budget or DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET) // 4
+    batch: List[Event] = []
+    io_categories = calls.IO_CATEGORIES
+    first_ts = counters.first_ts
+    last_end = counters.last_end
+    seen = 0
+    with producer.guard():
+        try:
+            for event in decode_events(iter(raw), record, max_line, table, False):
+                seen += 1
+                ts = event.ts
+                if first_ts is None or ts < first_ts:
+                    first_ts = ts
+                end = ts + event.dur
+                if last_end is None or end > last_end:
+                    last_end = end
+                if not event_filter.accept(event):
+                    counters.filtered += 1
+                    continue
+                if event.category not in io_categories:
+                    counters.application += 1
+                    continue
+                if not limit.take():
+                    counters.filtered += 1
+                    raw.close()
+                    break
+                args = event.args
+                if "newpath_hash" in args or "pathname_hash" in args:
+                    _resolve_second_path(args, table)
+                batch.append(event)
+                if len(batch) >= BATCH_EVENTS:
+                    counters.events = seen
+                    if not producer.send(batch):
+                        raw.close()
+                        break
+                    batch = []
+                    scope.maybe_yield()
+            if batch:
+                producer.send(batch)
+        finally:
+            counters.events = seen
+            counters.first_ts = first_ts
+            counters.last_end = last_end
+            counters.bad_lines = record.bad_count
+    if record.bad_count and not seen and counters.problem is None:
+        counters.problem = (
+            f"{path}: no events decoded, {record.bad_count} unusable lines; "
+            "is it a DFTracer trace?"
+        )
+
+
+def _resolve_second_path(args: Dict[str, Any], table: HashTable) -> None:
+    key = args.get("newpath_hash")
+    if key is None:
+        key = args.get("pathname_hash")
+    try:
+        value = table.files.get(key)
+    except TypeError:
+        value = None
+    if value is None:
+        value = table.lookup("FH", key)
+    if value is not None:
+        args[SECOND_PATH] = value
+
+
+def replay(inputs: Iterable[str], options: ReplayOptions) -> ReplaySummary:
+    """Replay the traces ``inputs`` (files or folders) with ``options``.
+
+    Blocking: returns when the replay has ended. Threads: starts and
+    stops its own executor; call it from any thread that is not a task.
+
+    Raises:
+        ReplayError: no trace to replay, or the root cannot be used.
+        InsufficientSpaceError: not enough free space under the root.
+    """
+    return Replayer(list(inputs), options).run()

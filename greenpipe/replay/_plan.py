@@ -1,0 +1,313 @@
+"""The preparation step: what must exist under the root before replaying.
+
+A replay starts from an empty root, but a trace usually reads files that
+existed before it was recorded (a data set, a config file, ``/proc``
+entries). A first pass over the decoded events, the plan, follows each
+file the way the replay will: it tracks positions per descriptor, the
+extent written so far and the extent each read needs. Afterwards,
+:meth:`Plan.prepare` creates
+
+* each file that the trace uses before creating it, or reads beyond what
+  it wrote, as a sparse file long enough for every traced read, and
+* each folder that the trace uses (``opendir``, ``rmdir``, ``stat`` of a
+  path that other paths live under) before creating it.
+
+The plan follows events in file order, which within one traced thread is
+the order of the calls; a descriptor shared between threads of a process
+may get slightly different positions than the concurrent replay gives
+it, so a read can still come up short (counted as a short read).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Dict, Iterable, List, Optional, Set, Tuple
+
+from ..trace import Event
+from . import _calls as calls
+from ._execute import second_path
+from ._sandbox import Components, PathSandbox, SandboxError
+from ._summary import Preparation
+
+logger = logging.getLogger(__name__)
+
+#: Prepared paths listed by name in the summary.
+MAX_EXAMPLES = 10
+
+
+class PathPlan:
+    """What the trace does to one path, as far as preparation cares."""
+
+    __slots__ = ("first_need", "first_create", "directory", "read_need", "written")
+
+    def __init__(self) -> None:
+        self.first_need: Optional[int] = None
+        self.first_create: Optional[int] = None
+        self.directory = False
+        self.read_need = 0
+        self.written = 0
+
+    def need(self, ts: int) -> None:
+        if self.first_need is None or ts < self.first_need:
+            self.first_need = ts
+
+    def create(self, ts: int) -> None:
+        if self.first_create is None or ts < self.first_create:
+            self.first_create = ts
+
+    def merge(self, other: PathPlan) -> None:
+        if other.first_need is not None:
+            self.need(other.first_need)
+        if other.first_create is not None:
+            self.create(other.first_create)
+        self.directory = self.directory or other.directory
+        self.read_need = max(self.read_need, other.read_need)
+        self.written = max(self.written, other.written)
+
+    def used_before_created(self) -> bool:
+        return self.first_need is not None and (
+            self.first_create is None or self.first_need < self.first_create
+        )
+
+
+class _SimHandle:
+    __slots__ = ("path", "position")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.position = 0
+
+
+class FilePlan:
+    """The plan of one trace file, filled in file order by one task."""
+
+    def __init__(self) -> None:
+        self.paths: Dict[str, PathPlan] = {}
+        self.write_bytes = 0
+        self.first_ts: Optional[int] = None
+        self.events = 0
+        self._by_fd: Dict[Tuple[int, int], _SimHandle] = {}
+        self._by_path: Dict[Tuple[int, bool, str], List[_SimHandle]] = {}
+
+    def _path(self, path: str) -> PathPlan:
+        found = self.paths.get(path)
+        if found is None:
+            found = self.paths[path] = PathPlan()
+        return found
+
+    def _find(self, event: Event, stdio: bool) -> Optional[_SimHandle]:
+        fd = calls.arg_int(event.args, "fd")
+        if fd is not None and not stdio:
+            handle = self._by_fd.get((event.pid, fd))
+            if handle is not None and (event.path is None or handle.path == event.path):
+                return handle
+        if event.path is None:
+            return None
+        found = self._by_path.get((event.pid, stdio, event.path))
+        if found:
+            return found[-1]
+        handle = _SimHandle(event.path)
+        self._path(event.path).need(event.ts)
+        self._by_path.setdefault((event.pid, stdio, event.path), []).append(handle)
+        if fd is not None and not stdio:
+            self._by_fd[(event.pid, fd)] = handle
+        return handle
+
+    def feed(self, events: Iterable[Event]) -> None:
+        """Follow a batch of events of this file, in file order."""
+        for event in events:
+            op = calls.classify(event.category, event.name)
+            if op is None:
+                continue
+            if calls.arg_int(event.args, "ret") == -1:
+                continue
+            self.events += 1
+            if self.first_ts is None or event.ts < self.first_ts:
+                self.first_ts = event.ts
+            self._feed_one(event, op)
+
+    def _feed_one(self, event: Event, op: str) -> None:
+        ts = event.ts
+        args = event.args
+        if op in ("open", "openat", "creat", "fopen"):
+            path = event.path
+            if op == "openat":
+                relative = second_path(event)
+                if relative is not None:
+                    path = relative if relative.startswith("/") or path is None else (
+                        path.rstrip("/") + "/" + relative
+                    )
+            if path is None:
+                return
+            flags = calls.open_flags(op, args)
+            plan = self._path(path)
+            if flags & os.O_CREAT:
+                plan.create(ts)
+            else:
+                plan.need(ts)
+            if flags & os.O_TRUNC and flags & os.O_ACCMODE != os.O_RDONLY:
+                plan.written = 0
+                plan.create(ts)
+            handle = _SimHandle(path)
+            stdio = op == "fopen"
+            self._by_path.setdefault((event.pid, stdio, path), []).append(handle)
+            fd = None if stdio else calls.arg_int(args, "ret")
+            if fd is not None and fd >= 0:
+                self._by_fd[(event.pid, fd)] = handle
+        elif op in ("close", "fclose"):
+            stdio = op == "fclose"
+            fd = calls.arg_int(args, "fd")
+            handle = None
+            if fd is not None and not stdio:
+                handle = self._by_fd.pop((event.pid, fd), None)
+            path = handle.path if handle is not None else event.path
+            if path is not None:
+                found = self._by_path.get((event.pid, stdio, path))
+                if found:
+                    found.remove(handle) if handle in found else found.pop()
+        elif op in calls.READ_OPS or op in calls.WRITE_OPS:
+            self._feed_data(event, op)
+        elif op in ("lseek", "fseek"):
+            handle = self._find(event, op == "fseek")
+            if handle is None:
+                return
+            ret = calls.arg_int(args, "ret")
+            offset = calls.arg_int(args, "offset") or 0
+            whence = calls.arg_int(args, "whence") or 0
+            if op == "lseek" and ret is not None and ret >= 0:
+                handle.position = ret
+            elif whence == os.SEEK_SET:
+                handle.position = offset
+            elif whence == os.SEEK_CUR:
+                handle.position += offset
+            else:
+                plan = self._path(handle.path)
+                handle.position = max(plan.written, plan.read_need) + offset
+        elif op == "ftruncate":
+            handle = self._find(event, False)
+            length = calls.arg_int(args, "length")
+            if handle is not None and length is not None:
+                self._path(handle.path).written = length
+        elif event.path is None:
+            return
+        elif op == "truncate":
+            plan = self._path(event.path)
+            plan.need(ts)
+            length = calls.arg_int(args, "length")
+            if length is not None:
+                plan.written = length
+        elif op in ("stat", "access", "unlink", "remove"):
+            self._path(event.path).need(ts)
+        elif op in ("opendir", "rmdir"):
+            plan = self._path(event.path)
+            plan.need(ts)
+            plan.directory = True
+        elif op == "mkdir":
+            plan = self._path(event.path)
+            plan.create(ts)
+            plan.directory = True
+        elif op == "rename":
+            self._path(event.path).need(ts)
+            target = second_path(event)
+            if target is not None:
+                self._path(target).create(ts)
+
+    def _feed_data(self, event: Event, op: str) -> None:
+        handle = self._find(event, op in ("fread", "fwrite"))
+        if handle is None:
+            return
+        offset = calls.arg_int(event.args, "offset") if op in ("pread", "pwrite") else None
+        position = handle.position if offset is None else offset
+        plan = self._path(handle.path)
+        if op in calls.READ_OPS:
+            moved = calls.done_size(op, event.args) or 0
+            end = position + moved
+            if end > plan.written:
+                plan.read_need = max(plan.read_need, end)
+        else:
+            moved = calls.transfer_size(op, event.args) or 0
+            self.write_bytes += moved
+            plan.written = max(plan.written, position + moved)
+        if offset is None:
+            handle.position = position + moved
+
+
+class Plan:
+    """The merged plan of every trace file of a replay.
+
+    Threads: :meth:`add` may be called from any thread.
+    """
+
+    def __init__(self) -> None:
+        self.paths: Dict[str, PathPlan] = {}
+        self.write_bytes = 0
+        self.events = 0
+        self.first_ts: Dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def add(self, file: str, plan: FilePlan) -> None:
+        """Merge the plan of trace ``file``."""
+        with self._lock:
+            for path, entry in plan.paths.items():
+                mine = self.paths.get(path)
+                if mine is None:
+                    self.paths[path] = entry
+                else:
+                    mine.merge(entry)
+            self.write_bytes += plan.write_bytes
+            self.events += plan.events
+            if plan.first_ts is not None:
+                self.first_ts[file] = plan.first_ts
+
+    def prepare(self, sandbox: PathSandbox) -> Preparation:
+        """Create the files and folders the trace uses before creating them.
+
+        Blocking: makes the system calls in the calling thread.
+
+        Returns:
+            What was created; paths that could not be created are listed
+            in :attr:`Preparation.failures` and do not stop the replay.
+        """
+        mapped: Dict[str, Components] = {}
+        failures: List[str] = []
+        for path in self.paths:
+            try:
+                mapped[path] = sandbox.components(path)
+            except SandboxError as exc:
+                failures.append(f"{path!r}: {exc}")
+        folders: Set[Components] = set()
+        for parts in mapped.values():
+            for end in range(1, len(parts)):
+                folders.add(parts[:end])
+
+        files_made = folders_made = total = 0
+        examples: List[str] = []
+        for path in sorted(mapped):
+            entry = self.paths[path]
+            parts = mapped[path]
+            is_folder = entry.directory or parts in folders
+            try:
+                if is_folder:
+                    if entry.used_before_created() and sandbox.ensure_dir(path):
+                        folders_made += 1
+                        if len(examples) < MAX_EXAMPLES:
+                            examples.append(sandbox.display(path) + "/")
+                    continue
+                if entry.read_need > 0 or entry.used_before_created():
+                    if sandbox.ensure_file(path, entry.read_need):
+                        files_made += 1
+                        total += entry.read_need
+                        if len(examples) < MAX_EXAMPLES:
+                            examples.append(sandbox.display(path))
+            except OSError as exc:
+                failures.append(f"{sandbox.display(path)}: {exc.strerror or exc}")
+        logger.debug("prepared %d files (%d bytes), %d folders", files_made, total, folders_made)
+        return Preparation(
+            files=files_made,
+            folders=folders_made,
+            bytes=total,
+            examples=tuple(examples),
+            failures=tuple(failures[:MAX_EXAMPLES]),
+        )
