@@ -26,6 +26,7 @@ from ._scope import CoroScope as CoroScope
 from ._scope import IOFuture as IOFuture
 from ._scope import SpawnFuture as SpawnFuture
 from ._scope import current_scope as current_scope
+from ._scope import shield as shield
 from ._scope import sleep as sleep
 from ._sync import JoinHandle as JoinHandle
 from ._generators import AsyncGenerator as AsyncGenerator
@@ -57,6 +58,7 @@ __all__ = [
     "make_channel",
     "move_on_after",
     "run",
+    "shield",
     "sleep",
     "timeout",
     "when_all",

@@ -184,7 +184,7 @@ class Channel(Generic[T]):
                 "channel; wrap the value, for example in a tuple"
             )
         task = current_task()
-        if task is not None and task._cancel_flag:
+        if task is not None and task._cancel_flag and not task._shield_depth:
             raise Cancelled(task._cancel_message())
         with self._lock:
             if self._ended:
@@ -251,7 +251,7 @@ class Channel(Generic[T]):
             Cancelled: The calling task was cancelled.
         """
         task = current_task()
-        if task is not None and task._cancel_flag:
+        if task is not None and task._cancel_flag and not task._shield_depth:
             raise Cancelled(task._cancel_message())
         with self._lock:
             if self._items:

@@ -221,8 +221,19 @@ class Executor:
             raise ValueError(f"threads must be >= 1, not {threads!r}")
         if io_threads is None:
             io_threads = min(32, (os.cpu_count() or 1) + 4)
+        if isinstance(io_threads, bool) or not isinstance(io_threads, int):
+            raise TypeError(f"io_threads must be an int, not {io_threads!r}")
         if io_threads < 1:
             raise ValueError(f"io_threads must be >= 1, not {io_threads!r}")
+        if rng is not None and not isinstance(rng, random.Random):
+            raise TypeError(f"rng must be a random.Random instance, not {rng!r}")
+        if clock is not None and not (
+            getattr(clock, "is_virtual", False) and not isinstance(clock, type)
+        ):
+            raise TypeError(
+                "clock must be None or a greenpipe.testing.VirtualClock instance, "
+                f"not {clock!r}"
+            )
         self.name = name or f"executor-{next(_executor_ids)}"
         self.timeslice = to_seconds(timeslice, "timeslice") or 0.0
         self.deadlock_grace = to_seconds(deadlock_grace, "deadlock_grace")
@@ -244,8 +255,7 @@ class Executor:
         self._vheap: list[tuple[float, int, _VirtualTimer]] = []
         self._vseq = itertools.count()
         self._idle_lot = ParkingLot()
-        self._roots: list[Any] = []
-        self._deadlock: DeadlockError | None = None
+        self._last_deadlock_epoch = -1
         self._closed = False
         self._quiet = RealEvent()
         self._all_done = RealEvent()
@@ -299,9 +309,7 @@ class Executor:
         from ._scope import CoroScope
 
         scope = CoroScope._detached(self)
-        future = scope._spawn(fn, args, name)
-        self._roots.append(future)
-        return future
+        return scope._spawn(fn, args, name)
 
     def run(self, fn: Any, *args: Any, name: str | None = None) -> Any:
         """Run ``fn(scope, *args)`` as a root task and wait for its result.
@@ -335,11 +343,13 @@ class Executor:
 
     def _schedule_new(self, task: Any) -> None:
         """Queue a task that has not started yet; safe from any thread."""
-        if self._closed:
-            raise ExecutorShutdownError(
-                f"executor {self.name!r} is shut down; create a new one"
-            )
         with self._lock:
+            # Checked under the lock that shutdown() also takes, so a task
+            # is either rejected or in the set that shutdown cancels.
+            if self._closed:
+                raise ExecutorShutdownError(
+                    f"executor {self.name!r} is shut down; create a new one"
+                )
             self._tasks.add(task)
             self._epoch += 1
             self._all_done.clear()
@@ -528,7 +538,7 @@ class Executor:
             for timer in due:
                 self._post_counted(timer.worker, timer.callback)
             return
-        if timers or self.deadlock_grace is None or self._deadlock is not None:
+        if timers or self.deadlock_grace is None or epoch == self._last_deadlock_epoch:
             return
         # Every task is parked with no timer left. Wait out the grace
         # period: a foreign thread or a gevent event may still wake one.
@@ -539,8 +549,27 @@ class Executor:
                 if self._is_quiescent():
                     self._quiet.set()
                 return
-            report = self._deadlock_report()
-        self._declare_deadlock(report)
+            gevent_busy = self._gevent_watchers_active()
+            if not gevent_busy:
+                report = self._deadlock_report()
+                self._last_deadlock_epoch = self._epoch
+                tasks = list(self._tasks)
+        if gevent_busy:
+            # A gevent greenlet on a worker (a sleep, a socket) may still
+            # wake a task; look again after another grace period.
+            stop.wait(self.deadlock_grace)
+            self._quiet.set()
+            return
+        self._declare_deadlock(report, tasks)
+
+    def _gevent_watchers_active(self) -> bool:
+        # Each worker's loop keeps one watcher of its own (the wake signal)
+        # active; greenpipe timers are counted apart and are zero here.
+        for worker in self._workers:
+            loop = worker.loop
+            if loop is not None and getattr(loop, "activecnt", 1) > 1:
+                return True
+        return False
 
     def _advance_virtual_clock(self) -> list[_VirtualTimer]:
         # The caller holds ``_lock``.
@@ -576,13 +605,18 @@ class Executor:
             lines.append(f"  task {task.name!r} waits on {what} at {task._location()}")
         return "\n".join(lines)
 
-    def _declare_deadlock(self, report: str) -> None:
+    def _declare_deadlock(self, report: str, tasks: list[Any]) -> None:
+        # The tasks directly under a detached scope (from submit(), run() or
+        # open_scope()) carry the error to whoever waits on them; then
+        # every task is cancelled so its finally blocks run.
         error = DeadlockError(report)
-        self._deadlock = error
         logger.debug("%s", report)
-        for root in list(self._roots):
-            root._deadlock = error
-        for task in list(self._tasks):
+        for task in tasks:
+            parent = task._parent_scope
+            if parent._task is None:
+                task._deadlock = error
+                parent._deadlock = error
+        for task in tasks:
             task.cancel()
 
     # -- offloading --------------------------------------------------------
@@ -648,30 +682,36 @@ class Executor:
         Blocking: waits until every task has ended. Each remaining task is
         cancelled in its own thread, so its ``finally`` blocks run. Tasks
         still alive after ``timeout`` seconds get ``GreenletExit`` thrown in
-        and are logged at ERROR. Safe to call more than once.
+        and are logged at ERROR. A task waiting for a ``spawn_io`` call
+        cannot end before the call returns, because a running call cannot be
+        interrupted. Safe to call more than once.
         """
         if current_task() is not None and current_worker() in self._workers:
             raise RuntimeError("Executor.shutdown() cannot be called from its own task")
+        wait = to_seconds(timeout, "timeout")
         if self._closed and not self._workers:
             return
-        self._closed = True
         with self._lock:
+            self._closed = True
             remaining = list(self._tasks)
         for task in remaining:
             task.cancel()
-        if not self._all_done.wait(timeout):
+        if not self._all_done.wait(wait):
             with self._lock:
                 stuck = list(self._tasks)
+                offloaded = self._io
             logger.error(
-                "%s: %d tasks ignored cancellation for %.1f s: %s",
+                "%s: %d tasks still running %.1f s after cancellation "
+                "(%d offloaded calls in flight, which cannot be interrupted): %s",
                 self.name,
                 len(stuck),
-                timeout,
+                wait,
+                offloaded,
                 ", ".join(task.name for task in stuck),
             )
             for task in stuck:
                 task._force_exit()
-            self._all_done.wait(timeout)
+            self._all_done.wait(wait)
         self._monitor_stop = True
         self._quiet.set()
         self._monitor_exited.wait(timeout)
@@ -679,7 +719,12 @@ class Executor:
             worker.stop()
         for worker in self._workers:
             worker.stopped.wait(timeout)
-        self._io_pool.close(timeout)
+        if not self._io_pool.close(wait):
+            logger.warning(
+                "%s: offloaded calls still running after shutdown; their "
+                "threads end when the calls return",
+                self.name,
+            )
         if self._virtual:
             self.clock._detach(self)
         self._workers = []

@@ -49,6 +49,10 @@ logger = logging.getLogger(__name__)
 
 _tls = thread_local()
 
+# The plain greenlet switch. gevent's Hub overrides ``switch`` to call the
+# current greenlet's ``switch_out`` first; greenpipe's own parks bypass that.
+_raw_switch = greenlet.switch
+
 
 class _TimedOut:
     """Sentinel value passed to a waiter whose timeout expired."""
@@ -66,6 +70,16 @@ class TaskGreenlet(greenlet):
     """The greenlet that runs one task; ``gp_task`` links back to it."""
 
     __slots__ = ("gp_task",)
+
+    def switch_out(self) -> None:
+        # gevent calls this just before one of its primitives parks the
+        # greenlet (``Hub.switch``). Raising here makes every gevent wait of
+        # a cancelled task a cancellation point, like greenpipe's own.
+        # greenpipe's parks switch with the raw ``greenlet.switch`` and
+        # never come here.
+        task = self.gp_task
+        if task is not None and task._cancel_flag and not task._shield_depth:
+            raise Cancelled(task._cancel_message())
 
 
 def current_worker() -> Worker | None:
@@ -150,7 +164,7 @@ class Waiter:
 class TaskWaiter(Waiter):
     """Waiter of a task running on a worker hub."""
 
-    __slots__ = ("task", "counted", "shield")
+    __slots__ = ("task", "counted", "shield", "external")
 
     def __init__(self, task: Any, what: object = None) -> None:
         # The base initialiser is inlined: tasks create one waiter per park.
@@ -163,6 +177,9 @@ class TaskWaiter(Waiter):
         self.task = task
         self.counted = False
         self.shield = False
+        # True when the wake-up comes from outside this executor (another
+        # executor's task), so the wait does not count toward a deadlock.
+        self.external = False
 
     def wake(self, value: Any = None, exc: BaseException | None = None) -> None:
         self.value = value
@@ -181,21 +198,23 @@ class TaskWaiter(Waiter):
         # Cancellation checkpoint. The cancelling side sets the flag before
         # it reads ``task._waiter``, and this side publishes ``_waiter``
         # before it reads the flag, so at least one of them sees the other.
-        if not shield and task._cancel_flag and self.claim():
+        if not shield and task._cancel_flag and not task._shield_depth and self.claim():
             task._waiter = None
             raise Cancelled(task._cancel_message())
 
         timer = None
         if timeout is not None:
             timer = executor._call_later(worker, timeout, self._expire)
-        self.counted = True
-        executor._note_blocked()
+        if not self.external:
+            self.counted = True
+            executor._note_blocked()
         try:
-            worker.ghub.switch()
+            _raw_switch(worker.ghub)
         except BaseException:
             task._waiter = None
             if self.claim():
-                executor._note_unblocked()
+                if self.counted:
+                    executor._note_unblocked()
             elif self.undo is not None and self.exc is None:
                 self.undo(self.value)
             raise
@@ -249,22 +268,30 @@ class GeventWaiter(Waiter):
     greenlets of a gevent program keep running.
     """
 
-    __slots__ = ("_glet", "_ghub", "_ident")
+    __slots__ = ("_glet", "_ghub", "_ident", "_parked")
 
     def __init__(self, ghub: Any, what: object = None) -> None:
         super().__init__(what)
         self._glet = getcurrent()
         self._ghub = ghub
         self._ident = get_ident()
+        self._parked = False
 
     def wake(self, value: Any = None, exc: BaseException | None = None) -> None:
         self.value = value
         self.exc = exc
         loop = self._ghub.loop
         if get_ident() == self._ident:
-            loop.run_callback(self._glet.switch)
+            loop.run_callback(self._resume)
         else:
-            loop.run_callback_threadsafe(self._glet.switch)
+            loop.run_callback_threadsafe(self._resume)
+
+    def _resume(self) -> None:
+        # Runs in the waiter's own hub. A gevent.Timeout or kill may have
+        # ended the wait after the wake was queued; then the greenlet is
+        # elsewhere and must not be switched into.
+        if self._parked:
+            self._glet.switch()
 
     def park(self, timeout: float | None = None, shield: bool = False) -> Any:
         loop = self._ghub.loop
@@ -277,12 +304,14 @@ class GeventWaiter(Waiter):
         if timeout is not None:
             timer = loop.timer(timeout)
             timer.start(self._expire)
+        self._parked = True
         try:
             self._ghub.switch()
         except BaseException:
             self._recover()
             raise
         finally:
+            self._parked = False
             keepalive.close()
             if timer is not None:
                 timer.close()
@@ -392,6 +421,7 @@ class Worker:
         self._signalled = False
         self._tick_scheduled = False
         self._async: Any = None
+        self._continue_timer: Any = None
         self._main_glet: Any = None
         self._started = RealEvent()
         self.stopped = RealEvent()
@@ -415,6 +445,7 @@ class Worker:
             self._main_glet = getcurrent()
             self._async = self.loop.async_()
             self._async.start(self._on_signal)
+            self._continue_timer = self.loop.timer(0.0)
         except BaseException as exc:  # pragma: no cover - start-up failure
             self._start_error = exc
             self._started.set()
@@ -453,6 +484,7 @@ class Worker:
             self._async.stop()
             self._async.close()
             self._async = None
+        self._continue_timer.close()
         self._main_glet.switch()
 
     # -- cross-thread entry points -----------------------------------------
@@ -548,14 +580,20 @@ class Worker:
                     if self.slice_start > limit:
                         break
                 if perf_counter() > limit:
-                    self.loop.run_callback(self._tick)
+                    self._continue_later()
                     return
         except BaseException:  # pragma: no cover - a bug in the scheduler
             logger.exception("scheduler tick of %r failed", self)
-            self.loop.run_callback(self._tick)
+            self._continue_later()
             return
         self._tick_scheduled = False
         executor._enter_idle(self)
+
+    def _continue_later(self) -> None:
+        # A zero-delay timer rather than a callback: gevent runs many
+        # callbacks in a row before it looks at timers and sockets, so a
+        # tick that re-queued itself as a callback could starve them.
+        self._continue_timer.start(self._tick)
 
     def _tick_random(self) -> None:
         # Schedule-fuzzing variant: every step picks uniformly among the
@@ -590,7 +628,7 @@ class Worker:
                     self._start(task)
         except BaseException:  # pragma: no cover - a bug in the scheduler
             logger.exception("scheduler tick of %r failed", self)
-            self.loop.run_callback(self._tick)
+            self._continue_later()
             return
         self._tick_scheduled = False
         executor._enter_idle(self)
@@ -619,14 +657,14 @@ def yield_now(task: Any) -> None:
     task._waiter = waiter
     worker.resume(waiter)
     try:
-        worker.ghub.switch()
+        _raw_switch(worker.ghub)
     finally:
         task._waiter = None
-    if task._cancel_flag:
+    if task._cancel_flag and not task._shield_depth:
         raise Cancelled(task._cancel_message())
 
 
 def check_cancelled(task: Any) -> None:
-    """Raise :class:`Cancelled` if ``task`` has a pending cancellation."""
-    if task._cancel_flag:
+    """Raise :class:`Cancelled` if ``task`` has a pending, unshielded cancellation."""
+    if task._cancel_flag and not task._shield_depth:
         raise Cancelled(task._cancel_message())

@@ -22,11 +22,12 @@ cancelled, because the cancellation has already reached those children.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import itertools
 import logging
 import os
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
 from ._compat import allocate_lock, perf_counter, real_sleep
 from ._errors import Cancelled, raise_collected
@@ -36,6 +37,7 @@ from ._hub import (
     TaskWaiter,
     Worker,
     current_task,
+    check_cancelled,
     make_waiter,
     yield_now,
 )
@@ -52,7 +54,7 @@ _DONE = 2
 
 _task_ids = itertools.count(1)
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-_SKIPPED_DIRS = (_PACKAGE_DIR,)
+_CONTEXTLIB_FILE = contextlib.__file__
 
 
 class _FutureBase(Generic[T]):
@@ -131,10 +133,12 @@ class _FutureBase(Generic[T]):
         seconds = to_seconds(timeout, "timeout")
         if self._state == _DONE:
             task = current_task()
-            if task is not None and task._cancel_flag:
+            if task is not None and task._cancel_flag and not task._shield_depth:
                 yield_now(task)
             return
         waiter = make_waiter(self)
+        if isinstance(waiter, TaskWaiter) and waiter.task._executor is not self._executor:
+            waiter.external = True
         with self._lock:
             if self._state == _DONE:
                 return
@@ -191,6 +195,7 @@ class SpawnFuture(_FutureBase[T]):
         self._waiter: TaskWaiter | None = None
         self._cancel_flag = False
         self._cancel_requested = False
+        self._shield_depth = 0
         self._scope_stack: list[CoroScope] = []
         self._current_gen: Any = None
 
@@ -202,6 +207,24 @@ class SpawnFuture(_FutureBase[T]):
             elif self._exc is not None:
                 state = f"failed with {type(self._exc).__name__}"
         return f"<SpawnFuture {self.name!r} {state}>"
+
+    def __del__(self) -> None:
+        # A failed root task whose exception nobody retrieved is the one
+        # place where an error could vanish; log it, as asyncio does.
+        if (
+            self._state == _DONE
+            and self._exc is not None
+            and not self._cancelled
+            and not self._retrieved
+            and self._parent_scope is not None
+            and self._parent_scope._task is None
+        ):
+            exc = self._exc
+            logger.error(
+                "task %r failed and nobody retrieved its exception",
+                self.name,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
 
     def cancel(self) -> bool:
         """Request cancellation; return ``False`` if the task already ended.
@@ -250,6 +273,7 @@ class SpawnFuture(_FutureBase[T]):
     def _glet_done(self) -> None:
         self._waiter = None
         self._current_gen = None
+        self._scope_stack = []
 
     def _finish(self, value: Any, exc: BaseException | None, cancelled: bool) -> None:
         self._body = None
@@ -265,7 +289,7 @@ class SpawnFuture(_FutureBase[T]):
         self._cancel_flag = True
         waiter = self._waiter
         if waiter is not None:
-            if not waiter.shield:
+            if not waiter.shield and not self._shield_depth:
                 waiter.try_wake(None, Cancelled(self._cancel_message()))
             return
         worker = self._worker
@@ -276,9 +300,11 @@ class SpawnFuture(_FutureBase[T]):
         # Runs in the owning hub, where the task is suspended. With no
         # greenpipe waiter it is parked inside gevent: throw into it.
         glet = self._glet
-        if glet is None or glet.dead or self._waiter is not None:
+        if glet is None or glet.dead or self._waiter is not None or not glet:
             return
-        if not glet:  # created but never switched into
+        # The cancellation may have been handled, and its scope left, since
+        # this call was posted; only a cancellation still pending counts.
+        if not self._cancel_flag or self._shield_depth:
             return
         glet.throw(Cancelled(self._cancel_message()))
 
@@ -305,13 +331,20 @@ class SpawnFuture(_FutureBase[T]):
         frame = getattr(glet, "gr_frame", None) if glet is not None else None
         while frame is not None:
             filename = frame.f_code.co_filename
-            if not filename.startswith(_SKIPPED_DIRS) and "/gevent/" not in filename:
+            if not (
+                filename.startswith(_PACKAGE_DIR)
+                or filename == _CONTEXTLIB_FILE
+                or "/gevent/" in filename
+            ):
                 return f"{filename}:{frame.f_lineno} in {frame.f_code.co_name}"
             frame = frame.f_back
         gen_frame = getattr(self._current_gen, "gi_frame", None)
         if gen_frame is not None:
             code = gen_frame.f_code
             return f"{code.co_filename}:{gen_frame.f_lineno} in {code.co_name}"
+        waiter = self._waiter
+        if waiter is not None and isinstance(waiter.what, CoroScope):
+            return "the end of its body, where a scope joins its children"
         return "an unknown place"
 
 
@@ -333,19 +366,22 @@ class IOFuture(_FutureBase[T]):
 
         A call already running in its thread cannot be interrupted: it runs
         to its end and the future then completes as cancelled, dropping the
-        result.
+        result. Never blocks; safe from any thread.
         """
-        if self._state == _DONE:
-            return False
-        self._cancel_requested = True
-        return not self._running
+        with self._lock:
+            if self._state == _DONE:
+                return False
+            self._cancel_requested = True
+            return not self._running
 
     def _run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         # Runs in an I/O pool thread.
-        if self._cancel_requested:
+        with self._lock:
+            cancelled = self._cancel_requested
+            self._running = not cancelled
+        if cancelled:
             self._finish(None, Cancelled(f"{self.name!r} was cancelled"), True)
             return
-        self._running = True
         try:
             value = fn(*args)
         except BaseException as error:
@@ -384,6 +420,7 @@ class CoroScope:
         self._active = False
         self._closed = False
         self._fail_fast = False
+        self._deadlock: BaseException | None = None
 
     @classmethod
     def _detached(cls, executor: Any) -> CoroScope:
@@ -423,9 +460,19 @@ class CoroScope:
                 raise TypeError("a CoroTask takes no arguments in spawn()")
         elif not callable(fn):
             raise TypeError(f"spawn() needs a function or a CoroTask, not {fn!r}")
+        elif hasattr(fn, "__greenpipe_coroutine__"):
+            # A @coroutine function takes no scope: spawn the CoroTask it makes.
+            fn = fn(*args)
+            args = ()
+        elif inspect.iscoroutinefunction(fn):
+            raise TypeError(
+                f"{fn.__qualname__} is an 'async def' function; greenpipe runs "
+                "plain and generator functions, so drop 'async' and 'await'"
+            )
         if name is None:
             name = getattr(fn, "name", None) if type(fn) is CoroTask else None
             name = name or getattr(fn, "__qualname__", None) or repr(fn)
+        name = str(name)
         future: SpawnFuture[Any] = SpawnFuture(self._executor, self, fn, args, name)
         with self._lock:
             if self._closed:
@@ -486,6 +533,8 @@ class CoroScope:
             BaseException: The body's exception or the unretrieved failures
                 of children (several as an :class:`ExceptionGroup`).
         """
+        if not callable(fn):
+            raise TypeError(f"scope() needs a function, not {fn!r}")
         task = current_task()
         if self._task is not None and task is not self._task:
             raise RuntimeError(
@@ -522,10 +571,14 @@ class CoroScope:
         self._join(shield=False)
         self._raise_failures()
 
-    def _join(self, shield: bool) -> None:
+    def _join(self, shield: bool, close: bool = False) -> None:
+        # With ``close``, the scope stops accepting spawns in the same
+        # locked step that sees it empty, so no child can slip in after it.
         while True:
             with self._lock:
                 if not self._children:
+                    if close:
+                        self._closed = True
                     return
                 waiter = make_waiter(self)
                 self._join_lot.add(waiter)
@@ -603,8 +656,7 @@ class CoroScope:
         task = current_task()
         if task is None:
             return
-        if task._cancel_flag:
-            raise Cancelled(task._cancel_message())
+        check_cancelled(task)
         worker = task._worker
         if perf_counter() - worker.slice_start > worker.executor.timeslice:
             yield_now(task)
@@ -628,7 +680,7 @@ class CoroScope:
             body_exc = error
             self.cancel()
         try:
-            self._join(shield=True)
+            self._join(shield=True, close=True)
         finally:
             self._leave()
         errors = self._take_failures()
@@ -681,14 +733,42 @@ class CoroScope:
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is not None:
             self.cancel()
-        self._join(shield=True)
-        with self._lock:
-            self._closed = True
+        self._join(shield=True, close=True)
+        if self._deadlock is not None:
+            raise self._deadlock
         errors = self._take_failures()
         if errors:
             if exc is not None:
                 errors.insert(0, exc)
             raise_collected(errors, "failures in a detached scope")
+
+
+@contextlib.contextmanager
+def shield() -> Iterator[None]:
+    """Hold off cancellation of the calling task inside the ``with`` block.
+
+    Blocking calls in the block do not raise :class:`Cancelled`, so cleanup
+    that must wait (closing a connection, flushing a file, joining helpers)
+    can finish after a cancellation. A cancellation that arrived meanwhile
+    is still pending after the block and raises at the next blocking call.
+    Outside a task this does nothing.
+
+    Example:
+        >>> try:  # doctest: +SKIP
+        ...     work()
+        ... finally:
+        ...     with greenpipe.shield():
+        ...         connection.close_gracefully()
+    """
+    task = current_task()
+    if task is None:
+        yield
+        return
+    task._shield_depth += 1
+    try:
+        yield
+    finally:
+        task._shield_depth -= 1
 
 
 def current_scope() -> CoroScope | None:
@@ -712,6 +792,8 @@ def sleep(seconds: Duration) -> None:
         Cancelled: The task was cancelled before or during the sleep.
         ValueError: ``seconds`` is negative.
     """
+    if seconds is None:
+        raise TypeError("seconds must be a number of seconds or a timedelta, not None")
     duration = to_seconds(seconds)
     assert duration is not None
     task = current_task()

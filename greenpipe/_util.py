@@ -28,4 +28,6 @@ def to_seconds(value: Duration | None, name: str = "seconds") -> float | None:
         )
     if math.isnan(seconds) or seconds < 0:
         raise ValueError(f"{name} must be >= 0, not {value!r}")
+    if math.isinf(seconds):
+        raise ValueError(f"{name} must be finite, not {value!r}; use None to wait forever")
     return seconds

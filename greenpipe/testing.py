@@ -63,6 +63,8 @@ class Sequencer:
 
     @contextlib.contextmanager
     def __call__(self, position: int) -> Iterator[None]:
+        if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+            raise ValueError(f"sequencer position must be an int >= 0, not {position!r}")
         with self._lock:
             if position in self._claimed:
                 raise RuntimeError(f"sequencer position {position} was already used")

@@ -28,6 +28,7 @@ def test_public_names_match_all():
         "make_channel",
         "move_on_after",
         "run",
+        "shield",
         "sleep",
         "timeout",
         "when_all",
