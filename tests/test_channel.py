@@ -332,3 +332,12 @@ def test_many_producers_and_consumers_across_workers(capacity):
     assert sum(count for count, _ in results) == producers * items_per_producer
     expected_sum = producers * items_per_producer * (items_per_producer - 1) // 2
     assert sum(total for _, total in results) == expected_sum
+
+
+def test_scope_receive_is_channel_receive():
+    def body(scope):
+        channel = make_channel(1)
+        scope.spawn(lambda s: channel.send("via scope"))
+        return scope.receive(channel)
+
+    assert run(body) == "via scope"
