@@ -194,7 +194,8 @@ class Watchdog:
             ]
             self._timed_out.update(task for task, _ in expired)
         for task, entry in expired:
-            logger.warning(
+            # The pipeline's error reports the timeout, so this stays at DEBUG.
+            logger.debug(
                 "task %r of pipeline %r ran longer than its timeout of %g s; cancelling it",
                 task.name,
                 config.name,
