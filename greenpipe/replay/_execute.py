@@ -332,6 +332,13 @@ class StreamRunner:
 
         try:
             self._ops[op](event, op)
+        except FileNotFoundError:
+            if op in ("stat", "access") and ret is None:
+                self.stats.probes_not_found += 1
+                self.stats.done(name, 0.0)
+                return
+            where = self.context.sandbox.display(event.path) if event.path else "?"
+            self.stats.fail(name, "ENOENT", f"{name} {where}: No such file or directory")
         except OSError as exc:
             where = self.context.sandbox.display(event.path) if event.path else "?"
             self.stats.fail(name, _reason(exc), f"{name} {where}: {exc.strerror or exc}")

@@ -40,9 +40,10 @@ MAX_EXAMPLES = 10
 class PathPlan:
     """What the trace does to one path, as far as preparation cares."""
 
-    __slots__ = ("first_need", "first_create", "directory", "read_need", "written")
+    __slots__ = ("first_need", "first_create", "probed", "directory", "read_need", "written")
 
     def __init__(self) -> None:
+        self.probed: Optional[int] = None
         self.first_need: Optional[int] = None
         self.first_create: Optional[int] = None
         self.directory = False
@@ -53,6 +54,10 @@ class PathPlan:
         if self.first_need is None or ts < self.first_need:
             self.first_need = ts
 
+    def probe(self, ts: int) -> None:
+        if self.probed is None or ts < self.probed:
+            self.probed = ts
+
     def create(self, ts: int) -> None:
         if self.first_create is None or ts < self.first_create:
             self.first_create = ts
@@ -62,14 +67,23 @@ class PathPlan:
             self.need(other.first_need)
         if other.first_create is not None:
             self.create(other.first_create)
+        if other.probed is not None:
+            self.probe(other.probed)
         self.directory = self.directory or other.directory
         self.read_need = max(self.read_need, other.read_need)
         self.written = max(self.written, other.written)
 
     def used_before_created(self) -> bool:
-        return self.first_need is not None and (
+        """Return whether the trace needs the path to exist before creating it.
+
+        A ``stat`` or ``access`` before the creation is a probe that found
+        nothing, so only a path probed and never created counts.
+        """
+        if self.first_need is not None and (
             self.first_create is None or self.first_need < self.first_create
-        )
+        ):
+            return True
+        return self.probed is not None and self.first_create is None
 
 
 class _SimHandle:
@@ -198,7 +212,9 @@ class FilePlan:
             length = calls.arg_int(args, "length")
             if length is not None:
                 plan.written = length
-        elif op in ("stat", "access", "unlink", "remove"):
+        elif op in ("stat", "access"):
+            self._path(event.path).probe(ts)
+        elif op in ("unlink", "remove"):
             self._path(event.path).need(ts)
         elif op in ("opendir", "rmdir"):
             plan = self._path(event.path)
@@ -278,9 +294,13 @@ class Plan:
             except SandboxError as exc:
                 failures.append(f"{path!r}: {exc}")
         folders: Set[Components] = set()
-        for parts in mapped.values():
+        made_later: Dict[Components, int] = {}
+        for path, parts in mapped.items():
             for end in range(1, len(parts)):
                 folders.add(parts[:end])
+            entry = self.paths[path]
+            if entry.directory and entry.first_create is not None:
+                made_later[parts] = min(entry.first_create, made_later.get(parts, entry.first_create))
 
         files_made = folders_made = total = 0
         examples: List[str] = []
@@ -288,6 +308,13 @@ class Plan:
             entry = self.paths[path]
             parts = mapped[path]
             is_folder = entry.directory or parts in folders
+            first_use = min(
+                (t for t in (entry.first_need, entry.probed) if t is not None), default=None
+            )
+            if first_use is not None and _inside_later_folder(parts, first_use, made_later):
+                # The trace creates a folder above this path only after using
+                # the path, so the traced call found nothing there either.
+                continue
             try:
                 if is_folder:
                     if entry.used_before_created() and sandbox.ensure_dir(path):
@@ -311,3 +338,12 @@ class Plan:
             examples=tuple(examples),
             failures=tuple(failures[:MAX_EXAMPLES]),
         )
+
+
+def _inside_later_folder(parts: Components, ts: int, made: Dict[Components, int]) -> bool:
+    """Return whether a folder above ``parts`` is created by the trace after ``ts``."""
+    for end in range(1, len(parts)):
+        created = made.get(parts[:end])
+        if created is not None and created > ts:
+            return True
+    return False

@@ -86,6 +86,7 @@ class StreamStats:
         "short_reads",
         "late",
         "implicit_opens",
+        "probes_not_found",
         "calls",
         "latency",
     )
@@ -105,6 +106,7 @@ class StreamStats:
         self.short_reads = 0
         self.late = 0
         self.implicit_opens = 0
+        self.probes_not_found = 0
         self.calls: Counter[str] = Counter()
         self.latency: Dict[str, LatencyHistogram] = {}
 
@@ -208,6 +210,9 @@ class ReplaySummary:
         short_reads: reads that returned fewer bytes than asked.
         late_events: events that arrived after later events of their
             stream had run (outside the reorder window).
+        probes_not_found: ``stat``/``access`` calls, which have no traced
+            result, that found no file; programs probe paths before
+            creating them, so these count as replayed, not failed.
         implicit_opens: files opened by the replayer because a call used a
             descriptor whose ``open`` was not replayed yet, not seen, or
             ran in another stream.
@@ -245,6 +250,7 @@ class ReplaySummary:
     short_reads: int
     late_events: int
     implicit_opens: int
+    probes_not_found: int
     trace_span_us: int
     wall_seconds: float
     latency: Mapping[str, Mapping[str, float]]
@@ -328,6 +334,7 @@ def build_summary(
             short_reads=stream.short_reads,
             late=stream.late,
             implicit_opens=stream.implicit_opens,
+            probes_not_found=stream.probes_not_found,
         )
         row = per_file.setdefault(
             stream.file,
@@ -387,6 +394,7 @@ def build_summary(
         short_reads=totals["short_reads"],
         late_events=totals["late"],
         implicit_opens=totals["implicit_opens"],
+        probes_not_found=totals["probes_not_found"],
         trace_span_us=max((c.span_us() for c in counters), default=0),
         wall_seconds=wall_seconds,
         latency={

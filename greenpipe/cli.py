@@ -1,0 +1,435 @@
+"""The ``greenpipe`` command.
+
+``greenpipe replay TRACE_OR_DIR... --root DIR`` replays traces; see
+``greenpipe replay --help``. This module is the only part of greenpipe
+that writes to the terminal: the summary goes to standard output, the
+progress bar and errors to standard error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import signal
+import sys
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple, TypeVar
+
+from . import __version__
+from .replay import ReplayError, ReplayOptions, Replayer, ReplaySummary
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_FAILED_CALLS = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """A bad command line; the message is one full sentence."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise UsageError(f"{message[0].upper()}{message[1:]}.")
+
+
+def _number_list(kind: Callable[[str], T], what: str) -> Callable[[str], List[T]]:
+    def parse(text: str) -> List[T]:
+        values = []
+        for part in text.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                values.append(kind(part))
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{part!r} is not a valid {what}") from None
+        return values
+
+    return parse
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative; give 0 or more")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("0 is not allowed; give 1 or more")
+    return value
+
+
+def _timing(text: str) -> Any:
+    if text in ("asap", "original"):
+        return text
+    try:
+        factor = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not 'asap', 'original' or a speed factor such as 2"
+        ) from None
+    if not math.isfinite(factor) or factor <= 0:
+        raise argparse.ArgumentTypeError(f"the speed factor must be > 0, not {text}")
+    return factor
+
+
+def _rate(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= rate <= 1.0:
+        raise argparse.ArgumentTypeError(f"the sample rate must be between 0 and 1, not {text}")
+    return rate
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of the ``greenpipe`` command."""
+    parser = _Parser(prog="greenpipe", description="Structured concurrency tools and trace replay.")
+    parser.add_argument("--version", action="version", version=f"greenpipe {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    rep = commands.add_parser(
+        "replay",
+        help="re-execute the I/O recorded in DFTracer traces under a root folder",
+        description=(
+            "Re-execute the POSIX and STDIO calls recorded in DFTracer traces "
+            "(.pfw, .pfw.gz), with their traced sizes and offsets, on files "
+            "mapped under --root. Nothing outside the root is touched."
+        ),
+    )
+    rep.add_argument("traces", nargs="+", metavar="TRACE_OR_DIR", help="trace files or folders of traces")
+    rep.add_argument("--root", metavar="DIR", help="folder that traced paths are mapped under (new, empty, or used by an earlier replay); required unless --dry-run")
+    rep.add_argument("--timing", type=_timing, default="asap", metavar="asap|original|FACTOR", help="asap: no waiting (default); original: keep the traced gaps within each stream; FACTOR: divide the gaps by it")
+    rep.add_argument("--dry-run", action="store_true", help="parse, decode and filter only; touch no file")
+    rep.add_argument("--threads", type=_positive, metavar="N", help="worker threads (default: number of CPUs)")
+    rep.add_argument("--force", action="store_true", help="replay even if the bytes to write exceed the free space under the root")
+
+    filters = rep.add_argument_group("filters (lists are comma-separated; options repeat)")
+    for name, kind, what in (
+        ("pid", int, "process id"),
+        ("tid", int, "thread id"),
+        ("category", str, "category"),
+        ("function", str, "call name"),
+    ):
+        filters.add_argument(f"--{name}", type=_number_list(kind, what), action="append", default=[], metavar="LIST", help=f"keep only events with this {what}")
+        filters.add_argument(f"--exclude-{name}", type=_number_list(kind, what), action="append", default=[], metavar="LIST", help=f"drop events with this {what}")
+    filters.add_argument("--start", type=_non_negative, metavar="US", help="keep events starting at or after this trace time (microseconds, as in the trace)")
+    filters.add_argument("--end", type=_non_negative, metavar="US", help="keep events starting before this trace time (microseconds)")
+    filters.add_argument("--min-size", type=_non_negative, metavar="BYTES", help="keep data calls moving at least this many bytes")
+    filters.add_argument("--max-size", type=_non_negative, metavar="BYTES", help="keep data calls moving at most this many bytes")
+    filters.add_argument("--sample", type=_rate, metavar="RATE", help="keep each event with this probability (opens and closes are always kept)")
+    filters.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
+    filters.add_argument("--max-events", type=_non_negative, metavar="N", help="stop reading after N POSIX and STDIO events passed the filters")
+    filters.add_argument("--max-bytes", type=_non_negative, metavar="BYTES", help="skip data calls once the replayed reads and writes reach this many bytes")
+
+    output = rep.add_argument_group("output")
+    output.add_argument("--json", metavar="FILE", help="also write the summary as JSON to FILE ('-' for standard output)")
+    output.add_argument("--quiet", "-q", action="store_true", help="print no summary and no progress bar")
+    output.add_argument("--verbose", "-v", action="count", default=0, help="log progress (-v) or details (-vv) to standard error")
+    return parser
+
+
+def _flatten(lists: List[List[T]]) -> frozenset[T]:
+    return frozenset(value for values in lists for value in values)
+
+
+def options_from_args(args: argparse.Namespace) -> ReplayOptions:
+    """Build :class:`ReplayOptions` from parsed arguments.
+
+    Raises:
+        UsageError: the arguments contradict each other.
+    """
+    if not args.dry_run and not args.root:
+        raise UsageError("The option --root DIR is required unless --dry-run is given.")
+    if args.start is not None and args.end is not None and args.end <= args.start:
+        raise UsageError(f"--end ({args.end}) must be greater than --start ({args.start}).")
+    if args.min_size is not None and args.max_size is not None and args.max_size < args.min_size:
+        raise UsageError(f"--max-size ({args.max_size}) must not be below --min-size ({args.min_size}).")
+    return ReplayOptions(
+        root=args.root,
+        dry_run=args.dry_run,
+        threads=args.threads,
+        timing=args.timing,
+        pids=_flatten(args.pid),
+        tids=_flatten(args.tid),
+        categories=_flatten(args.category),
+        functions=_flatten(args.function),
+        exclude_pids=_flatten(args.exclude_pid),
+        exclude_tids=_flatten(args.exclude_tid),
+        exclude_categories=_flatten(args.exclude_category),
+        exclude_functions=_flatten(args.exclude_function),
+        start=args.start,
+        end=args.end,
+        min_size=args.min_size,
+        max_size=args.max_size,
+        sample=args.sample,
+        seed=args.seed,
+        max_events=args.max_events,
+        max_bytes=args.max_bytes,
+        force=args.force,
+    )
+
+
+# -- progress bar ---------------------------------------------------------------
+
+
+def _human_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(count) < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TiB"
+
+
+class ProgressBar:
+    """Redraws one status line on a terminal from a background thread."""
+
+    def __init__(self, replayer: Replayer, stream: TextIO, interval: float = 0.2) -> None:
+        self._replayer = replayer
+        self._stream = stream
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="greenpipe-progress", daemon=True)
+        self._width = 0
+
+    def __enter__(self) -> ProgressBar:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._stream.write("\r" + " " * self._width + "\r")
+        self._stream.flush()
+
+    def _main(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._draw()
+
+    def _draw(self) -> None:
+        p = self._replayer.progress()
+        rate = p.events_done / p.elapsed if p.elapsed > 0 else 0.0
+        text = f"{p.phase:8} {p.events_done:,} events"
+        if p.events_total:
+            fraction = min(p.events_done / p.events_total, 1.0)
+            filled = int(fraction * 24)
+            eta = (p.events_total - p.events_done) / rate if rate > 0 else 0.0
+            text = (
+                f"{p.phase:8} [{'#' * filled}{'.' * (24 - filled)}] "
+                f"{p.events_done:,}/{p.events_total:,} events"
+            )
+            suffix = f", ETA {eta:.0f} s"
+        else:
+            suffix = ""
+        text += f", {_human_bytes(p.bytes_done)}, {rate:,.0f} events/s{suffix}"
+        self._width = max(self._width, len(text))
+        self._stream.write("\r" + text.ljust(self._width))
+        self._stream.flush()
+
+
+# -- summary ----------------------------------------------------------------------
+
+
+def format_summary(summary: ReplaySummary) -> str:
+    """Return the summary as the text the command prints."""
+    s = summary
+    lines = []
+    state = " (interrupted)" if s.interrupted else ""
+    mode = "dry run" if s.dry_run else f"root {s.root}"
+    lines.append(f"greenpipe replay{state}: {len(s.files)} trace file(s), {mode}")
+    lines.append(
+        f"  events   seen {s.events_seen:,}, filtered {s.events_filtered:,}, "
+        f"application {s.events_application:,}"
+    )
+    if not s.dry_run:
+        lines.append(
+            f"  calls    replayed {s.events_replayed:,}, failed {s.events_failed:,}, "
+            f"skipped {s.events_skipped:,}"
+        )
+        lines.append(f"  bytes    read {s.bytes_read:,}, written {s.bytes_written:,}")
+        extra = []
+        if s.short_reads:
+            extra.append(f"short reads {s.short_reads:,}")
+        if s.implicit_opens:
+            extra.append(f"implicit opens {s.implicit_opens:,}")
+        if s.probes_not_found:
+            extra.append(f"stat/access that found nothing {s.probes_not_found:,}")
+        if s.late_events:
+            extra.append(f"events outside the reorder window {s.late_events:,}")
+        if extra:
+            lines.append("  notes    " + ", ".join(extra))
+    traced = s.trace_span_us / 1e6
+    lines.append(f"  time     traced {traced:,.3f} s, replay {s.wall_seconds:,.3f} s")
+    prep = s.preparation
+    if prep.files or prep.folders or prep.failures:
+        lines.append(
+            f"  prepared {prep.files:,} file(s) ({prep.bytes:,} bytes, sparse), "
+            f"{prep.folders:,} folder(s)"
+        )
+        for failure in prep.failures:
+            lines.append(f"           could not prepare {failure}")
+    if s.skipped_by_call:
+        lines.append("  skipped")
+        for key, count in s.skipped_by_call.items():
+            lines.append(f"    {count:>9,}  {key}")
+    if s.failed:
+        lines.append("  failed")
+        for reason, count in s.failed.items():
+            lines.append(f"    {count:>9,}  {reason}")
+            for message in s.failure_messages.get(reason, ()):
+                lines.append(f"               {message}")
+    if s.latency:
+        lines.append("  latency (microseconds)       count       p50       p90       p99       max")
+        for name, row in s.latency.items():
+            lines.append(
+                f"    {name:<20} {int(row['count']):>11,} {row['p50_us']:>9.1f} "
+                f"{row['p90_us']:>9.1f} {row['p99_us']:>9.1f} {row['max_us']:>9.1f}"
+            )
+    if s.files:
+        lines.append("  files")
+        for row in s.files:
+            lines.append(
+                f"    {row['path']}: {row['events']:,} events, {row['replayed']:,} replayed, "
+                f"{row['failed']:,} failed, {row['skipped']:,} skipped, {row['streams']:,} streams"
+            )
+    if s.streams and not s.dry_run:
+        busiest = sorted(s.streams, key=lambda r: -(r["replayed"] + r["failed"]))[:5]
+        lines.append(f"  streams  {len(s.streams):,}; busiest:")
+        for row in busiest:
+            lines.append(
+                f"    pid {row['pid']} tid {row['tid']}: {row['replayed']:,} replayed, "
+                f"{row['failed']:,} failed, {row['bytes_read'] + row['bytes_written']:,} bytes"
+            )
+    for problem in s.input_problems:
+        lines.append(f"  problem  {problem}")
+    return "\n".join(lines)
+
+
+def _write_json(summary: ReplaySummary, target: str, stdout: TextIO) -> None:
+    text = json.dumps(summary.to_dict(), indent=2, sort_keys=True)
+    if target == "-":
+        stdout.write(text + "\n")
+        return
+    with open(target, "w", encoding="utf-8") as stream:
+        stream.write(text + "\n")
+
+
+# -- entry point ---------------------------------------------------------------------
+
+
+def _configure_logging(verbosity: int, stderr: TextIO) -> Optional[logging.Handler]:
+    if not verbosity:
+        return None
+    handler = logging.StreamHandler(stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("greenpipe")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO if verbosity == 1 else logging.DEBUG)
+    return handler
+
+
+def _run_replay(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    options = options_from_args(args)
+    if args.json and args.json != "-":
+        try:
+            open(args.json, "a", encoding="utf-8").close()
+        except OSError as exc:
+            raise UsageError(f"Cannot write the JSON summary to {args.json}: {exc.strerror}. Choose a writable file.") from None
+    replayer = Replayer(args.traces, options)
+
+    interrupts = 0
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts > 1:
+            raise KeyboardInterrupt
+        stderr.write("\nInterrupted: stopping the replay and closing descriptors (Ctrl-C again to abort).\n")
+        replayer.cancel()
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        show_bar = not args.quiet and stderr.isatty()
+        if show_bar:
+            with ProgressBar(replayer, stderr):
+                summary = replayer.run()
+        else:
+            summary = replayer.run()
+    except ReplayError as exc:
+        stderr.write(f"greenpipe replay: {exc}\n")
+        return EXIT_ERROR
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+    if not args.quiet:
+        stdout.write(format_summary(summary) + "\n")
+    if args.json:
+        _write_json(summary, args.json, stdout)
+    return summary.exit_code()
+
+
+def main(
+    argv: Optional[Sequence[str]] = None,
+    *,
+    stdout: Optional[TextIO] = None,
+    stderr: Optional[TextIO] = None,
+) -> int:
+    """Run the ``greenpipe`` command and return its exit code.
+
+    Exit codes: 0 when every replayable call was replayed, 2 when some
+    calls failed, 1 when nothing was replayed or the arguments are bad,
+    130 after Ctrl-C (with a partial summary).
+
+    Args:
+        argv: the arguments after the program name; ``sys.argv[1:]`` when
+            ``None``.
+        stdout, stderr: streams for the summary and for errors and the
+            progress bar; the process's streams when ``None``.
+    """
+    out = stdout if stdout is not None else sys.stdout
+    err = stderr if stderr is not None else sys.stderr
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(arguments)
+    except UsageError as exc:
+        command = "greenpipe replay" if arguments[:1] == ["replay"] else "greenpipe"
+        err.write(f"{command}: {exc} Run '{command} --help' for the options.\n")
+        return EXIT_ERROR
+    except SystemExit as exc:  # --help and --version
+        return int(exc.code or 0)
+
+    handler = _configure_logging(args.verbose, err)
+    try:
+        if args.command == "replay":
+            try:
+                return _run_replay(args, out, err)
+            except UsageError as exc:
+                err.write(f"greenpipe replay: {exc} Run 'greenpipe replay --help' for the options.\n")
+                return EXIT_ERROR
+            except KeyboardInterrupt:
+                err.write("greenpipe replay: aborted.\n")
+                return EXIT_INTERRUPTED
+        return EXIT_ERROR
+    finally:
+        if handler is not None:
+            logging.getLogger("greenpipe").removeHandler(handler)
