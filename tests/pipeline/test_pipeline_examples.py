@@ -147,3 +147,14 @@ def test_example_runs_and_prints(script, args, expected):
     lines = completed.stdout.splitlines()
     for line in expected:
         assert line in lines
+
+
+def test_docs_code_blocks_run():
+    with open(os.path.join(ROOT, "docs", "pipeline.md"), encoding="utf-8") as file:
+        text = file.read()
+    blocks = [block.split("\n", 1)[1] for block in text.split("```python")[1:]]
+    blocks = [block.split("```", 1)[0] for block in blocks]
+
+    assert len(blocks) == 2
+    for block in blocks:
+        exec(compile(block, "docs/pipeline.md", "exec"), {})
