@@ -80,7 +80,7 @@ class SandboxError(PermissionError):
 
 def _shorten(name: bytes) -> bytes:
     digest = hashlib.sha256(name).hexdigest()[:16].encode()
-    return name[: NAME_MAX - 18] + b"~" + digest
+    return name[: NAME_MAX - 17] + b"~" + digest
 
 
 def map_components(traced: str) -> Components:
