@@ -10,7 +10,7 @@ may depend on its groups.
 
 Tree reduction. ``reduce(group, split_every(k), fn)`` cuts the group's
 tasks, in order, into consecutive chunks of ``k``. Each chunk of two or
-more gets one reducer task ``fn(scope, *values)``; a chunk of one (the
+more gets one reducer task ``fn(scope, *values)``. A chunk of one (the
 last, when the count is not a multiple of ``k``) passes to the next level
 untouched, with no reducer call. Levels repeat until one task is left. A
 group of a single task still gets exactly one reducer call,

@@ -29,7 +29,7 @@ DEFAULT_HOLD_THRESHOLD = 1.0
 
 
 class FailurePolicy(enum.Enum):
-    """What a pipeline does when one of its tasks fails.
+    """The reaction of a pipeline to a failed task.
 
     Attributes:
         FAIL_FAST: Cancel the running tasks, skip the ones not started, and
@@ -111,7 +111,7 @@ class PipelineConfig:
         )
 
     def with_name(self, name: str) -> PipelineConfig:
-        """Set the name used in logs, errors and the executor's thread names.
+        """Set the name used in logs, errors and as the executor's name.
 
         Raises:
             ValueError: ``name`` is not a non-empty string.
@@ -199,11 +199,12 @@ class PipelineConfig:
 
         The pipeline counts as idle while every task of its executor is
         parked (waiting on a timer, a channel, a future) with no offloaded
-        call in flight, and no task starts or ends. Tasks waiting inside
-        gevent (sockets, ``gevent.sleep``) count as running. After
-        ``seconds`` of that, the watchdog logs a WARNING on the
-        ``greenpipe.pipeline`` logger naming the waiting tasks; the run goes
-        on. ``None`` turns the warning off. The default is 300 s.
+        call in flight, and nothing happens: no task starts, ends, wakes or
+        parks. Tasks waiting inside gevent (sockets, ``gevent.sleep``)
+        count as running. After ``seconds`` of real time in that state, the
+        watchdog logs a WARNING under the ``greenpipe.pipeline`` logger
+        naming the waiting tasks, and the run goes on. ``None`` turns the
+        warning off. The default is 300 s.
 
         Raises:
             ValueError: ``seconds`` is not positive.

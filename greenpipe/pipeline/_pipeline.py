@@ -184,9 +184,10 @@ class Pipeline:
             TaskTimeoutError: A task ran past the per-task timeout.
             DeadlockError: Every task waited and nothing could wake them,
                 or they waited past the deadlock timeout.
-            BaseException: The first failure of a task, with a note naming
-                it (fail-fast policy); under the continue policy one
-                failure as itself and several as an exception group.
+            BaseException: Under the fail-fast policy, the first failure of
+                a task, with a note naming the task. Under the continue
+                policy, one failure as itself and several as an exception
+                group.
         """
         if self._ran:
             raise RuntimeError(

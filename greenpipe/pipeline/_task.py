@@ -14,7 +14,7 @@ __all__ = ["Task", "TaskState", "make_task"]
 
 
 class TaskState(enum.Enum):
-    """Where a task is in its life.
+    """The stage of a task's life.
 
     Attributes:
         PENDING: Not run yet.

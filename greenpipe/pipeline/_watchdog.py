@@ -1,9 +1,9 @@
 """The pipeline watchdog: timeouts, hub-holding reports, idle and deadlock.
 
 The watchdog is one OS thread per running pipeline. A thread, unlike a
-task, keeps running while a busy task holds a hub, and it adds no timer to
-the executor, so the runtime's own deadlock detector (which stays quiet
-while any timer is pending) is not disturbed by it. Every ``interval``
+task, keeps running while a busy task holds a hub. It also adds no timer
+to the executor, which matters because the runtime's own deadlock detector
+stays quiet while any timer is pending. Every ``interval``
 seconds of real time it
 
 * asks :meth:`Executor.hub_holders` for tasks that ran longer than the
@@ -56,9 +56,10 @@ class _Running:
 
 
 def _executor_epoch(executor: Executor) -> int:
-    # NOTE: the executor bumps ``_epoch`` on every park, wake-up, timer and
-    # spawn; no public counter tells "nothing happened" apart from "a task
-    # woke and parked again", which is what the idle check needs.
+    # NOTE: this reads a private counter that the executor bumps on every
+    # park, wake-up, timer and spawn. No public statistic separates "nothing
+    # happened" from "a task woke and parked again", and the idle check
+    # needs exactly that.
     return executor._epoch
 
 
