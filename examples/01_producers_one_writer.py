@@ -1,6 +1,6 @@
 """N producers read files into one channel; one writer drains it.
 
-Each producer holds a producer slot of the channel. The slots are
+Each producer owns a producer slot of the channel. The slots are
 registered before the producers start, so the channel cannot end early,
 and each producer releases its slot with a guard, even when reading fails.
 When the last slot is released the channel ends and the writer's loop

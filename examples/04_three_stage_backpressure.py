@@ -2,7 +2,7 @@
 
 The writer takes half a second per item, so the results channel fills,
 the workers park in ``send``, the work channel fills in turn and the
-producers park too: back-pressure. Neither channel ever holds more than
+producers park too: back-pressure. Neither channel ever contains more than
 its capacity, and the run takes as long as the writer needs. A virtual
 clock makes the half-second waits instant and the printed times exact.
 """

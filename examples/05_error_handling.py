@@ -3,7 +3,7 @@
 A task that raises stops the pipeline (the default fail-fast policy):
 ``execute()`` re-raises the original exception with a note naming the
 task, and the tasks after it are skipped. A spawned task's exception goes
-to whoever awaits its future, who may handle it.
+to the task that awaits its future, which may handle it.
 """
 
 from __future__ import annotations

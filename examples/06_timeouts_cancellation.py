@@ -52,7 +52,7 @@ def checksum_loop(scope, started, progress: dict) -> int:
                 started.try_send("halfway")
             # Lets the other tasks of this hub run. It is also a
             # cancellation point, so the loop ends either at the check above
-            # or here, with Cancelled; the finally block runs in both cases.
+            # or here with Cancelled. The finally block runs in both cases.
             scope.maybe_yield()
         return steps
     finally:

@@ -4,7 +4,7 @@ Run it as ``python 10_budgeted_channel.py [BUDGET_BYTES]``; without an
 argument the budget is computed for this machine.
 
 The budget is half the memory this process may still use (cgroup limit or
-``MemAvailable``), at least 64 MiB. The channel holds as many batches as
+``MemAvailable``), at least 64 MiB. The channel accepts as many batches as
 fit in the budget, but never fewer than two per worker, so the readers can
 run ahead of the workers without holding more than the budget.
 """

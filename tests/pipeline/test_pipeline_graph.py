@@ -32,7 +32,7 @@ def test_nine_workers_split_every_three_to_45():
     assert len(graph.tasks()) == 9 + 3 + 1
 
 
-def test_fan_out_reduce_then_task_outside_graph_gives_500():
+def test_fan_out_reduce_outside_task_500():
     graph = TaskGraph.builder("fan")
     source = graph.add(make_task(lambda scope: 5, name="source"))
     children = graph.fan_out(source, num_outputs(4), lambda scope, i, value: value * (i + 1))
