@@ -240,7 +240,7 @@ class FilePlan:
         if op in calls.READ_OPS:
             moved = calls.done_size(op, event.args) or 0
             end = position + moved
-            if end > plan.written:
+            if moved and end > plan.written:
                 plan.read_need = max(plan.read_need, end)
         else:
             moved = calls.transfer_size(op, event.args) or 0

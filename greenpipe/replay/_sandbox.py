@@ -192,7 +192,11 @@ class PathSandbox:
                 dir_fd=parent,
             )
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
+            # Linux reports ENOTDIR, not ELOOP, for a symlink opened with
+            # O_DIRECTORY | O_NOFOLLOW.
+            if exc.errno == errno.ELOOP or (
+                exc.errno == errno.ENOTDIR and self._is_symlink(name, parent)
+            ):
                 raise SandboxError(
                     f"{os.fsdecode(name)!r} is a symlink inside the root; "
                     "symlinks are never followed"
@@ -208,6 +212,13 @@ class PathSandbox:
             os.close(fd)
             raise
         return fd
+
+    @staticmethod
+    def _is_symlink(name: bytes, parent: int) -> bool:
+        try:
+            return stat.S_ISLNK(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode)
+        except OSError:
+            return False
 
     def _walk(self, parts: Components, create: bool) -> int:
         """Return a new descriptor of the folder holding ``parts[-1]``."""

@@ -1,0 +1,251 @@
+"""Handcrafted traces whose replay outcome is known exactly."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from greenpipe.replay import ReplayOptions, replay
+from greenpipe.replay._sandbox import ROOT_MARKER
+
+from .conftest import call, file_hash, snapshot, write_trace
+
+O_RDWR_CREAT = os.O_RDWR | os.O_CREAT
+
+
+def _replay(trace: Path, root: Path, **options):
+    options.setdefault("threads", 2)
+    return replay([str(trace)], ReplayOptions(root=str(root), **options))
+
+
+def test_writes_at_offsets_set_sizes(tmp_path: Path, sandbox_dirs) -> None:
+    root, outside = sandbox_dirs
+    trace = write_trace(
+        tmp_path / "w.pfw",
+        [
+            call("open", 10, fd=None, fname="/data/out.bin", flags=O_RDWR_CREAT, mode=0o644, ret=3),
+            call("write", 20, fname="/data/out.bin", fd=3, count=100, ret=100),
+            call("pwrite", 30, fname="/data/out.bin", fd=3, count=50, offset=1000, ret=50),
+            call("write", 40, fname="/data/out.bin", fd=3, count=10, ret=10),
+            call("lseek", 50, fname="/data/out.bin", fd=3, offset=5000, whence=0, ret=5000),
+            call("write", 60, fname="/data/out.bin", fd=3, count=1, ret=1),
+            call("close", 70, fname="/data/out.bin", fd=3, ret=0),
+            call("fopen", 80, cat="STDIO", fname="/data/s.txt", mode="w"),
+            call("fwrite", 90, cat="STDIO", fname="/data/s.txt", size=8, count=4, ret=4),
+            call("fseek", 95, cat="STDIO", fname="/data/s.txt", offset=100, whence=0, ret=0),
+            call("fwrite", 96, cat="STDIO", fname="/data/s.txt", size=1, count=3, ret=3),
+            call("fclose", 99, cat="STDIO", fname="/data/s.txt"),
+        ],
+    )
+    before = snapshot(outside)
+
+    summary = _replay(trace, root)
+
+    assert summary.exit_code() == 0
+    assert summary.events_replayed == 12
+    assert summary.bytes_written == 100 + 50 + 10 + 1 + 32 + 3
+    assert (root / "data" / "out.bin").stat().st_size == 5001
+    assert (root / "data" / "s.txt").stat().st_size == 103
+    assert snapshot(outside) == before
+
+
+def test_reads_past_written_data_are_short(tmp_path: Path, sandbox_dirs) -> None:
+    root, _ = sandbox_dirs
+    trace = write_trace(
+        tmp_path / "r.pfw",
+        [
+            call("open", 10, fname="/f", flags=O_RDWR_CREAT, mode=0o600, ret=4),
+            call("write", 20, fname="/f", fd=4, count=100, ret=100),
+            call("pread", 30, fname="/f", fd=4, count=80, offset=50, ret=50),
+            call("pread", 40, fname="/f", fd=4, count=10, offset=500, ret=0),
+            call("close", 50, fname="/f", fd=4, ret=0),
+        ],
+    )
+
+    summary = _replay(trace, root)
+
+    assert summary.exit_code() == 0
+    assert summary.bytes_read == 50
+    assert summary.short_reads == 0
+    assert summary.preparation.files == 0
+    assert (root / "f").stat().st_size == 100
+
+
+def test_read_before_write_prepares_file(tmp_path: Path, sandbox_dirs) -> None:
+    root, _ = sandbox_dirs
+    trace = write_trace(
+        tmp_path / "p.pfw",
+        [
+            call("open", 10, fname="/in/data.bin", flags=os.O_RDONLY, ret=5),
+            call("read", 20, fname="/in/data.bin", fd=5, count=4096, ret=4096),
+            call("read", 30, fname="/in/data.bin", fd=5, count=4096, ret=1000),
+            call("pread", 40, fname="/in/data.bin", fd=5, count=10, offset=20000, ret=10),
+            call("close", 50, fname="/in/data.bin", fd=5, ret=0),
+            call("__xstat64", 60, fname="/etc/conf"),
+            call("opendir", 70, fname="/in"),
+        ],
+    )
+
+    summary = _replay(trace, root)
+
+    assert summary.exit_code() == 0
+    assert summary.events_replayed == 7
+    assert summary.preparation.files == 2
+    assert summary.preparation.bytes == 20010
+    assert (root / "in" / "data.bin").stat().st_size == 20010
+    assert summary.bytes_read == 4096 + 4096 + 10
+    assert (root / "etc" / "conf").is_file()
+
+
+def test_reordered_stream_runs_in_start_order(tmp_path: Path, sandbox_dirs) -> None:
+    root, _ = sandbox_dirs
+    # Lines are written when calls end: here the open's line comes last.
+    trace = write_trace(
+        tmp_path / "o.pfw",
+        [
+            call("write", 20, fname="/x", fd=7, count=10, ret=10),
+            call("close", 30, fname="/x", fd=7, ret=0),
+            call("open", 10, fname="/x", flags=O_RDWR_CREAT, mode=0o644, ret=7),
+        ],
+    )
+
+    summary = _replay(trace, root)
+
+    assert summary.exit_code() == 0
+    assert summary.events_replayed == 3
+    assert summary.implicit_opens == 0
+    assert summary.late_events == 0
+    assert (root / "x").stat().st_size == 10
+
+
+def test_window_of_one_counts_late_events(tmp_path: Path, sandbox_dirs) -> None:
+    root, _ = sandbox_dirs
+    trace = write_trace(
+        tmp_path / "o.pfw",
+        [
+            call("__xstat", 30, fname="/a"),
+            call("__xstat", 20, fname="/a"),
+            call("__xstat", 10, fname="/a"),
+        ],
+    )
+
+    summary = _replay(trace, root, window=1)
+
+    assert summary.late_events == 1
+    assert summary.events_replayed == 3
+
+
+def test_fd_less_newest_format(tmp_path: Path, sandbox_dirs) -> None:
+    root, _ = sandbox_dirs
+    meta = [file_hash("/lustre/a.dat", "00000000000000aa"), file_hash("/lustre/b.dat", "00000000000000bb")]
+    trace = write_trace(
+        tmp_path / "d.pfw",
+        [
+            call("open", 10, fhash="00000000000000aa", flags=O_RDWR_CREAT, mode=420),
+            call("open", 11, fhash="00000000000000bb", flags=os.O_RDONLY),
+            call("write", 20, fhash="00000000000000aa", count=300, ret=300),
+            call("write", 21, fhash="00000000000000aa", count=200, ret=200),
+            call("read", 22, fhash="00000000000000bb", count=64, ret=64),
+            call("read", 23, fhash="00000000000000bb", count=64, ret=64),
+            call("close", 30, fhash="00000000000000aa", ret=0),
+            call("close", 31, fhash="00000000000000bb", ret=0),
+            call("open", 40, tid=2, fhash="00000000000000bb", flags=os.O_RDONLY),
+            call("read", 41, tid=2, fhash="00000000000000bb", count=1000, ret=500),
+            call("close", 42, tid=2, fhash="00000000000000bb", ret=0),
+        ],
+        metadata=meta,
+    )
+
+    summary = _replay(trace, root)
+
+    assert summary.exit_code() == 0
+    assert summary.events_replayed == 11
+    assert summary.bytes_written == 500
+    assert summary.bytes_read == 128 + 500
+    assert summary.implicit_opens == 0
+    assert (root / "lustre" / "a.dat").stat().st_size == 500
+    assert (root / "lustre" / "b.dat").stat().st_size == 500
+    assert summary.preparation.files == 1
+
+
+def test_unreplayable_calls_skipped_by_name(tmp_path: Path, sandbox_dirs) -> None:
+    root, _ = sandbox_dirs
+    trace = write_trace(
+        tmp_path / "s.pfw",
+        [
+            call("open", 1, fname="/m", flags=O_RDWR_CREAT, ret=3),
+            call("mmap", 2, fname="/m", fd=3, length=10),
+            call("fork", 3, ret=99),
+            call("dup", 4, fd=3),
+            call("fcntl", 5, fname="/m", fd=3, cmd=1),
+            call("frobnicate", 6, fname="/m"),
+            call("open", 7, fname="/missing", flags=os.O_RDONLY, ret=-1),
+            call("train", 8, cat="compute"),
+            call("close", 9, fname="/m", fd=3, ret=0),
+        ],
+    )
+
+    summary = _replay(trace, root)
+
+    assert summary.exit_code() == 0
+    assert summary.events_replayed == 2
+    assert summary.events_application == 1
+    assert summary.skipped_by_call == {
+        "mmap: memory-mapped I/O is not recorded": 1,
+        "fork: process creation is not replayed": 1,
+        "dup: the new descriptor is not recorded": 1,
+        "fcntl: the third argument of fcntl is not recorded": 1,
+        "frobnicate: not a call the replayer knows": 1,
+        "open: the call failed when traced (ret -1)": 1,
+    }
+    assert not (root / "missing").exists()
+
+
+def test_failures_counted_with_messages(tmp_path: Path, sandbox_dirs) -> None:
+    root, _ = sandbox_dirs
+    trace = write_trace(
+        tmp_path / "f.pfw",
+        [
+            call("mkdir", 1, fname="/d", mode=0o755),
+            call("mkdir", 2, fname="/d", mode=0o755),
+            call("rmdir", 3, fname="/d"),
+            call("unlink", 4, fname="/d"),
+        ],
+    )
+
+    summary = _replay(trace, root, threads=1)
+
+    assert summary.exit_code() == 2
+    assert summary.events_replayed == 2
+    assert summary.failed == {"EEXIST": 1, "ENOENT": 1}
+    assert summary.failure_messages["EEXIST"] == (f"mkdir {root}/d: File exists",)
+
+
+def test_hostile_paths_in_trace_stay_inside(tmp_path: Path, sandbox_dirs) -> None:
+    root, outside = sandbox_dirs
+    (root / ROOT_MARKER).write_text("")
+    (root / "planted").symlink_to(outside)
+    escape = "/../outside/keep.txt"
+    trace = write_trace(
+        tmp_path / "h.pfw",
+        [
+            call("open", 1, fname=escape, flags=O_RDWR_CREAT | os.O_TRUNC, ret=3),
+            call("write", 2, fname=escape, fd=3, count=5, ret=5),
+            call("close", 3, fname=escape, fd=3, ret=0),
+            call("open", 4, fname="/planted/keep.txt", flags=os.O_WRONLY | os.O_TRUNC, ret=4),
+            call("unlink", 5, fname="/planted/keep.txt"),
+            call("rename", 6, fname="/outside/keep.txt", newpath="/planted/new.txt"),
+            call("rmdir", 7, fname="/planted/../../outside"),
+            call("open", 8, fname="/a\x00b", flags=O_RDWR_CREAT, ret=5),
+            call("mkdir", 9, fname="/" + "n" * 5000, mode=0o755),
+        ],
+    )
+    before = snapshot(outside)
+
+    summary = _replay(trace, root, threads=1)
+
+    assert snapshot(outside) == before
+    assert summary.failed["sandbox"] == 4
+    assert (root / "outside" / "keep.txt").read_bytes() == bytes(5)
