@@ -1,0 +1,185 @@
+"""The greenpipe command, run in-process and as python -m greenpipe."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from greenpipe.cli import main
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+SMALL = DATA / "hariharan-devarajan_dftracer" / "dfanalyzer" / "test.pfw.gz"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*argv: str):
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_cli_replay_prints_summary(tmp_path: Path) -> None:
+    code, out, err = run_cli("replay", str(SMALL), "--root", str(tmp_path / "r"))
+
+    assert code == 0
+    assert "replayed 1,012, failed 0, skipped 0" in out
+    assert "read 131,072,000, written 3,276,800" in out
+    assert err == ""
+
+
+def test_cli_json_has_summary_fields(tmp_path: Path) -> None:
+    target = tmp_path / "s.json"
+
+    code, out, _ = run_cli("replay", str(SMALL), "--root", str(tmp_path / "r"), "--json", str(target), "--quiet")
+
+    data = json.loads(target.read_text())
+    assert code == 0
+    assert out == ""
+    assert data["events_replayed"] == 1012
+    assert data["exit_code"] == 0
+    assert data["latency"]["read"]["count"] == 1000
+    assert data["calls"]["read"] == 1000
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["replay", str(SMALL)], "greenpipe replay: The option --root DIR is required unless --dry-run is given. Run 'greenpipe replay --help' for the options.\n"),
+        (["replay", str(SMALL), "--dry-run", "--threads", "0"], "greenpipe replay: Argument --threads: 0 is not allowed; give 1 or more. Run 'greenpipe replay --help' for the options.\n"),
+        (["replay", str(SMALL), "--dry-run", "--timing", "fast"], "greenpipe replay: Argument --timing: 'fast' is not 'asap', 'original' or a speed factor such as 2. Run 'greenpipe replay --help' for the options.\n"),
+        (["replay", str(SMALL), "--dry-run", "--sample", "2"], "greenpipe replay: Argument --sample: the sample rate must be between 0 and 1, not 2. Run 'greenpipe replay --help' for the options.\n"),
+        (["replay", str(SMALL), "--dry-run", "--pid", "x"], "greenpipe replay: Argument --pid: 'x' is not a valid process id. Run 'greenpipe replay --help' for the options.\n"),
+        (["replay", str(SMALL), "--dry-run", "--start", "10", "--end", "5"], "greenpipe replay: --end (5) must be greater than --start (10). Run 'greenpipe replay --help' for the options.\n"),
+        (["frobnicate"], None),
+    ],
+)
+def test_cli_bad_arguments_one_line(argv, message) -> None:
+    code, out, err = run_cli(*argv)
+
+    assert code == 1
+    assert out == ""
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+    if message is not None:
+        assert err == message
+
+
+def test_cli_missing_input_named(tmp_path: Path) -> None:
+    code, _, err = run_cli("replay", str(tmp_path / "nope.pfw"), "--root", str(tmp_path / "r"))
+
+    assert code == 1
+    assert err == (
+        f"greenpipe replay: No trace files to replay: {tmp_path / 'nope.pfw'}: no such file "
+        "or folder. Pass .pfw or .pfw.gz files or folders holding them.\n"
+    )
+
+
+def test_cli_non_trace_input_reported(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pfw"
+    junk.write_bytes(b"\x00\x01 not json\nstill not json\n")
+
+    code, out, _ = run_cli("replay", str(junk), "--root", str(tmp_path / "r"))
+
+    assert code == 1
+    assert f"problem  {junk}: no events decoded, 2 unusable lines; is it a DFTracer trace?" in out
+
+
+def test_cli_rejects_non_empty_root(tmp_path: Path) -> None:
+    root = tmp_path / "home"
+    root.mkdir()
+    (root / "precious.txt").write_text("keep")
+
+    code, _, err = run_cli("replay", str(SMALL), "--root", str(root))
+
+    assert code == 1
+    assert "is not empty and was not created by a replay" in err
+    assert (root / "precious.txt").read_text() == "keep"
+
+
+def test_cli_free_space_check(tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10, 10, 1000))
+
+    code, _, err = run_cli("replay", str(SMALL), "--root", str(tmp_path / "r"))
+    forced, _, _ = run_cli("replay", str(SMALL), "--root", str(tmp_path / "r"), "--force")
+
+    assert code == 1
+    assert "would write about 3,276,800 bytes but only 1,000 bytes are free" in err
+    assert forced == 0
+
+
+def test_cli_failed_calls_exit_two(tmp_path: Path) -> None:
+    name = "hariharan-devarajan_dftracer/examples/dfanalyzer/test-trace-distributed/cm1_1_48_20240926/cm1-DEFAULT-3537781-preload.pfw.gz"
+
+    code, out, _ = run_cli("replay", str(DATA / name), "--root", str(tmp_path / "r"))
+
+    assert code == 2
+    assert "No such file or directory" in out
+
+
+def test_cli_filters_and_dry_run(tmp_path: Path) -> None:
+    code, out, _ = run_cli("replay", str(SMALL), "--dry-run", "--function", "read,open", "--exclude-function", "open")
+
+    assert code == 0
+    assert "seen 1,012, filtered 12" in out
+
+
+def test_cli_interrupt_gives_partial_summary(tmp_path: Path) -> None:
+    from greenpipe.replay import Replayer
+
+    original_run = Replayer.run
+
+    def cancelling_run(self):
+        self.cancel()
+        return original_run(self)
+
+    Replayer.run = cancelling_run
+    try:
+        code, out, _ = run_cli("replay", str(SMALL), "--root", str(tmp_path / "r"))
+    finally:
+        Replayer.run = original_run
+
+    assert code == 130
+    assert "(interrupted)" in out
+
+
+def test_python_m_greenpipe(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "greenpipe", "replay", str(SMALL), "--root", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+
+    assert result.returncode == 0
+    assert "replayed 1,012" in result.stdout
+    assert result.stderr == ""
+
+
+def test_sigint_exits_130(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    big = DATA / "anku94_dftracer" / "examples" / "dfanalyzer" / "test-trace.pfw.gz"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "greenpipe", "replay", str(big), "--root", str(tmp_path / "r")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    time.sleep(3.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+
+    assert proc.returncode == 130
+    assert "(interrupted)" in out
+    assert "Traceback" not in err
