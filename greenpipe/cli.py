@@ -269,7 +269,7 @@ def format_summary(summary: ReplaySummary) -> str:
         if s.implicit_opens:
             extra.append(f"implicit opens {s.implicit_opens:,}")
         if s.probes_not_found:
-            extra.append(f"stat/access that found nothing {s.probes_not_found:,}")
+            extra.append(f"stat/access/opendir that found nothing {s.probes_not_found:,}")
         if s.late_events:
             extra.append(f"events outside the reorder window {s.late_events:,}")
         if extra:

@@ -333,7 +333,7 @@ class StreamRunner:
         try:
             self._ops[op](event, op)
         except FileNotFoundError:
-            if op in ("stat", "access") and ret is None:
+            if op in ("stat", "access", "opendir") and ret is None:
                 self.stats.probes_not_found += 1
                 self.stats.done(name, 0.0)
                 return

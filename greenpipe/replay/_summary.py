@@ -210,9 +210,10 @@ class ReplaySummary:
         short_reads: reads that returned fewer bytes than asked.
         late_events: events that arrived after later events of their
             stream had run (outside the reorder window).
-        probes_not_found: ``stat``/``access`` calls, which have no traced
-            result, that found no file; programs probe paths before
-            creating them, so these count as replayed, not failed.
+        probes_not_found: ``stat``, ``access`` and ``opendir`` calls, which
+            have no traced result, that found nothing; programs probe
+            paths before creating them and after removing them, so these
+            count as replayed, not failed.
         implicit_opens: files opened by the replayer because a call used a
             descriptor whose ``open`` was not replayed yet, not seen, or
             ran in another stream.

@@ -116,12 +116,17 @@ def test_cli_free_space_check(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_cli_failed_calls_exit_two(tmp_path: Path) -> None:
-    name = "hariharan-devarajan_dftracer/examples/dfanalyzer/test-trace-distributed/cm1_1_48_20240926/cm1-DEFAULT-3537781-preload.pfw.gz"
+    trace = tmp_path / "t.pfw"
+    trace.write_text(
+        '{"name":"mkdir","cat":"POSIX","pid":1,"tid":1,"ts":1,"dur":1,"ph":"X","args":{"fname":"/d"}}\n'
+        '{"name":"mkdir","cat":"POSIX","pid":1,"tid":1,"ts":2,"dur":1,"ph":"X","args":{"fname":"/d"}}\n'
+    )
 
-    code, out, _ = run_cli("replay", str(DATA / name), "--root", str(tmp_path / "r"))
+    code, out, _ = run_cli("replay", str(trace), "--root", str(tmp_path / "r"))
 
     assert code == 2
-    assert "No such file or directory" in out
+    assert "replayed 1, failed 1" in out
+    assert "File exists" in out
 
 
 def test_cli_filters_and_dry_run(tmp_path: Path) -> None:
