@@ -188,3 +188,16 @@ def test_sigint_exits_130(tmp_path: Path) -> None:
     assert proc.returncode == 130
     assert "(interrupted)" in out
     assert "Traceback" not in err
+
+
+def test_example_script_runs(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "examples/replay_trace.py", "examples/traces/dfanalyzer-test.pfw.gz", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+
+    assert result.returncode == 0
+    assert "1012 replayed, 0 failed" in result.stdout
