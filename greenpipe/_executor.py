@@ -352,7 +352,8 @@ class Executor:
                 )
             self._tasks.add(task)
             self._epoch += 1
-            self._all_done.clear()
+            if self._all_done._flag:
+                self._all_done.clear()
         worker = current_worker()
         if worker is not None and worker.executor is self:
             worker.push_new(task)

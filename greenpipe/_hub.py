@@ -37,7 +37,9 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
-from greenlet import getcurrent, greenlet
+from contextvars import Context
+
+from greenlet import GreenletExit, getcurrent, greenlet
 
 from ._compat import RealEvent, get_ident, perf_counter, thread_local
 from ._errors import Cancelled
@@ -52,6 +54,9 @@ _tls = thread_local()
 # The plain greenlet switch. gevent's Hub overrides ``switch`` to call the
 # current greenlet's ``switch_out`` first; greenpipe's own parks bypass that.
 _raw_switch = greenlet.switch
+
+# Idle runner greenlets kept per worker for reuse.
+_MAX_FREE_RUNNERS = 64
 
 
 class _TimedOut:
@@ -361,12 +366,16 @@ class ParkingLot:
     __slots__ = ("_waiters",)
 
     def __init__(self) -> None:
-        self._waiters: deque[Waiter] = deque()
+        # Created on the first add: most futures and scopes never get a
+        # waiter, and an empty deque costs a whole memory block.
+        self._waiters: deque[Waiter] | None = None
 
     def __len__(self) -> int:
-        return len(self._waiters)
+        return len(self._waiters) if self._waiters else 0
 
     def add(self, waiter: Waiter) -> None:
+        if self._waiters is None:
+            self._waiters = deque()
         self._waiters.append(waiter)
 
     def pop_claimed(self) -> Waiter | None:
@@ -380,16 +389,16 @@ class ParkingLot:
 
     def take_all(self) -> list[Waiter]:
         """Remove every waiter and return those this call claimed."""
-        claimed = [waiter for waiter in self._waiters if waiter.claim()]
-        self._waiters.clear()
+        waiters = self._waiters
+        if not waiters:
+            return []
+        claimed = [waiter for waiter in waiters if waiter.claim()]
+        waiters.clear()
         return claimed
 
-    def prune(self) -> None:
-        """Drop waiters that another party already claimed."""
-        if any(waiter.is_claimed() for waiter in self._waiters):
-            self._waiters = deque(w for w in self._waiters if not w.is_claimed())
-
     def live_waiters(self) -> list[Waiter]:
+        if not self._waiters:
+            return []
         return [waiter for waiter in self._waiters if not waiter.is_claimed()]
 
 
@@ -415,6 +424,7 @@ class Worker:
         self.ident: int | None = None
         self.slice_start = 0.0
         self.running: Any = None
+        self._free_runners: list[TaskGreenlet] = []
         self.idle = False
         self.tasks_started = 0
         self.steals = 0
@@ -485,6 +495,7 @@ class Worker:
             self._async.close()
             self._async = None
         self._continue_timer.close()
+        self._close_runners()
         self._main_glet.switch()
 
     # -- cross-thread entry points -----------------------------------------
@@ -634,7 +645,12 @@ class Worker:
         executor._enter_idle(self)
 
     def _start(self, task: Any) -> None:
-        glet = TaskGreenlet(task._main, self.ghub)
+        # Starting a new greenlet costs several microseconds in CPython 3.11
+        # (its first switch sets up a fresh frame stack), far more than a
+        # switch. A finished task's greenlet therefore waits in a free list
+        # and runs the next task, as a pool thread would.
+        runners = self._free_runners
+        glet = runners.pop() if runners else TaskGreenlet(self._run_tasks, self.ghub)
         glet.gp_task = task
         task._glet = glet
         task._worker = self
@@ -643,6 +659,34 @@ class Worker:
         self.running = task
         glet.switch()
         self.running = None
+
+    def _run_tasks(self) -> None:
+        # The body of a runner greenlet: run the task that _start() put in
+        # ``gp_task``, then offer the greenlet for the next one. Each task
+        # gets a fresh contextvars context, as a new greenlet would.
+        glet = getcurrent()
+        runners = self._free_runners
+        while True:
+            task = glet.gp_task
+            if task is None:
+                # Only _start() switches into an idle runner, after it set
+                # ``gp_task``; a stray switch goes straight back to the hub.
+                _raw_switch(self.ghub)
+                continue
+            Context().run(task._main)
+            task = None  # an idle runner must not keep the finished task alive
+            glet.gp_task = None
+            if len(runners) >= _MAX_FREE_RUNNERS:
+                return
+            runners.append(glet)
+            _raw_switch(self.ghub)
+
+    def _close_runners(self) -> None:
+        # In the hub greenlet: end the idle runners so no greenlet outlives
+        # its thread.
+        runners, self._free_runners = self._free_runners, []
+        for glet in runners:
+            glet.throw(GreenletExit)
 
 
 def yield_now(task: Any) -> None:

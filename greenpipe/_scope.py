@@ -57,8 +57,42 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _CONTEXTLIB_FILE = contextlib.__file__
 
 
+def _code_flags(fn: Any) -> int:
+    # Plain functions answer from their code object at once; partials,
+    # methods and other wrappers go through inspect, which unwraps them.
+    code = getattr(fn, "__code__", None)
+    if code is not None:
+        return code.co_flags  # type: ignore[no-any-return]
+    if inspect.isgeneratorfunction(fn):
+        return inspect.CO_GENERATOR
+    if inspect.iscoroutinefunction(fn):
+        return inspect.CO_COROUTINE
+    return 0
+
+
+def _is_generator_function(fn: Any) -> bool:
+    code = getattr(fn, "__code__", None)
+    if code is not None:
+        return bool(code.co_flags & inspect.CO_GENERATOR)
+    return inspect.isgeneratorfunction(fn)
+
+
 class _FutureBase(Generic[T]):
     """State, outcome and waiters shared by task and offloaded-call futures."""
+
+    __slots__ = (
+        "name",
+        "_state",
+        "_value",
+        "_exc",
+        "_cancelled",
+        "_retrieved",
+        "_lock",
+        "_lot",
+        "_deadlock",
+        "_on_done",
+        "__weakref__",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -68,9 +102,9 @@ class _FutureBase(Generic[T]):
         self._cancelled = False
         self._retrieved = False
         self._lock = allocate_lock()
-        self._lot = ParkingLot()
+        self._lot: ParkingLot | None = None
         self._deadlock: BaseException | None = None
-        self._on_done: list[Callable[[Any], None]] = []
+        self._on_done: list[Callable[[Any], None]] | None = None
 
     def done(self) -> bool:
         """Return whether the work has ended; never blocks."""
@@ -125,6 +159,8 @@ class _FutureBase(Generic[T]):
         """
         with self._lock:
             if self._state != _DONE:
+                if self._on_done is None:
+                    self._on_done = []
                 self._on_done.append(fn)
                 return
         fn(self)
@@ -142,6 +178,8 @@ class _FutureBase(Generic[T]):
         with self._lock:
             if self._state == _DONE:
                 return
+            if self._lot is None:
+                self._lot = ParkingLot()
             self._lot.add(waiter)
         if waiter.park(seconds) is TIMED_OUT:
             raise TimeoutError(f"{self.name!r} did not finish within {seconds} s")
@@ -154,11 +192,11 @@ class _FutureBase(Generic[T]):
             self._exc = exc
             self._cancelled = cancelled
             self._state = _DONE
-            waiters = self._lot.take_all()
-            callbacks, self._on_done = self._on_done, []
+            waiters = self._lot.take_all() if self._lot is not None else ()
+            callbacks, self._on_done = self._on_done, None
         for waiter in waiters:
             waiter.wake(None)
-        for callback in callbacks:
+        for callback in callbacks or ():
             try:
                 callback(self)
             except BaseException:
@@ -174,6 +212,23 @@ class SpawnFuture(_FutureBase[T]):
     Created by :meth:`CoroScope.spawn` and :meth:`Executor.submit`; do not
     construct it directly.
     """
+
+    __slots__ = (
+        "_seq",
+        "_executor",
+        "_parent_scope",
+        "_body",
+        "_args",
+        "_scope",
+        "_glet",
+        "_worker",
+        "_waiter",
+        "_cancel_flag",
+        "_cancel_requested",
+        "_shield_depth",
+        "_scope_stack",
+        "_current_gen",
+    )
 
     def __init__(
         self,
@@ -266,14 +321,16 @@ class SpawnFuture(_FutureBase[T]):
         body = self._body
         if type(body) is CoroTask:
             return evaluate(body)
-        if inspect.isgeneratorfunction(body):
+        if _is_generator_function(body):
             return evaluate(generator_task(body, (scope, *self._args)))
         return body(scope, *self._args)
 
     def _glet_done(self) -> None:
+        # The runner greenlet goes on to other tasks; forget it.
         self._waiter = None
         self._current_gen = None
         self._scope_stack = []
+        self._glet = None
 
     def _finish(self, value: Any, exc: BaseException | None, cancelled: bool) -> None:
         self._body = None
@@ -302,6 +359,8 @@ class SpawnFuture(_FutureBase[T]):
         glet = self._glet
         if glet is None or glet.dead or self._waiter is not None or not glet:
             return
+        if glet.gp_task is not self:
+            return
         # The cancellation may have been handled, and its scope left, since
         # this call was posted; only a cancellation still pending counts.
         if not self._cancel_flag or self._shield_depth:
@@ -318,7 +377,7 @@ class SpawnFuture(_FutureBase[T]):
 
         def kill() -> None:
             glet = self._glet
-            if glet is not None and glet and not glet.dead:
+            if glet is not None and glet and not glet.dead and glet.gp_task is self:
                 from greenlet import GreenletExit
 
                 glet.throw(GreenletExit)
@@ -350,6 +409,8 @@ class SpawnFuture(_FutureBase[T]):
 
 class IOFuture(_FutureBase[T]):
     """Handle of a blocking call offloaded with :meth:`CoroScope.spawn_io`."""
+
+    __slots__ = ("_executor", "_parent_scope", "_cancel_requested", "_running")
 
     def __init__(self, executor: Any, parent: CoroScope, name: str) -> None:
         super().__init__(name)
@@ -405,6 +466,23 @@ class CoroScope:
     :meth:`Executor.open_scope`.
     """
 
+    __slots__ = (
+        "_executor",
+        "_parent",
+        "_task",
+        "_lock",
+        "_children",
+        "_failed",
+        "_nested",
+        "_join_lot",
+        "_cancelled",
+        "_active",
+        "_closed",
+        "_fail_fast",
+        "_deadlock",
+        "__weakref__",
+    )
+
     def __init__(
         self, executor: Any, parent: CoroScope | None, task: SpawnFuture[Any] | None
     ) -> None:
@@ -413,7 +491,7 @@ class CoroScope:
         self._task = task
         self._lock = allocate_lock()
         self._children: set[Any] = set()
-        self._failed: list[_FutureBase[Any]] = []
+        self._failed: list[_FutureBase[Any]] | None = None
         self._nested: list[CoroScope] = []
         self._join_lot = ParkingLot()
         self._cancelled = False
@@ -464,7 +542,7 @@ class CoroScope:
             # A @coroutine function takes no scope: spawn the CoroTask it makes.
             fn = fn(*args)
             args = ()
-        elif inspect.iscoroutinefunction(fn):
+        elif _code_flags(fn) & inspect.CO_COROUTINE:
             raise TypeError(
                 f"{fn.__qualname__} is an 'async def' function; greenpipe runs "
                 "plain and generator functions, so drop 'async' and 'await'"
@@ -586,9 +664,9 @@ class CoroScope:
 
     def _take_failures(self) -> list[BaseException]:
         with self._lock:
-            failed, self._failed = self._failed, []
+            failed, self._failed = self._failed, None
         errors = []
-        for future in failed:
+        for future in failed or ():
             if not future._retrieved:
                 future._retrieved = True
                 errors.append(future._exc)
@@ -605,6 +683,8 @@ class CoroScope:
         with self._lock:
             self._children.discard(child)
             if failed:
+                if self._failed is None:
+                    self._failed = []
                 self._failed.append(child)
             waiters = self._join_lot.take_all() if not self._children else []
         for waiter in waiters:
@@ -707,8 +787,9 @@ class CoroScope:
         self._active = False
         task = self._task
         if task is not None:
-            task._scope_stack.remove(self)
-            task._cancel_flag = any(s._cancelled for s in task._scope_stack)
+            stack = task._scope_stack
+            stack.remove(self)
+            task._cancel_flag = bool(stack) and any(s._cancelled for s in stack)
 
     def _caught_own_cancel(self, error: BaseException) -> bool:
         """Return whether ``error`` is this scope's own cancellation.
