@@ -246,6 +246,8 @@ class _Deadline:
         region = CoroScope(executor, parent, task)
         if parent is not None:
             with parent._lock:
+                if parent._nested is None:
+                    parent._nested = []
                 parent._nested.append(region)
             if parent._cancelled:
                 region._cancelled = True

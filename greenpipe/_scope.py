@@ -27,6 +27,7 @@ import inspect
 import itertools
 import logging
 import os
+from types import FunctionType
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
 from ._compat import allocate_lock, perf_counter, real_sleep
@@ -41,7 +42,7 @@ from ._hub import (
     make_waiter,
     yield_now,
 )
-from ._task import CoroTask, evaluate, generator_task
+from ._task import COROUTINE_FACTORY_CODE, CoroTask, evaluate, generator_task
 from ._util import Duration, to_seconds
 
 logger = logging.getLogger(__name__)
@@ -53,21 +54,16 @@ _RUNNING = 1
 _DONE = 2
 
 _task_ids = itertools.count(1)
+_NO_SCOPES: list[Any] = []  # shared and never modified: tasks not running
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _CONTEXTLIB_FILE = contextlib.__file__
 
 
-def _code_flags(fn: Any) -> int:
-    # Plain functions answer from their code object at once; partials,
-    # methods and other wrappers go through inspect, which unwraps them.
-    code = getattr(fn, "__code__", None)
-    if code is not None:
-        return code.co_flags  # type: ignore[no-any-return]
-    if inspect.isgeneratorfunction(fn):
-        return inspect.CO_GENERATOR
-    if inspect.iscoroutinefunction(fn):
-        return inspect.CO_COROUTINE
-    return 0
+def _async_def_error(fn: Any) -> TypeError:
+    return TypeError(
+        f"{getattr(fn, '__qualname__', fn)!r} is an 'async def' function; greenpipe "
+        "runs plain and generator functions, so drop 'async' and 'await'"
+    )
 
 
 def _is_generator_function(fn: Any) -> bool:
@@ -238,7 +234,17 @@ class SpawnFuture(_FutureBase[T]):
         args: tuple[Any, ...],
         name: str,
     ) -> None:
-        super().__init__(name)
+        # The base initialiser is inlined: this runs once per spawn.
+        self.name = name
+        self._state = _PENDING
+        self._value: Any = None
+        self._exc: BaseException | None = None
+        self._cancelled = False
+        self._retrieved = False
+        self._lock = allocate_lock()
+        self._lot: ParkingLot | None = None
+        self._deadlock: BaseException | None = None
+        self._on_done: list[Callable[[Any], None]] | None = None
         self._seq = next(_task_ids)
         self._executor = executor
         self._parent_scope = parent
@@ -251,7 +257,8 @@ class SpawnFuture(_FutureBase[T]):
         self._cancel_flag = False
         self._cancel_requested = False
         self._shield_depth = 0
-        self._scope_stack: list[CoroScope] = []
+        # Created when the task starts, to keep queued tasks small.
+        self._scope_stack: list[CoroScope] = _NO_SCOPES
         self._current_gen: Any = None
 
     def __repr__(self) -> str:
@@ -302,6 +309,7 @@ class SpawnFuture(_FutureBase[T]):
 
     def _main(self) -> None:
         # The body of the task's greenlet, on its worker's hub.
+        self._scope_stack = []
         scope = CoroScope(self._executor, self._parent_scope, self)
         self._scope = scope
         self._state = _RUNNING
@@ -329,7 +337,7 @@ class SpawnFuture(_FutureBase[T]):
         # The runner greenlet goes on to other tasks; forget it.
         self._waiter = None
         self._current_gen = None
-        self._scope_stack = []
+        self._scope_stack = _NO_SCOPES
         self._glet = None
 
     def _finish(self, value: Any, exc: BaseException | None, cancelled: bool) -> None:
@@ -413,7 +421,17 @@ class IOFuture(_FutureBase[T]):
     __slots__ = ("_executor", "_parent_scope", "_cancel_requested", "_running")
 
     def __init__(self, executor: Any, parent: CoroScope, name: str) -> None:
-        super().__init__(name)
+        # The base initialiser is inlined: this runs once per spawn.
+        self.name = name
+        self._state = _PENDING
+        self._value: Any = None
+        self._exc: BaseException | None = None
+        self._cancelled = False
+        self._retrieved = False
+        self._lock = allocate_lock()
+        self._lot: ParkingLot | None = None
+        self._deadlock: BaseException | None = None
+        self._on_done: list[Callable[[Any], None]] | None = None
         self._executor = executor
         self._parent_scope = parent
         self._cancel_requested = False
@@ -490,10 +508,11 @@ class CoroScope:
         self._parent = parent
         self._task = task
         self._lock = allocate_lock()
-        self._children: set[Any] = set()
+        # Created on first use: most task scopes never spawn or nest.
+        self._children: set[Any] | None = None
         self._failed: list[_FutureBase[Any]] | None = None
-        self._nested: list[CoroScope] = []
-        self._join_lot = ParkingLot()
+        self._nested: list[CoroScope] | None = None
+        self._join_lot: ParkingLot | None = None
         self._cancelled = False
         self._active = False
         self._closed = False
@@ -508,10 +527,10 @@ class CoroScope:
 
     def __repr__(self) -> str:
         owner = self._task.name if self._task is not None else "no task"
-        return f"<CoroScope of {owner!r} children={len(self._children)}>"
+        return f"<CoroScope of {owner!r} children={len(self._children or ())}>"
 
     def _describe_wait(self) -> str:
-        names = sorted(child.name for child in list(self._children))
+        names = sorted(child.name for child in list(self._children or ()))
         return f"join of a scope in {self._owner_name()!r} (children: {', '.join(names)})"
 
     def _owner_name(self) -> str:
@@ -533,24 +552,28 @@ class CoroScope:
         return self._spawn(fn, args, name)
 
     def _spawn(self, fn: Any, args: tuple[Any, ...], name: str | None) -> SpawnFuture[Any]:
-        if type(fn) is CoroTask:
+        kind = type(fn)
+        if kind is FunctionType:
+            code = fn.__code__
+            if code is COROUTINE_FACTORY_CODE:
+                # A @coroutine function takes no scope: spawn the CoroTask it makes.
+                fn = fn(*args)
+                args = ()
+            elif code.co_flags & inspect.CO_COROUTINE:
+                raise _async_def_error(fn)
+        elif kind is CoroTask:
             if args:
                 raise TypeError("a CoroTask takes no arguments in spawn()")
         elif not callable(fn):
             raise TypeError(f"spawn() needs a function or a CoroTask, not {fn!r}")
-        elif hasattr(fn, "__greenpipe_coroutine__"):
-            # A @coroutine function takes no scope: spawn the CoroTask it makes.
-            fn = fn(*args)
-            args = ()
-        elif _code_flags(fn) & inspect.CO_COROUTINE:
-            raise TypeError(
-                f"{fn.__qualname__} is an 'async def' function; greenpipe runs "
-                "plain and generator functions, so drop 'async' and 'await'"
-            )
+        elif inspect.iscoroutinefunction(fn):
+            raise _async_def_error(fn)
         if name is None:
-            name = getattr(fn, "name", None) if type(fn) is CoroTask else None
-            name = name or getattr(fn, "__qualname__", None) or repr(fn)
-        name = str(name)
+            name = fn.name if type(fn) is CoroTask else getattr(fn, "__qualname__", None)
+            if name is None:
+                name = repr(fn)
+        elif type(name) is not str:
+            name = str(name)
         future: SpawnFuture[Any] = SpawnFuture(self._executor, self, fn, args, name)
         with self._lock:
             if self._closed:
@@ -558,6 +581,8 @@ class CoroScope:
                     f"cannot spawn {name!r}: the scope of {self._owner_name()!r} "
                     "has ended; spawn from a scope that is still running"
                 )
+            if self._children is None:
+                self._children = set()
             self._children.add(future)
         if self._cancelled:
             future._cancel_requested = True
@@ -585,6 +610,8 @@ class CoroScope:
                 raise RuntimeError(
                     f"cannot spawn_io {name!r}: the scope of {self._owner_name()!r} has ended"
                 )
+            if self._children is None:
+                self._children = set()
             self._children.add(future)
         if self._cancelled:
             future._cancel_requested = True
@@ -623,6 +650,8 @@ class CoroScope:
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"the scope of {self._owner_name()!r} has ended")
+            if self._nested is None:
+                self._nested = []
             self._nested.append(child)
         if self._cancelled:
             child._cancelled = True
@@ -659,6 +688,8 @@ class CoroScope:
                         self._closed = True
                     return
                 waiter = make_waiter(self)
+                if self._join_lot is None:
+                    self._join_lot = ParkingLot()
                 self._join_lot.add(waiter)
             waiter.park(None, shield)
 
@@ -686,7 +717,8 @@ class CoroScope:
                 if self._failed is None:
                     self._failed = []
                 self._failed.append(child)
-            waiters = self._join_lot.take_all() if not self._children else []
+            lot = self._join_lot
+            waiters = lot.take_all() if lot is not None and not self._children else []
         for waiter in waiters:
             waiter.wake(None)
         if failed and self._fail_fast:
@@ -703,8 +735,8 @@ class CoroScope:
         """
         with self._lock:
             self._cancelled = True
-            children = list(self._children)
-            nested = list(self._nested)
+            children = list(self._children or ())
+            nested = list(self._nested or ())
         for child in children:
             child.cancel()
         for scope in nested:

@@ -147,6 +147,11 @@ def coroutine(fn: Callable[..., Any]) -> Callable[..., CoroTask[Any]]:
     return factory
 
 
+# Every factory made by @coroutine shares this code object, which lets
+# spawn() recognise one with an identity check.
+COROUTINE_FACTORY_CODE = coroutine(lambda: None).__code__
+
+
 def generator_task(fn: Callable[..., Any], args: tuple[Any, ...]) -> CoroTask[Any]:
     """Return a CoroTask that drives the generator function ``fn(*args)``."""
     return CoroTask(_GEN, fn, None, args)
