@@ -30,6 +30,23 @@ from ._scope import shield as shield
 from ._scope import sleep as sleep
 from ._sync import JoinHandle as JoinHandle
 from ._generators import AsyncGenerator as AsyncGenerator
+from .graph import TaskGraph as TaskGraph
+from .graph import TaskGroup as TaskGroup
+from .graph import num_outputs as num_outputs
+from .graph import split_every as split_every
+from .pipeline import FailurePolicy as FailurePolicy
+from .pipeline import Pipeline as Pipeline
+from .pipeline import PipelineConfig as PipelineConfig
+from .pipeline import PipelineTimeoutError as PipelineTimeoutError
+from .pipeline import Task as Task
+from .pipeline import TaskState as TaskState
+from .pipeline import TaskTimeoutError as TaskTimeoutError
+from .pipeline import available_memory as available_memory
+from .pipeline import compute_channel_capacity as compute_channel_capacity
+from .pipeline import compute_file_batch_size as compute_file_batch_size
+from .pipeline import compute_memory_budget as compute_memory_budget
+from .pipeline import estimate_per_file_bytes as estimate_per_file_bytes
+from .pipeline import make_task as make_task
 from ._task import CoroTask as CoroTask
 from ._task import coroutine as coroutine
 
@@ -47,19 +64,36 @@ __all__ = [
     "DeadlockError",
     "Executor",
     "ExecutorShutdownError",
+    "FailurePolicy",
     "GreenpipeError",
     "IOFuture",
     "JoinHandle",
+    "Pipeline",
+    "PipelineConfig",
+    "PipelineTimeoutError",
     "SpawnFuture",
+    "Task",
+    "TaskGraph",
+    "TaskGroup",
+    "TaskState",
+    "TaskTimeoutError",
     "WhenAnyResult",
+    "available_memory",
+    "compute_channel_capacity",
+    "compute_file_batch_size",
+    "compute_memory_budget",
     "coroutine",
     "current_scope",
+    "estimate_per_file_bytes",
     "fail_after",
     "make_channel",
+    "make_task",
     "move_on_after",
+    "num_outputs",
     "run",
     "shield",
     "sleep",
+    "split_every",
     "timeout",
     "when_all",
     "when_any",
