@@ -300,9 +300,9 @@ class GeventWaiter(Waiter):
 
     def park(self, timeout: float | None = None, shield: bool = False) -> Any:
         loop = self._ghub.loop
-        # The wake-up may come from another thread through a threadsafe
-        # callback, which does not count as a reason for the loop to keep
-        # running; this watcher does, so gevent does not raise LoopExit.
+        # A wake-up from another thread arrives as a threadsafe callback,
+        # which does not keep the loop running. This watcher does, so gevent
+        # does not raise LoopExit while the greenlet waits.
         keepalive = loop.async_()
         keepalive.start(_do_nothing)
         timer = None
@@ -564,6 +564,7 @@ class Worker:
         ready = self.ready
         runq = self.runq
         limit = perf_counter() + executor.timeslice
+
         try:
             while True:
                 woken = len(ready)
@@ -574,6 +575,7 @@ class Worker:
                         break
                     self._start(stolen)
                     continue
+
                 for _ in range(woken):
                     waiter = ready.popleft()
                     task = waiter.task
@@ -582,6 +584,7 @@ class Worker:
                         self.running = task
                         task._glet.switch()
                         self.running = None
+
                 for _ in range(new):
                     try:
                         task = runq.pop()
@@ -590,6 +593,7 @@ class Worker:
                     self._start(task)
                     if self.slice_start > limit:
                         break
+
                 if perf_counter() > limit:
                     self._continue_later()
                     return

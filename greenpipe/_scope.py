@@ -4,9 +4,10 @@ A scope owns the tasks spawned in it and is joined before it ends, so no
 task outlives the code that started it and no exception is dropped.
 
 Cancellation flows down the tree and is level-triggered. ``scope.cancel()``
-marks the scope, cancels every task spawned in it (each of which cancels its
-own scope, and so on down), cancels the scopes nested in it, and, when the
-scope is active in its owner task, delivers the cancellation to that task.
+marks the scope and cancels every task spawned in it; each of those tasks
+cancels its own scope, and so on down. It also cancels the scopes nested in
+it and, when the scope is active in its owner task, delivers the
+cancellation to that task.
 Delivery sets the task's flag and, when the task is parked at a greenpipe
 blocking call, claims its waiter and wakes it with :class:`Cancelled`. A
 task parked inside gevent (a socket, ``gevent.sleep``) gets the exception
@@ -54,7 +55,8 @@ _RUNNING = 1
 _DONE = 2
 
 _task_ids = itertools.count(1)
-_NO_SCOPES: list[Any] = []  # shared and never modified: tasks not running
+# The scope stack of every task that is not running; shared, never modified.
+_NO_SCOPES: list[Any] = []
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _CONTEXTLIB_FILE = contextlib.__file__
 
@@ -271,8 +273,9 @@ class SpawnFuture(_FutureBase[T]):
         return f"<SpawnFuture {self.name!r} {state}>"
 
     def __del__(self) -> None:
-        # A failed root task whose exception nobody retrieved is the one
-        # place where an error could vanish; log it, as asyncio does.
+        # A failed root task whose exception was never retrieved is the one
+        # place where an error could vanish, so it is logged (asyncio does
+        # the same for its tasks).
         if (
             self._state == _DONE
             and self._exc is not None
@@ -283,7 +286,7 @@ class SpawnFuture(_FutureBase[T]):
         ):
             exc = self._exc
             logger.error(
-                "task %r failed and nobody retrieved its exception",
+                "task %r failed and its exception was never retrieved",
                 self.name,
                 exc_info=(type(exc), exc, exc.__traceback__),
             )
@@ -421,17 +424,7 @@ class IOFuture(_FutureBase[T]):
     __slots__ = ("_executor", "_parent_scope", "_cancel_requested", "_running")
 
     def __init__(self, executor: Any, parent: CoroScope, name: str) -> None:
-        # The base initialiser is inlined: this runs once per spawn.
-        self.name = name
-        self._state = _PENDING
-        self._value: Any = None
-        self._exc: BaseException | None = None
-        self._cancelled = False
-        self._retrieved = False
-        self._lock = allocate_lock()
-        self._lot: ParkingLot | None = None
-        self._deadlock: BaseException | None = None
-        self._on_done: list[Callable[[Any], None]] | None = None
+        super().__init__(name)
         self._executor = executor
         self._parent_scope = parent
         self._cancel_requested = False
@@ -671,7 +664,7 @@ class CoroScope:
         cancellation reached them too.
 
         Raises:
-            BaseException: Failures of children that nobody retrieved, one
+            BaseException: Failures of children that were never retrieved, one
                 as itself and several as an :class:`ExceptionGroup`. They
                 count as retrieved afterwards.
         """

@@ -216,7 +216,7 @@ def test_unretrieved_root_failure_is_logged(caplog):
     with caplog.at_level(logging.ERROR, logger="greenpipe"):
         gc.collect()
 
-    assert "task 'lost' failed and nobody retrieved its exception" in caplog.text
+    assert "task 'lost' failed and its exception was never retrieved" in caplog.text
 
 
 # -- gevent waiters ------------------------------------------------------------------
