@@ -47,6 +47,9 @@ logger = logging.getLogger(__name__)
 
 _executor_ids = itertools.count(1)
 
+# Most tasks a thief takes from one victim at a time.
+_MAX_STEAL_BATCH = 256
+
 
 @dataclass(frozen=True)
 class HubHolder:
@@ -396,21 +399,40 @@ class Executor:
                 self._idle_count -= 1
 
     def _steal_for(self, thief: Worker) -> Any:
+        """Take the oldest half of a victim's queue; return one task to start.
+
+        Taking half at once means a thief that finds a long queue of small
+        tasks does not come back (and contend with the owner) for each one.
+        The rest go into the thief's own queue, where others may steal them.
+        """
         workers = self._workers
         if len(workers) == 1:
             return None
         victims = [w for w in workers if w is not thief and w.runq]
         if not victims:
             return None
-        self.rng.shuffle(victims)
+        if len(victims) > 1:
+            self.rng.shuffle(victims)
         for victim in victims:
+            runq = victim.runq
             try:
-                task = victim.runq.popleft()
+                task = runq.popleft()
             except IndexError:
                 continue
-            thief.steals += 1
+            extra = min(len(runq) // 2, _MAX_STEAL_BATCH)
+            stolen = []
+            for _ in range(extra):
+                try:
+                    stolen.append(runq.popleft())
+                except IndexError:
+                    break
+            if stolen:
+                # Oldest last, so the thief's newest-first pops keep the
+                # victim's order among the stolen tasks.
+                thief.runq.extend(reversed(stolen))
+            thief.steals += 1 + len(stolen)
             if logger.isEnabledFor(logging.DEBUG):
-                logger.debug("%r stole %s from %r", thief, task.name, victim)
+                logger.debug("%r stole %d tasks from %r", thief, 1 + len(stolen), victim)
             return task
         return None
 

@@ -37,8 +37,6 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
-from contextvars import Context
-
 from greenlet import GreenletExit, getcurrent, greenlet
 
 from ._compat import RealEvent, get_ident, perf_counter, thread_local
@@ -667,7 +665,7 @@ class Worker:
     def _run_tasks(self) -> None:
         # The body of a runner greenlet: run the task that _start() put in
         # ``gp_task``, then offer the greenlet for the next one. Each task
-        # gets a fresh contextvars context, as a new greenlet would.
+        # starts in an empty contextvars context, as a new greenlet would.
         glet = getcurrent()
         runners = self._free_runners
         while True:
@@ -677,7 +675,8 @@ class Worker:
                 # ``gp_task``; a stray switch goes straight back to the hub.
                 _raw_switch(self.ghub)
                 continue
-            Context().run(task._main)
+            glet.gr_context = None  # a fresh, empty contextvars context
+            task._main()
             task = None  # an idle runner must not keep the finished task alive
             glet.gp_task = None
             if len(runners) >= _MAX_FREE_RUNNERS:

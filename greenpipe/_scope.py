@@ -689,12 +689,7 @@ class CoroScope:
     def _take_failures(self) -> list[BaseException]:
         with self._lock:
             failed, self._failed = self._failed, None
-        errors = []
-        for future in failed or ():
-            if not future._retrieved:
-                future._retrieved = True
-                errors.append(future._exc)
-        return errors  # type: ignore[return-value]
+        return _unretrieved(failed)
 
     def _raise_failures(self) -> None:
         raise_collected(
@@ -784,6 +779,23 @@ class CoroScope:
         except BaseException as error:
             body_exc = error
             self.cancel()
+
+        if body_exc is None:
+            # Fast path for a body that left no child running: one locked
+            # step closes the scope and takes its failures.
+            with self._lock:
+                finished = not self._children
+                if finished:
+                    self._closed = True
+                    failed, self._failed = self._failed, None
+            if finished:
+                self._active = False
+                self._pop_from_task()
+                raise_collected(
+                    _unretrieved(failed), f"failures in the scope of {self._owner_name()!r}"
+                )
+                return value  # type: ignore[no-any-return]
+
         try:
             self._join(shield=True, close=True)
         finally:
@@ -810,6 +822,9 @@ class CoroScope:
         with self._lock:
             self._closed = True
         self._active = False
+        self._pop_from_task()
+
+    def _pop_from_task(self) -> None:
         task = self._task
         if task is not None:
             stack = task._scope_stack
@@ -875,6 +890,16 @@ def shield() -> Iterator[None]:
         yield
     finally:
         task._shield_depth -= 1
+
+
+def _unretrieved(failed: list[_FutureBase[Any]] | None) -> list[BaseException]:
+    """Return the exceptions of ``failed`` not yet retrieved; mark them retrieved."""
+    errors: list[BaseException] = []
+    for future in failed or ():
+        if not future._retrieved:
+            future._retrieved = True
+            errors.append(future._exc)  # type: ignore[arg-type]
+    return errors
 
 
 def current_scope() -> CoroScope | None:
