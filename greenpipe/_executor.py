@@ -617,6 +617,15 @@ class Executor:
         self._epoch += 1
         return due
 
+    def waiting_tasks_report(self) -> list[str]:
+        """Return one line per live task: its name, what it waits on, and where.
+
+        The lines are those of a :class:`DeadlockError` message. Safe from any
+        thread; a task that is running shows "nothing known".
+        """
+        with self._lock:
+            return self._deadlock_report().splitlines()[1:]
+
     def _deadlock_report(self) -> str:
         lines = [
             f"deadlock in {self.name}: all {len(self._tasks)} tasks are waiting "
@@ -686,9 +695,15 @@ class Executor:
     # -- statistics and shutdown ------------------------------------------
 
     def statistics(self) -> dict[str, Any]:
-        """Return a snapshot of the scheduler's counters."""
+        """Return a snapshot of the scheduler's counters.
+
+        ``events`` counts every spawn, park, wake-up, finished task, timer
+        and offloaded call so far; an unchanged value between two snapshots
+        means that nothing happened in between.
+        """
         with self._lock:
             return {
+                "events": self._epoch,
                 "threads": len(self._workers),
                 "live_tasks": len(self._tasks),
                 "blocked_tasks": self._blocked,

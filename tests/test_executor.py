@@ -284,3 +284,22 @@ def test_hub_holders_reports_busy_task_with_stack():
     assert [holder.task_name for holder in holders] == ["spinner"]
     assert holders[0].seconds >= 0.05
     assert "in busy_loop" in holders[0].stack
+
+
+def test_waiting_tasks_report_and_event_count():
+    with Executor(1) as executor:
+
+        def body(scope):
+            scope.spawn(lambda s: greenpipe.sleep(100), name="sleeper")
+            wait_all_blocked()
+            first = executor.statistics()["events"]
+            report = executor.waiting_tasks_report()
+            second = executor.statistics()["events"]
+            scope.cancel()
+            return report, first, second
+
+        report, first, second = executor.run(body, name="root")
+
+    assert any(line.startswith("  task 'sleeper' waits on sleep(100) at ") for line in report)
+    assert any(line.startswith("  task 'root' waits on nothing known") for line in report)
+    assert first == second

@@ -56,20 +56,14 @@ class _Running:
 
 
 def _executor_epoch(executor: Executor) -> int:
-    # NOTE: this reads a private counter that the executor bumps on every
-    # park, wake-up, timer and spawn. No public statistic separates "nothing
-    # happened" from "a task woke and parked again", and the idle check
-    # needs exactly that.
-    return executor._epoch
+    # Separates "nothing happened" from "a task woke and parked again",
+    # which is what the idle check needs.
+    return executor.statistics()["events"]  # type: ignore[no-any-return]
 
 
 def _waiting_tasks_report(executor: Executor) -> list[str]:
     """Return the runtime's deadlock-report lines, one per parked task."""
-    # NOTE: the runtime formats this report under its lock for its own
-    # deadlock detector; the watchdog reuses it so both reports read alike.
-    with executor._lock:
-        report = executor._deadlock_report()
-    return report.splitlines()[1:]
+    return executor.waiting_tasks_report()
 
 
 def format_holder(holder: HubHolder) -> str:
