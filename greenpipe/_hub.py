@@ -517,21 +517,14 @@ class Worker:
         """Queue a woken waiter for its task; safe from any thread."""
         self.ready.append(waiter)
         if get_ident() == self.ident:
-            if not self._tick_scheduled:
-                self._tick_scheduled = True
-                self.loop.run_callback(self._tick)
-        elif not self._signalled:
-            self._signalled = True
-            watcher = self._async
-            if watcher is not None:
-                watcher.send()
+            self.ensure_tick()
+        else:
+            self.signal()
 
     def push_new(self, task: Any) -> None:
         """Queue a task that has not started; the caller is this worker's thread."""
         self.runq.append(task)
-        if not self._tick_scheduled:
-            self._tick_scheduled = True
-            self.loop.run_callback(self._tick)
+        self.ensure_tick()
 
     def ensure_tick(self) -> None:
         """Make sure a tick will run; the caller is this worker's thread."""
