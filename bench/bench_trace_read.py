@@ -35,6 +35,7 @@ import orjson
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+import greenpipe  # noqa: E402
 from greenpipe.trace import TraceReader  # noqa: E402
 
 try:
@@ -92,12 +93,19 @@ def bare_loop(path: str, inflater: Any) -> int:
     return parsed
 
 
-def drain_events(path: str) -> int:
-    return sum(1 for _ in TraceReader(path).iter_events())
+def drain_events(path: str, prefetch: Optional[bool] = None) -> int:
+    return sum(1 for _ in TraceReader(path, prefetch=prefetch).iter_events())
 
 
-def drain_dicts(path: str) -> int:
-    return sum(1 for _ in TraceReader(path).iter_lines_json())
+def drain_dicts(path: str, prefetch: Optional[bool] = None) -> int:
+    return sum(1 for _ in TraceReader(path, prefetch=prefetch).iter_lines_json())
+
+
+def drain_events_in_task(path: str) -> int:
+    def body(scope: Any) -> int:
+        return sum(1 for _ in TraceReader(path, prefetch=True).iter_events())
+
+    return greenpipe.run(body, threads=1)
 
 
 def drain_raw(path: str, inflater: Any) -> int:
@@ -126,7 +134,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if isal_zlib is not None:
         loops["bare isal"] = lambda p: bare_loop(p, isal_zlib)
     loops["iter_events"] = drain_events
+    loops["iter_events inline"] = lambda p: drain_events(p, False)
+    loops["iter_events prefetch"] = lambda p: drain_events(p, True)
+    loops["iter_events in task"] = drain_events_in_task
     loops["iter_lines_json"] = drain_dicts
+    loops["iter_lines_json inline"] = lambda p: drain_dicts(p, False)
     loops["iter_raw zlib"] = lambda p: drain_raw(p, zlib)
     if isal_zlib is not None:
         loops["iter_raw isal"] = lambda p: drain_raw(p, isal_zlib)

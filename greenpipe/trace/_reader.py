@@ -7,6 +7,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 from . import _decode
 from ._event import Event, FileMetadata, HashTable
 from ._inflate import iter_line_chunks
+from ._prefetch import iter_prefetched_chunks
 from ._stats import FileRecord, TraceStatistics
 
 logger = logging.getLogger(__name__)
@@ -18,6 +19,10 @@ MIN_MEMORY_BUDGET = 64 * 1024
 #: Largest chunk, whatever the budget: bigger chunks stop helping once the
 #: per-call overhead of inflating and splitting is amortised.
 MAX_CHUNK_BYTES = 1024 * 1024
+#: Files at least this large on disk are inflated in a reader thread when
+#: ``prefetch`` is ``None``. Below it, starting and joining the thread
+#: costs more than the overlap saves.
+PREFETCH_MIN_FILE_BYTES = 256 * 1024
 
 #: Name endings of files read when a folder is scanned.
 TRACE_SUFFIXES = (".pfw", ".pfw.gz")
@@ -65,7 +70,11 @@ class TraceReader:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], memory_budget: int = 0
+        self,
+        path: str | os.PathLike[str],
+        memory_budget: int = 0,
+        *,
+        prefetch: Optional[bool] = None,
     ) -> None:
         if memory_budget < 0:
             raise ValueError(
@@ -82,6 +91,7 @@ class TraceReader:
         self.memory_budget = budget
         self.chunk_bytes = min(budget // 8, MAX_CHUNK_BYTES)
         self.max_line_bytes = budget // 4
+        self.prefetch = prefetch
         self._inflater: Any = None
         self._files, self._skipped = self._find_files()
         self._records: Dict[str, FileRecord] = {}
@@ -115,10 +125,22 @@ class TraceReader:
     # -- the seam between reading and decoding ---------------------------
 
     def _chunks(self, path: str, record: FileRecord) -> Iterator[bytes]:
-        # TODO: run this in a reader stage that feeds a bounded channel, so inflating overlaps decoding
+        if self._use_prefetch(path):
+            return iter_prefetched_chunks(
+                path, self.chunk_bytes, self.max_line_bytes, record, self._inflater
+            )
         return iter_line_chunks(
             path, self.chunk_bytes, self.max_line_bytes, record, self._inflater
         )
+
+    def _use_prefetch(self, path: str) -> bool:
+        if self.prefetch is not None:
+            return self.prefetch
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            return False  # iter_line_chunks raises the error in this thread
+        return size >= PREFETCH_MIN_FILE_BYTES
 
     def _passes(
         self, decode: Callable[[Iterator[bytes], FileRecord, str], Iterator[Any]]
