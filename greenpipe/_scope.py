@@ -337,11 +337,13 @@ class SpawnFuture(_FutureBase[T]):
         return body(scope, *self._args)
 
     def _glet_done(self) -> None:
-        # The runner greenlet goes on to other tasks; forget it.
+        # The runner greenlet goes on to other tasks; forget it, and drop
+        # the scope so a kept future does not keep the scope's state alive.
         self._waiter = None
         self._current_gen = None
         self._scope_stack = _NO_SCOPES
         self._glet = None
+        self._scope = None
 
     def _finish(self, value: Any, exc: BaseException | None, cancelled: bool) -> None:
         self._body = None
@@ -692,9 +694,12 @@ class CoroScope:
         return _unretrieved(failed)
 
     def _raise_failures(self) -> None:
-        raise_collected(
-            self._take_failures(), f"failures in the scope of {self._owner_name()!r}"
-        )
+        self._raise(self._take_failures())
+
+    def _raise(self, errors: list[BaseException]) -> None:
+        # One error is raised as itself, several as an exception group.
+        if errors:
+            raise_collected(errors, f"failures in the scope of {self._owner_name()!r}")
 
     def _child_done(self, child: _FutureBase[Any]) -> None:
         # Called in the thread where the child ended.
@@ -791,9 +796,8 @@ class CoroScope:
             if finished:
                 self._active = False
                 self._pop_from_task()
-                raise_collected(
-                    _unretrieved(failed), f"failures in the scope of {self._owner_name()!r}"
-                )
+                if failed:
+                    self._raise(_unretrieved(failed))
                 return value  # type: ignore[no-any-return]
 
         try:
@@ -804,7 +808,7 @@ class CoroScope:
         if body_exc is not None and not (not root and self._caught_own_cancel(body_exc)):
             errors.insert(0, body_exc)
         if errors:
-            raise_collected(errors, f"failures in the scope of {self._owner_name()!r}")
+            self._raise(errors)
         if body_exc is not None:
             return None  # type: ignore[return-value]
         return value  # type: ignore[no-any-return]
