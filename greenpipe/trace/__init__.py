@@ -3,11 +3,13 @@
 :class:`TraceReader` reads a file or a folder and yields raw chunks, lines,
 JSON dicts, decoded :class:`Event` objects or Arrow record batches. Lines it
 cannot use are counted in :meth:`TraceReader.statistics` and never stop a
-read.
+read. :class:`Decoder` decodes text that the caller reads and inflates
+itself.
 """
 
 from __future__ import annotations
 
+from ._decoder import Decoder as Decoder
 from ._event import Event as Event
 from ._event import FileMetadata as FileMetadata
 from ._reader import TraceReader as TraceReader
@@ -19,6 +21,7 @@ from ._stats import TraceStatistics as TraceStatistics
 __all__ = [
     "MAX_BAD_LINES_KEPT",
     "BadLine",
+    "Decoder",
     "Event",
     "FileMetadata",
     "FileStatistics",

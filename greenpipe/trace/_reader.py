@@ -5,6 +5,9 @@ import os
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from . import _decode
+from ._decoder import DEFAULT_MEMORY_BUDGET as DEFAULT_MEMORY_BUDGET
+from ._decoder import MIN_MEMORY_BUDGET as MIN_MEMORY_BUDGET
+from ._decoder import effective_budget
 from ._event import Event, FileMetadata, HashTable
 from ._inflate import iter_line_chunks
 from ._prefetch import iter_prefetched_chunks
@@ -12,10 +15,6 @@ from ._stats import FileRecord, TraceStatistics
 
 logger = logging.getLogger(__name__)
 
-#: Budget used when ``memory_budget`` is 0.
-DEFAULT_MEMORY_BUDGET = 64 * 1024 * 1024
-#: Smallest budget honoured; smaller positive values are raised to it.
-MIN_MEMORY_BUDGET = 64 * 1024
 #: Largest chunk, whatever the budget: bigger chunks stop helping once the
 #: per-call overhead of inflating and splitting is amortised.
 MAX_CHUNK_BYTES = 1024 * 1024
@@ -76,18 +75,11 @@ class TraceReader:
         *,
         prefetch: Optional[bool] = None,
     ) -> None:
-        if memory_budget < 0:
-            raise ValueError(
-                f"memory_budget must be >= 0 (0 selects the default), "
-                f"not {memory_budget!r}"
-            )
-
+        budget = effective_budget(memory_budget)
         self._path = os.fspath(path)
         if not os.path.exists(self._path):
             raise FileNotFoundError(f"trace path not found: {self._path!r}")
 
-        budget = memory_budget or DEFAULT_MEMORY_BUDGET
-        budget = max(budget, MIN_MEMORY_BUDGET)
         self.memory_budget = budget
         self.chunk_bytes = min(budget // 8, MAX_CHUNK_BYTES)
         self.max_line_bytes = budget // 4
