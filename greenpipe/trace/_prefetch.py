@@ -128,13 +128,20 @@ def iter_prefetched_chunks(
     scope = current_scope() if current_task() is not None else None
     future: Optional[Any] = None
     thread: Optional[threading.Thread] = None
-    if scope is not None:
-        future = scope.spawn_io(_produce, *arguments, name=f"inflate {path}")
-    else:
-        thread = threading.Thread(
-            target=_produce, args=arguments, name=f"greenpipe inflate {path}", daemon=True
-        )
-        thread.start()
+    try:
+        if scope is not None:
+            future = scope.spawn_io(_produce, *arguments, name=f"inflate {path}")
+        else:
+            thread = threading.Thread(
+                target=_produce,
+                args=arguments,
+                name=f"greenpipe inflate {path}",
+                daemon=True,
+            )
+            thread.start()
+    except BaseException:
+        producer.release()
+        raise
 
     try:
         while True:

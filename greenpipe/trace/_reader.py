@@ -81,7 +81,7 @@ class TraceReader:
             raise FileNotFoundError(f"trace path not found: {self._path!r}")
 
         self.memory_budget = budget
-        self.chunk_bytes = min(budget // 8, MAX_CHUNK_BYTES)
+        self.chunk_bytes = min(budget // 16, MAX_CHUNK_BYTES)
         self.max_line_bytes = budget // 4
         self.prefetch = prefetch
         self._inflater: Any = None

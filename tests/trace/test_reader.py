@@ -302,6 +302,8 @@ def test_memory_budget_sizes() -> None:
     assert reader.chunk_bytes == 1024 * 1024
     assert reader.max_line_bytes == 16 * 1024 * 1024
     assert small.memory_budget == 64 * 1024
+    assert small.chunk_bytes == 4 * 1024
+    assert small.max_line_bytes == 16 * 1024
 
 
 def test_negative_budget_rejected() -> None:
