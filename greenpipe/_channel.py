@@ -13,7 +13,7 @@ Hand-off rules, all under the lock:
   sender's item into the freed slot, or parks.
 * The end (``close()`` or the release of the last registered producer)
   wakes every parked receiver with ``None`` and every parked sender with
-  ``False``; queued items are still delivered first.
+  ``False``. Queued items are still delivered first.
 
 Cancellation relies on the waiter claim: a parked sender or receiver is
 woken by whoever claims it first. If the cancellation wins, the channel

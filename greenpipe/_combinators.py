@@ -3,9 +3,9 @@
 Each combinator returns a lazy :class:`CoroTask`. When it runs inside a
 task, lazy inputs are spawned as child tasks of a scope nested in the
 caller's current scope, so they run concurrently and are joined before the
-combinator returns: a combinator never leaves work running behind the
-caller's back, except ``when_any(..., cancel_losers=False)``, whose losers
-join the caller's scope instead.
+combinator returns. A combinator therefore leaves no work running behind
+the caller's back. The one exception is ``when_any(...,
+cancel_losers=False)``, whose losers join the caller's scope instead.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def when_all(*awaitables: Any) -> CoroTask[Any]:
 
     ``when_all([a, b])`` gives a list and ``when_all(a, b)`` a tuple of the
     values, in input order. Every input runs to its end even when one
-    fails; then the failure that happened first (in completion order) is
+    fails. Then the failure that happened first, in completion order, is
     raised and the others are dropped.
 
     Raises:
@@ -280,8 +280,8 @@ def move_on_after(seconds: Duration) -> _Deadline:
     """Cancel the code of the ``with`` block after ``seconds`` and go on.
 
     Blocking calls inside the block raise :class:`Cancelled` once the time
-    is up; the block then ends quietly and ``cancelled_caught`` on the
-    context manager tells whether it did. Must run inside a task.
+    is up. The block then ends quietly, and ``cancelled_caught`` on the
+    context manager records whether the deadline cut it short. Must run inside a task.
 
     Example:
         >>> with greenpipe.move_on_after(1.5) as deadline:  # doctest: +SKIP

@@ -5,9 +5,9 @@ when awaited, with ``.wait()`` (inline, in the caller's greenlet) or with
 ``yield`` inside a generator body, or when spawned as a task.
 
 Generator bodies and combinators run on an explicit stack instead of the
-Python call stack: when a generator yields another lazy coroutine, the
-trampoline pushes it and carries on in the same loop; when it finishes, the
-value goes to the frame below. A chain of any depth of nested awaits, or of
+Python call stack. When a generator yields another lazy coroutine, the
+trampoline pushes it and carries on in the same loop. When that one
+finishes, its value goes to the frame below. A chain of any depth of nested awaits, or of
 ``then`` combinators, therefore never deepens the C stack nor reaches the
 recursion limit, and an await that completes at once costs one loop turn.
 """
@@ -300,7 +300,7 @@ def _call_leaf(
 
 
 class _Checkpoint:
-    """What a bare ``yield`` awaits: one pass through the scheduler."""
+    """The awaitable behind a bare ``yield``: one pass through the scheduler."""
 
     __slots__ = ()
 

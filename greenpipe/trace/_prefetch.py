@@ -11,9 +11,13 @@ through a bounded :class:`~greenpipe.Channel`::
 Back-pressure. ``Channel.send`` parks the reader thread while the channel
 is full, so the bytes in flight are the queued chunks, the chunk the
 reader is building (its compressed block, inflated block and carried
-partial line) and the chunk the caller is decoding. With chunks of an
-eighth of the budget and two queued, that is about five chunks plus the
-decoder's split lines: under the budget while lines are short.
+partial line) and the chunk the caller is decoding with its split lines.
+With chunks of a sixteenth of the budget and two queued, tracemalloc
+measured about eleven chunks at the peak (``tests/trace/test_memory.py``).
+
+NOTE: a chunk holding one long line can be up to a quarter of the budget
+plus one chunk, so a run of long lines can exceed the budget; the bound
+above holds while lines are shorter than a chunk.
 
 Which thread. Inside a greenpipe task the reader runs in the executor's
 I/O pool (``scope.spawn_io``), so the scope joins it and the task parks

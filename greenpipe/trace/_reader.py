@@ -46,22 +46,37 @@ class TraceReader:
     the pass. Leaving an iterator early (``break``, ``close()``, or
     dropping it) closes the open file.
 
-    ``memory_budget`` bounds the bytes the reader holds at once. Today the
-    reader and the consumer run in the same thread, so the budget sets the
-    chunk size (an eighth of the budget, at most 1 MiB) and the longest
-    line accepted (a quarter of the budget; longer lines are reported as
-    bad). The reader then holds about three chunks plus one carried
-    partial line: well under the budget. What the consumer keeps of the
-    yielded values is not counted.
+    ``memory_budget`` bounds the bytes in flight between the disk and the
+    consumer. It sets the chunk size (a sixteenth of the budget, at most
+    1 MiB) and the longest line accepted (a quarter of the budget; longer
+    lines are reported as bad). Files of ``PREFETCH_MIN_FILE_BYTES`` or
+    more on disk are inflated in a reader thread that runs up to two
+    chunks ahead of decoding, through a bounded channel. The reader then
+    holds about ten chunks (queued, being built, being decoded and its
+    split lines), well under the budget. Not counted: the inflater's own
+    state (about 40 KB for zlib, 90 KB for isal), the hash tables kept
+    for :meth:`metadata`, and what the consumer keeps.
 
-    Blocking: iteration does blocking file reads in the calling thread.
+    Blocking: iteration waits for file reads and inflating, parking the
+    calling task inside greenpipe (its hub runs other tasks meanwhile)
+    and blocking the calling thread elsewhere.
 
-    Threads: a reader may be used from one thread at a time.
+    Cancellation: inside a task, waiting for the next chunk is a
+    cancellation point; the reader thread is stopped before the
+    cancellation propagates.
+
+    Threads: a reader may be used from one thread at a time. With
+    prefetching, each file being read has one reader thread: from the
+    executor's I/O pool when the caller is a task, a plain thread
+    otherwise. Leaving an iterator early stops it before returning.
 
     Args:
         path: a trace file or a folder of traces.
         memory_budget: bytes; 0 means 64 MiB. Positive values below
             64 KiB are raised to 64 KiB.
+        prefetch: ``True`` to inflate every file in a reader thread,
+            ``False`` to inflate in the calling thread, ``None`` to
+            decide per file by its size.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
