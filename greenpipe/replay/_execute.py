@@ -47,9 +47,26 @@ DEFAULT_REORDER_WINDOW = 256
 
 
 class Handle:
-    """An open descriptor of the replay and its emulated file position."""
+    """An open descriptor of the replay and its emulated file position.
 
-    __slots__ = ("fd", "path", "position", "append", "stdio", "traced_fd", "tid")
+    ``users`` counts the streams in the middle of a call on the descriptor
+    and ``closed`` records a replayed ``close``. The real descriptor is
+    closed only when both say it is free, so a stream of another thread
+    that found the handle just before the close never sees its number
+    closed, or reused for another file, under its feet.
+    """
+
+    __slots__ = (
+        "fd",
+        "path",
+        "position",
+        "append",
+        "stdio",
+        "traced_fd",
+        "tid",
+        "users",
+        "closed",
+    )
 
     def __init__(
         self, fd: int, path: str, append: bool, stdio: bool, traced_fd: Optional[int], tid: int
@@ -61,6 +78,8 @@ class Handle:
         self.stdio = stdio
         self.traced_fd = traced_fd
         self.tid = tid
+        self.users = 0
+        self.closed = False
 
 
 class ProcessTable:
@@ -77,13 +96,20 @@ class ProcessTable:
         self._by_path: Dict[Tuple[bool, str], List[Handle]] = {}
 
     def add(self, handle: Handle) -> Optional[Handle]:
-        """Register ``handle``; return a stale handle it displaces, if any."""
+        """Register ``handle``; return a displaced handle to close now, if any.
+
+        A displaced handle that a stream is still using is closed by that
+        stream's :meth:`release` instead.
+        """
         with self._lock:
             stale = None
             if handle.traced_fd is not None:
                 stale = self._by_fd.pop(handle.traced_fd, None)
                 if stale is not None:
                     self._unindex(stale)
+                    stale.closed = True
+                    if stale.users:
+                        stale = None
                 self._by_fd[handle.traced_fd] = handle
             self._by_thread_path.setdefault(
                 (handle.stdio, handle.tid, handle.path), []
@@ -108,33 +134,49 @@ class ProcessTable:
     def find(
         self, stdio: bool, tid: int, fd: Optional[int], path: Optional[str]
     ) -> Optional[Handle]:
-        """Return the handle an event refers to, or ``None``.
+        """Return the handle an event refers to, held for the caller, or ``None``.
 
         By traced descriptor first (when the path, if any, agrees), then
         the newest handle of this thread on the path, then the newest of
-        any thread of the process on the path.
+        any thread of the process on the path. The caller must pass a
+        returned handle to :meth:`release` when its call is done.
         """
         with self._lock:
-            if fd is not None and not stdio:
-                handle = self._by_fd.get(fd)
-                if handle is not None and (path is None or handle.path == path):
-                    return handle
-            if path is None:
-                return None
-            found = self._by_thread_path.get((stdio, tid, path))
-            if found:
-                return found[-1]
-            found = self._by_path.get((stdio, path))
-            if found:
-                return found[-1]
+            handle = self._find_locked(stdio, tid, fd, path)
+            if handle is not None:
+                handle.users += 1
+            return handle
+
+    def _find_locked(
+        self, stdio: bool, tid: int, fd: Optional[int], path: Optional[str]
+    ) -> Optional[Handle]:
+        if fd is not None and not stdio:
+            handle = self._by_fd.get(fd)
+            if handle is not None and (path is None or handle.path == path):
+                return handle
+        if path is None:
             return None
+        found = self._by_thread_path.get((stdio, tid, path))
+        if found:
+            return found[-1]
+        found = self._by_path.get((stdio, path))
+        if found:
+            return found[-1]
+        return None
+
+    def release(self, handle: Handle) -> bool:
+        """Drop one hold on ``handle``; return whether its fd must be closed now."""
+        with self._lock:
+            handle.users -= 1
+            return handle.closed and handle.users == 0
 
     def remove(self, handle: Handle) -> None:
-        """Forget ``handle`` (after its ``close``)."""
+        """Forget ``handle`` after its replayed ``close``; the last release closes it."""
         with self._lock:
             if handle.traced_fd is not None and self._by_fd.get(handle.traced_fd) is handle:
                 del self._by_fd[handle.traced_fd]
             self._unindex(handle)
+            handle.closed = True
 
     def drain(self) -> List[Handle]:
         """Forget and return every handle still open."""
@@ -256,6 +298,8 @@ class StreamRunner:
         self._anchor_ts = anchor_ts
         self._anchor_wall: Optional[float] = None
         self._last_ts: Optional[int] = None
+        # Handles held during the current call; released when it ends.
+        self._held: List[Handle] = []
         self._ops: Dict[str, Callable[[Event, str], None]] = {
             "open": self._open,
             "openat": self._open,
@@ -331,7 +375,10 @@ class StreamRunner:
             self._pace(event.ts)
 
         try:
-            self._ops[op](event, op)
+            try:
+                self._ops[op](event, op)
+            finally:
+                self._release_held()
         except FileNotFoundError:
             if op in ("stat", "access", "opendir") and ret is None:
                 self.stats.probes_not_found += 1
@@ -357,11 +404,22 @@ class StreamRunner:
 
     # -- descriptors ----------------------------------------------------------
 
+    def _release_held(self) -> None:
+        held = self._held
+        while held:
+            handle = held.pop()
+            if self.table.release(handle):
+                os.close(handle.fd)
+
     def _handle(self, event: Event, op: str, stdio: bool) -> Optional[Handle]:
-        """Find the handle of a descriptor call, opening the path if needed."""
+        """Find the handle of a descriptor call, opening the path if needed.
+
+        The handle stays held until the current call ends.
+        """
         fd = calls.arg_int(event.args, "fd")
         handle = self.table.find(stdio, event.tid, fd, event.path)
         if handle is not None:
+            self._held.append(handle)
             return handle
         if event.path is None:
             reason = calls.REASON_UNKNOWN_FD if fd is not None else calls.REASON_NO_TARGET
@@ -375,6 +433,8 @@ class StreamRunner:
         flags = os.O_RDWR if writing else os.O_RDONLY
         real_fd = self.context.sandbox.open(event.path, flags)
         handle = Handle(real_fd, event.path, False, stdio, fd, event.tid)
+        handle.users = 1
+        self._held.append(handle)
         self._register(handle)
         self.stats.implicit_opens += 1
         return handle
@@ -427,7 +487,10 @@ class StreamRunner:
             return
         self.table.remove(handle)
         started = time.perf_counter()
-        os.close(handle.fd)
+        if self.table.release(handle):
+            os.close(handle.fd)
+        # NOTE: when another thread's stream is in a call on this descriptor,
+        # that stream closes it when its call ends; the time here excludes it.
         self.stats.done(event.name, time.perf_counter() - started)
 
     # -- data -------------------------------------------------------------------

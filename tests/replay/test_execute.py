@@ -249,3 +249,42 @@ def test_hostile_paths_in_trace_stay_inside(tmp_path: Path, sandbox_dirs) -> Non
     assert snapshot(outside) == before
     assert summary.failed["sandbox"] == 4
     assert (root / "outside" / "keep.txt").read_bytes() == bytes(5)
+
+
+def test_descriptor_in_use_by_another_stream_outlives_its_close(tmp_path):
+    from greenpipe.replay._execute import Handle, ProcessTable
+
+    table = ProcessTable()
+    fd = os.open(tmp_path / "data", os.O_CREAT | os.O_RDWR, 0o644)
+    table.add(Handle(fd, "/data", False, False, 3, tid=1))
+
+    reader = table.find(False, 2, 3, None)
+    closer = table.find(False, 1, 3, None)
+    table.remove(closer)
+    close_now_for_closer = table.release(closer)
+    os.fstat(fd)  # still open: the reader is in the middle of its call
+    close_now_for_reader = table.release(reader)
+    os.close(fd)
+
+    assert reader is closer
+    assert close_now_for_closer is False
+    assert close_now_for_reader is True
+    assert table.find(False, 2, 3, None) is None
+
+
+def test_reused_descriptor_number_closes_idle_stale_handle(tmp_path):
+    from greenpipe.replay._execute import Handle, ProcessTable
+
+    table = ProcessTable()
+    first = Handle(os.open(tmp_path / "a", os.O_CREAT | os.O_RDWR, 0o644), "/a", False, False, 3, 1)
+    second = Handle(os.open(tmp_path / "b", os.O_CREAT | os.O_RDWR, 0o644), "/b", False, False, 3, 1)
+    table.add(first)
+    held = table.find(False, 1, 3, None)
+
+    displaced_while_held = table.add(second)
+    must_close = table.release(held)
+    os.close(first.fd)
+    os.close(second.fd)
+
+    assert displaced_while_held is None
+    assert must_close is True
