@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple,
 
 from . import __version__
 from .replay import ReplayError, ReplayOptions, Replayer, ReplaySummary
+from .replay._sandbox import SandboxError
 
 logger = logging.getLogger(__name__)
 
@@ -375,6 +376,9 @@ def _run_replay(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int
             summary = replayer.run()
     except ReplayError as exc:
         stderr.write(f"greenpipe replay: {exc}\n")
+        return EXIT_ERROR
+    except SandboxError as exc:
+        stderr.write(f"greenpipe replay: {exc}.\n")
         return EXIT_ERROR
     finally:
         if previous is not None:

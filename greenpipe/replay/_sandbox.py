@@ -14,7 +14,8 @@ operation inside the root with three rules:
   at a time from an open descriptor of the root with ``openat(2)`` and
   ``O_NOFOLLOW | O_DIRECTORY``, so a symlink anywhere on the way fails
   with ``ELOOP`` instead of leading out. The walk also rejects a
-  directory on another device (a mount point inside the root). The last
+  directory on another device, and a root that contains any mount point
+  (a bind mount keeps the device number) is rejected at the start. The last
   segment is opened, removed, renamed or examined relative to its parent
   descriptor without following it.
 * Opened files must be regular files or directories. Files are opened
@@ -36,6 +37,7 @@ import errno
 import hashlib
 import logging
 import os
+import re
 import stat
 import threading
 from typing import Dict, Iterator, Optional, Tuple
@@ -46,6 +48,7 @@ logger = logging.getLogger(__name__)
 NAME_MAX = 255
 #: Name of the file that marks a folder as a replay root.
 ROOT_MARKER = ".greenpipe-replay-root"
+_ROOT_MARKER_NAME = os.fsencode(ROOT_MARKER)
 
 Components = Tuple[bytes, ...]
 
@@ -139,6 +142,14 @@ class PathSandbox:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = os.path.realpath(os.fspath(root))
+        inner_mounts = mount_points_under(self.root)
+        if inner_mounts:
+            # A bind mount of a folder of the same file system keeps the
+            # device number, so the per-folder device check cannot see it.
+            raise SandboxError(
+                f"the replay root {self.root!r} contains the mount point "
+                f"{inner_mounts[0]!r}; choose a root with no mounts inside"
+            )
         self._root_fd = os.open(self.root, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
         self._root_dev = os.fstat(self._root_fd).st_dev
         self._cache: Dict[str, Components] = {}
@@ -246,6 +257,8 @@ class PathSandbox:
         parts = self.components(traced)
         if not parts:
             raise SandboxError("the operation would change the replay root itself")
+        if parts == (_ROOT_MARKER_NAME,):
+            raise SandboxError("the operation would change the replay root's marker file")
         return self._walk(parts, create), parts[-1]
 
     # -- operations -----------------------------------------------------------
@@ -439,6 +452,34 @@ class PathSandbox:
                 yield os.path.relpath(os.path.join(folder, name), self.root)
 
 
+def _unescape_mount_field(field: str) -> str:
+    # /proc/self/mountinfo writes space, tab, newline and backslash as
+    # three-digit octal escapes.
+    return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match.group(1), 8)), field)
+
+
+def mount_points_under(root: str) -> list[str]:
+    """Return the mount points strictly inside ``root`` (Linux; else ``[]``).
+
+    NOTE: this is checked when a sandbox is created. A mount added inside
+    the root while a replay runs, which needs root privileges, is not seen.
+    """
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as stream:
+            lines = stream.read().splitlines()
+    except OSError:
+        return []
+    prefix = root.rstrip(os.sep) + os.sep
+    found = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 4:
+            mount_point = _unescape_mount_field(fields[4])
+            if mount_point.startswith(prefix):
+                found.append(mount_point)
+    return sorted(found)
+
+
 def prepare_root(root: str, *, create: bool = True) -> Optional[str]:
     """Check that ``root`` may be used as a replay root and mark it.
 
@@ -454,6 +495,12 @@ def prepare_root(root: str, *, create: bool = True) -> Optional[str]:
     real = os.path.realpath(root)
     if real == os.path.sep:
         return "The replay root cannot be '/'. Choose a new or empty folder."
+    inner_mounts = mount_points_under(real)
+    if inner_mounts:
+        return (
+            f"The replay root {root!r} contains the mount point {inner_mounts[0]!r}. "
+            "Choose a root with no mounts inside."
+        )
     if os.path.lexists(real) and not os.path.isdir(real):
         return f"The replay root {root!r} exists and is not a folder. Choose a new or empty folder."
     if os.path.isdir(real):

@@ -187,3 +187,43 @@ def test_ensure_file_creates_sparse(sandbox_dirs) -> None:
     assert created is True
     assert again is False
     assert (root / "data" / "in.bin").stat().st_size == 1 << 20
+
+
+def test_root_with_bind_mount_inside_is_rejected(tmp_path):
+    import subprocess
+
+    from greenpipe.replay._sandbox import PathSandbox, SandboxError, prepare_root
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_bytes(b"keep")
+    root = tmp_path / "root"
+    (root / "mnt").mkdir(parents=True)
+    mounted = subprocess.run(
+        ["mount", "--bind", str(outside), str(root / "mnt")], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip("bind mounts need root privileges")
+    try:
+        message = prepare_root(str(root))
+        with pytest.raises(SandboxError, match="contains the mount point"):
+            PathSandbox(root)
+    finally:
+        subprocess.run(["umount", str(root / "mnt")], check=True)
+
+    assert message is not None
+    assert "contains the mount point" in message
+    assert (outside / "victim").read_bytes() == b"keep"
+
+
+def test_replay_cannot_remove_root_marker(tmp_path):
+    from greenpipe.replay._sandbox import ROOT_MARKER, PathSandbox, SandboxError, prepare_root
+
+    root = tmp_path / "root"
+    assert prepare_root(str(root)) is None
+
+    with PathSandbox(root) as sandbox:
+        with pytest.raises(SandboxError, match="marker"):
+            sandbox.unlink("/" + ROOT_MARKER)
+
+    assert (root / ROOT_MARKER).exists()
