@@ -57,6 +57,15 @@ def _number_list(kind: Callable[[str], T], what: str) -> Callable[[str], List[T]
     return parse
 
 
+#: Most worker threads a replay may ask for; each is an OS thread with its
+#: own event loop, and far more than the cores only adds switching.
+MAX_THREADS = 1024
+#: Bounds of a --timing speed factor: from 1000 times slower than traced
+#: (gaps grow by that much) to a billion times faster.
+MIN_SPEED = 1e-3
+MAX_SPEED = 1e9
+
+
 def _non_negative(text: str) -> int:
     try:
         value = int(text)
@@ -68,9 +77,21 @@ def _non_negative(text: str) -> int:
 
 
 def _positive(text: str) -> int:
-    value = _non_negative(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("0 is not allowed; give 1 or more")
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not allowed; give 1 or more")
+    return value
+
+
+def _thread_count(text: str) -> int:
+    value = _positive(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(
+            f"{text} threads is too many; give at most {MAX_THREADS}"
+        )
     return value
 
 
@@ -83,8 +104,10 @@ def _timing(text: str) -> Any:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not 'asap', 'original' or a speed factor such as 2"
         ) from None
-    if not math.isfinite(factor) or factor <= 0:
-        raise argparse.ArgumentTypeError(f"the speed factor must be > 0, not {text}")
+    if not math.isfinite(factor) or not MIN_SPEED <= factor <= MAX_SPEED:
+        raise argparse.ArgumentTypeError(
+            f"the speed factor must be between {MIN_SPEED:g} and {MAX_SPEED:g}, not {text}"
+        )
     return factor
 
 
@@ -118,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--root", metavar="DIR", help="folder that traced paths are mapped under (new, empty, or used by an earlier replay); required unless --dry-run")
     rep.add_argument("--timing", type=_timing, default="asap", metavar="asap|original|FACTOR", help="asap: no waiting (default); original: keep the traced gaps within each stream; FACTOR: divide the gaps by it")
     rep.add_argument("--dry-run", action="store_true", help="parse, decode and filter only; touch no file")
-    rep.add_argument("--threads", type=_positive, metavar="N", help="worker threads (default: number of CPUs)")
+    rep.add_argument("--threads", type=_thread_count, metavar="N", help="worker threads (default: number of CPUs)")
     rep.add_argument("--force", action="store_true", help="replay even if the bytes to write exceed the free space under the root")
 
     filters = rep.add_argument_group("filters (lists are comma-separated; options repeat)")
@@ -319,7 +342,19 @@ def format_summary(summary: ReplaySummary) -> str:
             )
     for problem in s.input_problems:
         lines.append(f"  problem  {problem}")
-    return "\n".join(lines)
+    # Paths and messages come from the trace: escape control characters so
+    # that a crafted name cannot add lines or terminal escapes to the output.
+    return "\n".join(_printable(line) for line in lines)
+
+
+def _printable(text: str) -> str:
+    """Return ``text`` with every non-printable character backslash-escaped."""
+    if text.isprintable():
+        return text
+    return "".join(
+        char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+        for char in text
+    )
 
 
 def _write_json(summary: ReplaySummary, target: str, stdout: TextIO) -> None:

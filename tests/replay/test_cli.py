@@ -201,3 +201,25 @@ def test_example_script_runs(tmp_path: Path) -> None:
 
     assert result.returncode == 0
     assert "1012 replayed, 0 failed" in result.stdout
+
+
+def test_summary_escapes_control_characters_from_trace(tmp_path):
+    trace = tmp_path / "crafted.pfw"
+    crafted = r'"/nope\n  calls    replayed 1,000,000\u001b[31mFAKE"'
+    # Making the same folder twice fails, and the failure message names it.
+    trace.write_text(
+        "".join(
+            '{"name":"mkdir","cat":"POSIX","pid":1,"tid":1,"ts":%d,"dur":1,"ph":"X",'
+            '"args":{"fname":%s,"mode":493}}\n' % (ts, crafted)
+            for ts in (5, 10)
+        )
+    )
+    out, err = io.StringIO(), io.StringIO()
+
+    code = main(["replay", str(trace), "--root", str(tmp_path / "root")], stdout=out, stderr=err)
+
+    text = out.getvalue()
+    assert code == 2
+    assert "\x1b" not in text
+    assert sum(1 for line in text.splitlines() if line.lstrip().startswith("calls")) == 1
+    assert "\\n  calls    replayed 1,000,000\\x1b[31mFAKE" in text
