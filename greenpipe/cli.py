@@ -290,6 +290,8 @@ def format_summary(summary: ReplaySummary) -> str:
         extra = []
         if s.short_reads:
             extra.append(f"short reads {s.short_reads:,}")
+        if s.short_writes:
+            extra.append(f"short writes {s.short_writes:,}")
         if s.implicit_opens:
             extra.append(f"implicit opens {s.implicit_opens:,}")
         if s.probes_not_found:

@@ -559,6 +559,9 @@ class StreamRunner:
         if offset is None:
             handle.position = position + total
         self.stats.bytes_written += total
+        traced = calls.done_size(op, event.args)
+        if total < (size if traced is None else min(size, traced)):
+            self.stats.short_writes += 1
         self.stats.done(event.name, elapsed)
 
     def _seek(self, event: Event, op: str) -> None:

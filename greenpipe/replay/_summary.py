@@ -84,6 +84,7 @@ class StreamStats:
         "bytes_read",
         "bytes_written",
         "short_reads",
+        "short_writes",
         "late",
         "implicit_opens",
         "probes_not_found",
@@ -104,6 +105,7 @@ class StreamStats:
         self.bytes_read = 0
         self.bytes_written = 0
         self.short_reads = 0
+        self.short_writes = 0
         self.late = 0
         self.implicit_opens = 0
         self.probes_not_found = 0
@@ -208,6 +210,8 @@ class ReplaySummary:
         bytes_read: bytes read by the replayed calls.
         bytes_written: bytes written by the replayed calls.
         short_reads: reads that returned fewer bytes than asked.
+        short_writes: writes that stored fewer bytes than the traced call
+            did, for example at a file size limit or on a full disk.
         late_events: events that arrived after later events of their
             stream had run (outside the reorder window).
         probes_not_found: ``stat``, ``access`` and ``opendir`` calls, which
@@ -249,6 +253,7 @@ class ReplaySummary:
     bytes_read: int
     bytes_written: int
     short_reads: int
+    short_writes: int
     late_events: int
     implicit_opens: int
     probes_not_found: int
@@ -333,6 +338,7 @@ def build_summary(
             bytes_read=stream.bytes_read,
             bytes_written=stream.bytes_written,
             short_reads=stream.short_reads,
+            short_writes=stream.short_writes,
             late=stream.late,
             implicit_opens=stream.implicit_opens,
             probes_not_found=stream.probes_not_found,
@@ -393,6 +399,7 @@ def build_summary(
         bytes_read=totals["bytes_read"],
         bytes_written=totals["bytes_written"],
         short_reads=totals["short_reads"],
+        short_writes=totals["short_writes"],
         late_events=totals["late"],
         implicit_opens=totals["implicit_opens"],
         probes_not_found=totals["probes_not_found"],

@@ -223,3 +223,34 @@ def test_summary_escapes_control_characters_from_trace(tmp_path):
     assert "\x1b" not in text
     assert sum(1 for line in text.splitlines() if line.lstrip().startswith("calls")) == 1
     assert "\\n  calls    replayed 1,000,000\\x1b[31mFAKE" in text
+
+
+def test_file_size_limit_reports_short_writes(tmp_path):
+    import resource
+
+    trace = tmp_path / "big.pfw"
+    trace.write_text(
+        '{"name":"open64","cat":"POSIX","pid":1,"tid":1,"ts":1,"dur":1,"ph":"X",'
+        '"args":{"fname":"/big","flags":66,"mode":420,"ret":3}}\n'
+        '{"name":"pwrite64","cat":"POSIX","pid":1,"tid":1,"ts":5,"dur":1,"ph":"X",'
+        '"args":{"fname":"/big","fd":3,"count":4000000,"offset":0,"ret":4000000}}\n'
+        '{"name":"close","cat":"POSIX","pid":1,"tid":1,"ts":9,"dur":1,"ph":"X",'
+        '"args":{"fname":"/big","fd":3,"ret":0}}\n'
+    )
+    root = tmp_path / "root"
+    limit = 1_000_000
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "greenpipe", "replay", str(trace), "--root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit_file_size,
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    assert "short writes 1" in completed.stdout
+    assert (root / "big").stat().st_size == limit
