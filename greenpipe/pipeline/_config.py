@@ -148,7 +148,9 @@ class PipelineConfig:
         of real time. It enforces the global and per-task timeouts and the
         idle and deadlock timeouts, and reports tasks that hold their hub
         without switching for more than ``hold_threshold`` seconds. A
-        timeout therefore fires at most one interval late. Turning the
+        timeout therefore fires at most one interval late, but a task that
+        never reaches a blocking call (a busy loop) is only cancelled once
+        it does. Turning the
         watchdog off turns all of these checks off, so it cannot be combined
         with a global or per-task timeout.
 

@@ -123,7 +123,7 @@ class Task:
                 raise TypeError(f"depends_on() takes Tasks, not {parent!r}")
             if parent is self:
                 raise ValueError(f"task {self.name!r} cannot depend on itself")
-            if parent in self._parents:
+            if parent in self._parents or parents.count(parent) > 1:
                 raise ValueError(
                     f"task {self.name!r} already depends on {parent.name!r}; "
                     "a parent can be added once"

@@ -69,6 +69,16 @@ def test_depends_on_rejects_parent_added_twice():
         b.depends_on(a)
 
 
+def test_depends_on_rejects_parent_twice_in_one_call():
+    a = make_task(lambda s: 1, name="a")
+    b = make_task(lambda s, x, y: x + y, name="b")
+
+    with pytest.raises(ValueError, match=r"^task 'b' already depends on 'a'; a parent can be added once$"):
+        b.depends_on(a, a)
+
+    assert b.parents == ()
+
+
 def test_depends_on_rejects_non_task():
     with pytest.raises(TypeError, match=r"^depends_on\(\) takes Tasks, not 'a'$"):
         make_task(lambda s: 1).depends_on("a")
