@@ -10,9 +10,9 @@ The script writes a synthetic DFTracer 1.0.15-style trace (hex hashes,
 64 MiB of text, like writers that flush per buffer) of ``--size-mib``
 uncompressed, unless the file exists already. Then, for each iterator and
 for ``prefetch`` on and off, it starts a fresh Python process that drains
-the iterator with ``memory_budget`` set to ``--budget-mib`` and reports
+the iterator with ``memory_budget`` set to ``--budget-mib``. Each row shows
 that process's peak RSS (``VmHWM`` from ``/proc/self/status``), its RSS
-after the imports, the rate and the event count. The check passes when
+after the imports, the rate and the item count. The exit status is 0 when
 every peak RSS stays under the budget plus 100 MiB.
 
 The file is deleted at the end unless ``--keep`` is given.

@@ -148,7 +148,7 @@ class Decoder:
 
         Only the decoding counters are filled. ``complete``, ``compressed``,
         ``damage``, the byte counters and ``lines`` keep their initial
-        values, because the code that reads the file knows them.
+        values, because the code that reads the file tracks them.
         """
         return self._record.freeze()
 

@@ -9,9 +9,9 @@ through a bounded :class:`~greenpipe.Channel`::
                            (at most ``capacity`` queued)
 
 Back-pressure. ``Channel.send`` parks the reader thread while the channel
-is full, so the bytes in flight are the queued chunks, the chunk the
+is full. So the bytes in flight are the queued chunks, the chunk the
 reader is building (its compressed block, inflated block and carried
-partial line) and the chunk the caller is decoding with its split lines.
+partial line), and the chunk the caller is decoding with its split lines.
 With chunks of a sixteenth of the budget and two queued, tracemalloc
 measured about eleven chunks at the peak (``tests/trace/test_memory.py``).
 
@@ -92,7 +92,7 @@ def _merge_bad_lines(side: FileRecord, record: FileRecord) -> None:
     record.bad_count += side.bad_count
     for reason, count in side.bad_reasons.items():
         record.bad_reasons[reason] = record.bad_reasons.get(reason, 0) + count
-    # Each list holds the first bad lines of its own kind, so the first
+    # Each list contains the first bad lines of its own kind, so the first
     # MAX_BAD_LINES_KEPT of the merged list are the first of the file.
     merged = sorted(record.bad_kept + side.bad_kept)
     record.bad_kept[:] = merged[:MAX_BAD_LINES_KEPT]

@@ -125,5 +125,5 @@ def test_decoder_memory_bounded_by_chunk() -> None:
         tracemalloc.stop()
 
     assert count == 50_000
-    # The decoder holds one chunk's lines at a time: far below the 7 MB read.
+    # The decoder keeps one chunk's lines at a time, far below the 7 MB read.
     assert peak - start < 4 * len(chunk) + 256 * 1024

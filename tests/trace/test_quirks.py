@@ -89,16 +89,19 @@ def test_raw_newline_inside_path(tmp_path: Path) -> None:
 
 def test_raw_newline_across_chunks(tmp_path: Path) -> None:
     first, second = EVENT.replace(b'"/data/a"', b'"/data/a\n"').split(b"\n")
-    filler = (EVENT + b"\n") * 2000
+    # 2032 filler lines put the split exactly at the end of a 4 KiB chunk.
+    filler = (EVENT + b"\n") * 2032
     content = filler + first + b"\n" + second + b"\n" + filler
     path = tmp_path / "t.pfw"
     path.write_bytes(content)
     reader = TraceReader(path, memory_budget=64 * 1024)
+    chunks = list(reader.iter_raw())
     events = list(reader.iter_events())
 
-    assert reader.chunk_bytes == 8192
-    assert len(events) == 4001
-    assert events[2000].path == "/data/a\n"
+    assert reader.chunk_bytes == 4096
+    assert any(chunk.endswith(first + b"\n") for chunk in chunks)
+    assert len(events) == 4065
+    assert events[2032].path == "/data/a\n"
     assert reader.statistics().files[0].joined_lines == 1
 
 
