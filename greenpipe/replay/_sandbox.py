@@ -369,14 +369,30 @@ class PathSandbox:
         """Remove the file ``traced``; a symlink is removed, not followed."""
         parent, name = self._parent(traced)
         try:
+            self._check_single_link(name, parent, traced)
             os.unlink(name, dir_fd=parent)
         finally:
             os.close(parent)
+
+    def _check_single_link(self, name: bytes, parent: int, traced: str) -> None:
+        # Removing or renaming one name of a file with several hard links
+        # changes the link count and ctime of an inode that another name,
+        # possibly outside the root, shares.
+        try:
+            info = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+            raise SandboxError(
+                f"{self.display(traced)} has {info.st_nlink} hard links; files "
+                "linked from elsewhere are never changed"
+            )
 
     def remove(self, traced: str) -> None:
         """Remove ``traced`` like C ``remove(3)``: a file or an empty folder."""
         parent, name = self._parent(traced)
         try:
+            self._check_single_link(name, parent, traced)
             try:
                 os.unlink(name, dir_fd=parent)
             except IsADirectoryError:
@@ -388,8 +404,10 @@ class PathSandbox:
         """Rename ``traced_old`` to ``traced_new``, creating missing parents."""
         old_parent, old_name = self._parent(traced_old)
         try:
+            self._check_single_link(old_name, old_parent, traced_old)
             new_parent, new_name = self._parent(traced_new, create=True)
             try:
+                self._check_single_link(new_name, new_parent, traced_new)
                 os.rename(old_name, new_name, src_dir_fd=old_parent, dst_dir_fd=new_parent)
             finally:
                 os.close(new_parent)

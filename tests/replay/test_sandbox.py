@@ -227,3 +227,27 @@ def test_replay_cannot_remove_root_marker(tmp_path):
             sandbox.unlink("/" + ROOT_MARKER)
 
     assert (root / ROOT_MARKER).exists()
+
+
+def test_hard_link_from_outside_is_not_unlinked_or_renamed(tmp_path):
+    from greenpipe.replay._sandbox import PathSandbox, SandboxError, prepare_root
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "shared").write_bytes(b"keep")
+    root = tmp_path / "root"
+    assert prepare_root(str(root)) is None
+    os.link(outside / "shared", root / "planted")
+    before = os.stat(outside / "shared")
+
+    with PathSandbox(root) as sandbox:
+        with pytest.raises(SandboxError, match="hard links"):
+            sandbox.unlink("/planted")
+        with pytest.raises(SandboxError, match="hard links"):
+            sandbox.rename("/planted", "/moved")
+        with pytest.raises(SandboxError, match="hard links"):
+            sandbox.remove("/planted")
+    after = os.stat(outside / "shared")
+
+    assert after.st_nlink == before.st_nlink
+    assert after.st_ctime_ns == before.st_ctime_ns
