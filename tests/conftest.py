@@ -36,7 +36,9 @@ def no_leaked_threads_or_greenlets(request: pytest.FixtureRequest):
     deadline = time.monotonic() + 5.0
     while os_thread_count() > threads_before and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert os_thread_count() == threads_before, "a test left OS threads running"
+    # Fewer threads than before is fine: one that an earlier test had already
+    # released may exit only now.
+    assert os_thread_count() <= threads_before, "a test left OS threads running"
     gc.collect()
     assert _live_greenlets() <= greenlets_before, "a test left greenlets suspended"
 
