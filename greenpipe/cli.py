@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -280,6 +281,7 @@ def format_summary(summary: ReplaySummary) -> str:
     lines.append(
         f"  events   seen {s.events_seen:,}, filtered {s.events_filtered:,}, "
         f"application {s.events_application:,}"
+        + (f", unusable lines {s.bad_lines:,}" if s.bad_lines else "")
     )
     if not s.dry_run:
         lines.append(
@@ -470,6 +472,14 @@ def main(
             except KeyboardInterrupt:
                 err.write("greenpipe replay: aborted.\n")
                 return EXIT_INTERRUPTED
+            except BrokenPipeError:
+                # The reader of the output went away (``| head``); the
+                # replay itself ended, so leave quietly. Point stdout at
+                # /dev/null so the interpreter's final flush cannot fail.
+                if stdout is None:
+                    devnull = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(devnull, sys.stdout.fileno())
+                return EXIT_ERROR
         return EXIT_ERROR
     finally:
         if handler is not None:

@@ -37,11 +37,7 @@ from .._channel import Channel, ChannelProducer, make_channel
 from .._errors import Cancelled, GreenpipeError
 from .._executor import Executor
 from .._scope import CoroScope
-from ..trace import Event, TraceReader
-from ..trace._decode import iter_events as decode_events
-from ..trace._event import HashTable
-from ..trace._reader import DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET
-from ..trace._stats import FileRecord
+from ..trace import Decoder, Event, TraceReader
 from . import _calls as calls
 from ._execute import SECOND_PATH, ByteBudget, ReplayContext, StreamRunner
 from ._options import EventFilter, EventLimit, ReplayOptions
@@ -444,7 +440,9 @@ def _parse(
     """Read and inflate ``path`` in an I/O thread, sending line-aligned chunks."""
     with producer.guard():
         try:
-            reader = TraceReader(path, memory_budget=memory_budget)
+            # Inflating already runs in an I/O thread here, so the reader
+            # needs no reader thread of its own.
+            reader = TraceReader(path, memory_budget=memory_budget, prefetch=False)
         except OSError as exc:
             counters.problem = f"{path}: cannot be read: {exc.strerror or exc}"
             return
@@ -462,6 +460,9 @@ def _parse(
                 # generator closes its file when it is collected.
                 pass
         for stats in reader.statistics().files:
+            # Lines too long to split and a cut last line are found while
+            # reading, before decoding sees them.
+            counters.read_bad_lines += stats.bad_lines
             if stats.damage is not None:
                 counters.problem = f"{path}: {stats.damage}"
 
@@ -477,9 +478,7 @@ def _decode(
     memory_budget: int,
 ) -> None:
     """Decode chunks into events, resolve second paths, filter, and batch."""
-    record = FileRecord(path)
-    table = HashTable()
-    max_line = max(memory_budget or DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET) // 4
+    decoder = Decoder(path, memory_budget=memory_budget)
     batch: List[Event] = []
     io_categories = calls.IO_CATEGORIES
     first_ts = counters.first_ts
@@ -487,7 +486,7 @@ def _decode(
     seen = 0
     with producer.guard():
         try:
-            for event in decode_events(iter(raw), record, max_line, table, False):
+            for event in decoder.iter_events(iter(raw)):
                 seen += 1
                 ts = event.ts
                 if first_ts is None or ts < first_ts:
@@ -507,7 +506,7 @@ def _decode(
                     break
                 args = event.args
                 if "newpath_hash" in args or "pathname_hash" in args:
-                    _resolve_second_path(args, table)
+                    _resolve_second_path(args, decoder)
                 batch.append(event)
                 if len(batch) >= BATCH_EVENTS:
                     counters.events = seen
@@ -522,24 +521,19 @@ def _decode(
             counters.events = seen
             counters.first_ts = first_ts
             counters.last_end = last_end
-            counters.bad_lines = record.bad_count
-    if record.bad_count and not seen and counters.problem is None:
+            counters.bad_lines = decoder.bad_lines
+    if decoder.bad_lines and not seen and counters.problem is None:
         counters.problem = (
-            f"{path}: no events decoded, {record.bad_count} unusable lines; "
+            f"{path}: no events decoded, {decoder.bad_lines} unusable lines; "
             "is it a DFTracer trace?"
         )
 
 
-def _resolve_second_path(args: Dict[str, Any], table: HashTable) -> None:
+def _resolve_second_path(args: Dict[str, Any], decoder: Decoder) -> None:
     key = args.get("newpath_hash")
     if key is None:
         key = args.get("pathname_hash")
-    try:
-        value = table.files.get(key)
-    except TypeError:
-        value = None
-    if value is None:
-        value = table.lookup("FH", key)
+    value = decoder.resolve_path(key)
     if value is not None:
         args[SECOND_PATH] = value
 

@@ -144,7 +144,9 @@ class FileCounters:
         filtered: events removed by the filters, sampling or
             ``--max-events``.
         application: events of other categories than POSIX and STDIO.
-        bad_lines: lines the reader could not use.
+        bad_lines: lines the decoder could not use.
+        read_bad_lines: lines already unusable when read: longer than the
+            memory budget allows, or cut off by a damaged gzip member.
         first_ts: earliest start time seen, in trace microseconds.
         last_end: latest ``ts + dur`` seen.
         problem: why the file could not be read, or ``None``.
@@ -155,6 +157,7 @@ class FileCounters:
     filtered: int = 0
     application: int = 0
     bad_lines: int = 0
+    read_bad_lines: int = 0
     first_ts: Optional[int] = None
     last_end: Optional[int] = None
     problem: Optional[str] = None
@@ -203,6 +206,7 @@ class ReplaySummary:
         events_replayed: calls executed without error.
         events_failed: calls that raised an error when replayed.
         events_skipped: POSIX and STDIO calls that cannot be replayed.
+        bad_lines: trace lines that could not be used, in every file.
         skipped: reason to count.
         skipped_by_call: ``"<call>: <reason>"`` to count.
         failed: reason (an errno name, ``"sandbox"``...) to count.
@@ -246,6 +250,7 @@ class ReplaySummary:
     events_replayed: int
     events_failed: int
     events_skipped: int
+    bad_lines: int
     skipped: Mapping[str, int]
     skipped_by_call: Mapping[str, int]
     failed: Mapping[str, int]
@@ -376,7 +381,7 @@ def build_summary(
             events=c.events,
             filtered=c.filtered,
             application=c.application,
-            bad_lines=c.bad_lines,
+            bad_lines=c.bad_lines + c.read_bad_lines,
             span_us=c.span_us(),
         )
         file_rows.append(row)
@@ -392,6 +397,7 @@ def build_summary(
         events_replayed=totals["replayed"],
         events_failed=totals["failed"],
         events_skipped=totals["skipped"],
+        bad_lines=sum(c.bad_lines + c.read_bad_lines for c in counters),
         skipped=dict(skipped.most_common()),
         skipped_by_call=dict(skipped_by_call.most_common()),
         failed=dict(failed.most_common()),

@@ -254,3 +254,23 @@ def test_file_size_limit_reports_short_writes(tmp_path):
     assert completed.returncode == 0, completed.stderr
     assert "short writes 1" in completed.stdout
     assert (root / "big").stat().st_size == limit
+
+
+def test_summary_counts_unusable_lines(tmp_path):
+    trace = tmp_path / "mixed.pfw"
+    trace.write_text(
+        '{"name":"open64","cat":"POSIX","pid":1,"tid":1,"ts":1,"dur":1,"ph":"X",'
+        '"args":{"fname":"/a","flags":66,"mode":420,"ret":3}}\n'
+        "garbage line here\n"
+        "{bad json\n"
+    )
+    out, err = io.StringIO(), io.StringIO()
+    json_path = tmp_path / "summary.json"
+
+    code = main(
+        ["replay", str(trace), "--dry-run", "--json", str(json_path)], stdout=out, stderr=err
+    )
+
+    assert code == 0
+    assert "unusable lines 2" in out.getvalue()
+    assert json.loads(json_path.read_text())["bad_lines"] == 2
