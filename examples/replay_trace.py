@@ -27,10 +27,7 @@ from typing import Dict, List, Tuple
 import orjson
 
 import greenpipe
-from greenpipe.replay import PathSandbox
-from greenpipe.replay._execute import ReplayContext, StreamRunner
-from greenpipe.replay._sandbox import prepare_root
-from greenpipe.replay._summary import StreamStats
+from greenpipe.replay import PathSandbox, ReplayContext, StreamRunner, StreamStats, prepare_root
 from greenpipe.trace import Event, TraceReader
 
 

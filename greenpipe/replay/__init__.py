@@ -4,11 +4,15 @@
 traces through a parse -> decode -> execute pipeline and re-executes their
 POSIX and STDIO calls, with the traced sizes and offsets, on files mapped
 under a root folder by :class:`PathSandbox`. The result is a
-:class:`ReplaySummary`.
+:class:`ReplaySummary`. :class:`ReplayContext`, :class:`StreamRunner` and
+:class:`StreamStats` are the building blocks of the execute stage, for
+programs that build their own pipeline (``examples/replay_trace.py``).
 """
 
 from __future__ import annotations
 
+from ._execute import ReplayContext as ReplayContext
+from ._execute import StreamRunner as StreamRunner
 from ._options import ReplayOptions as ReplayOptions
 from ._pipeline import InsufficientSpaceError as InsufficientSpaceError
 from ._pipeline import ReplayError as ReplayError
@@ -19,20 +23,26 @@ from ._pipeline import replay as replay
 from ._sandbox import PathSandbox as PathSandbox
 from ._sandbox import SandboxError as SandboxError
 from ._sandbox import map_components as map_components
+from ._sandbox import prepare_root as prepare_root
 from ._summary import Preparation as Preparation
 from ._summary import ReplaySummary as ReplaySummary
+from ._summary import StreamStats as StreamStats
 
 __all__ = [
     "InsufficientSpaceError",
     "PathSandbox",
     "Preparation",
+    "ReplayContext",
     "ReplayError",
     "ReplayOptions",
     "ReplayProgress",
     "ReplaySummary",
     "Replayer",
     "SandboxError",
+    "StreamRunner",
+    "StreamStats",
     "find_trace_files",
     "map_components",
+    "prepare_root",
     "replay",
 ]

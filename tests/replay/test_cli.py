@@ -173,15 +173,24 @@ def test_sigint_exits_130(tmp_path: Path) -> None:
     import signal
     import time
 
+    # Original timing stretches this trace over its traced 180 s, so the
+    # signal always arrives while calls are being replayed.
     big = DATA / "anku94_dftracer" / "examples" / "dfanalyzer" / "test-trace.pfw.gz"
+    root = tmp_path / "r"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "greenpipe", "replay", str(big), "--root", str(tmp_path / "r")],
+        [
+            sys.executable, "-m", "greenpipe", "replay", str(big),
+            "--root", str(root), "--timing", "original",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=REPO,
     )
-    time.sleep(3.0)
+    deadline = time.monotonic() + 60
+    # The replay has started once the preparation step has made files.
+    while len(list(root.glob("*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
 
