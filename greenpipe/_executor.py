@@ -248,7 +248,9 @@ class Executor:
             clock._attach(self)
 
         self._lock = allocate_lock()
-        self._tasks: set[Any] = set()
+        # Live tasks in spawn order (a dict, so cancelling them all at a
+        # deadlock or shutdown goes in a repeatable order).
+        self._tasks: dict[Any, None] = {}
         self._blocked = 0
         self._timers = 0
         self._posts = 0
@@ -353,7 +355,7 @@ class Executor:
                 raise ExecutorShutdownError(
                     f"executor {self.name!r} is shut down; create a new one"
                 )
-            self._tasks.add(task)
+            self._tasks[task] = None
             self._epoch += 1
             if self._all_done._flag:
                 self._all_done.clear()
@@ -427,9 +429,9 @@ class Executor:
                 except IndexError:
                     break
             if stolen:
-                # Oldest last, so the thief's newest-first pops keep the
-                # victim's order among the stolen tasks.
-                thief.runq.extend(reversed(stolen))
+                # Same order as in the victim's queue, so the thief still
+                # takes the newest first and its own thieves the oldest.
+                thief.runq.extend(stolen)
             thief.steals += 1 + len(stolen)
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("%r stole %d tasks from %r", thief, 1 + len(stolen), victim)
@@ -462,7 +464,7 @@ class Executor:
 
     def _task_finished(self, task: Any) -> None:
         with self._lock:
-            self._tasks.discard(task)
+            self._tasks.pop(task, None)
             self._epoch += 1
             if not self._tasks:
                 self._all_done.set()

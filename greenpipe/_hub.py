@@ -70,9 +70,15 @@ TIMED_OUT: Any = _TimedOut()
 
 
 class TaskGreenlet(greenlet):
-    """The greenlet that runs one task; ``gp_task`` links back to it."""
+    """The greenlet that runs tasks; ``gp_task`` links to the current one.
 
-    __slots__ = ("gp_task",)
+    A runner greenlet runs one task after another (see ``Worker._start``).
+    ``gp_gevent`` records that the current task parked inside gevent; such
+    a greenlet is not reused, because gevent objects of that task (timers,
+    waiters) may still refer to it.
+    """
+
+    __slots__ = ("gp_task", "gp_gevent")
 
     def switch_out(self) -> None:
         # gevent calls this just before one of its primitives parks the
@@ -80,6 +86,7 @@ class TaskGreenlet(greenlet):
         # a cancelled task a cancellation point, like greenpipe's own.
         # greenpipe's parks switch with the raw ``greenlet.switch`` and
         # never come here.
+        self.gp_gevent = True
         task = self.gp_task
         if task is not None and task._cancel_flag and not task._shield_depth:
             raise Cancelled(task._cancel_message())
@@ -645,8 +652,16 @@ class Worker:
         # switch. A finished task's greenlet therefore waits in a free list
         # and runs the next task, as a pool thread would.
         runners = self._free_runners
-        glet = runners.pop() if runners else TaskGreenlet(self._run_tasks, self.ghub)
+        glet = None
+        while runners:
+            glet = runners.pop()
+            if not glet.dead:
+                break
+            glet = None
+        if glet is None:
+            glet = TaskGreenlet(self._run_tasks, self.ghub)
         glet.gp_task = task
+        glet.gp_gevent = False
         task._glet = glet
         task._worker = self
         self.tasks_started += 1
@@ -672,10 +687,17 @@ class Worker:
             task._main()
             task = None  # an idle runner must not keep the finished task alive
             glet.gp_task = None
-            if len(runners) >= _MAX_FREE_RUNNERS:
+            if glet.gp_gevent or len(runners) >= _MAX_FREE_RUNNERS:
                 return
             runners.append(glet)
-            _raw_switch(self.ghub)
+            try:
+                _raw_switch(self.ghub)
+            except BaseException:
+                # Something threw into the idle runner (a late kill of the
+                # task that finished); end it rather than reuse it.
+                if glet in runners:
+                    runners.remove(glet)
+                return
 
     def _close_runners(self) -> None:
         # In the hub greenlet: end the idle runners so no greenlet outlives

@@ -503,8 +503,10 @@ class CoroScope:
         self._parent = parent
         self._task = task
         self._lock = allocate_lock()
-        # Created on first use: most task scopes never spawn or nest.
-        self._children: set[Any] | None = None
+        # Created on first use: most task scopes never spawn or nest. A dict
+        # rather than a set, so iterating it (to cancel) follows spawn order
+        # and a seeded run repeats.
+        self._children: dict[Any, None] | None = None
         self._failed: list[_FutureBase[Any]] | None = None
         self._nested: list[CoroScope] | None = None
         self._join_lot: ParkingLot | None = None
@@ -577,15 +579,15 @@ class CoroScope:
                     "has ended; spawn from a scope that is still running"
                 )
             if self._children is None:
-                self._children = set()
-            self._children.add(future)
+                self._children = {}
+            self._children[future] = None
         if self._cancelled:
             future._cancel_requested = True
         try:
             self._executor._schedule_new(future)
         except BaseException:
             with self._lock:
-                self._children.discard(future)
+                self._children.pop(future, None)
             raise
         return future
 
@@ -606,15 +608,15 @@ class CoroScope:
                     f"cannot spawn_io {name!r}: the scope of {self._owner_name()!r} has ended"
                 )
             if self._children is None:
-                self._children = set()
-            self._children.add(future)
+                self._children = {}
+            self._children[future] = None
         if self._cancelled:
             future._cancel_requested = True
         try:
             self._executor._run_io(lambda: future._run(fn, args))
         except BaseException:
             with self._lock:
-                self._children.discard(future)
+                self._children.pop(future, None)
             raise
         return future
 
@@ -705,7 +707,7 @@ class CoroScope:
         # Called in the thread where the child ended.
         failed = child._exc is not None and not child._cancelled
         with self._lock:
-            self._children.discard(child)
+            self._children.pop(child, None)
             if failed:
                 if self._failed is None:
                     self._failed = []
