@@ -58,8 +58,8 @@ def _number_list(kind: Callable[[str], T], what: str) -> Callable[[str], List[T]
     return parse
 
 
-#: Most worker threads a replay may ask for; each is an OS thread with its
-#: own event loop, and far more than the cores only adds switching.
+#: Maximum worker threads of a replay. Each is an OS thread with its own
+#: event loop, so far more threads than cores only add switching.
 MAX_THREADS = 1024
 #: Bounds of a --timing speed factor: from 1000 times slower than traced
 #: (gaps grow by that much) to a billion times faster.

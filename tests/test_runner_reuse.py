@@ -27,7 +27,7 @@ def test_context_variables_do_not_leak_between_tasks():
     assert seen == ["first", "unset"]
 
 
-def test_greenlet_of_task_that_waited_in_gevent_is_not_reused():
+def test_gevent_waiting_greenlet_not_reused():
     import gevent
 
     greenlets = []
@@ -45,7 +45,7 @@ def test_greenlet_of_task_that_waited_in_gevent_is_not_reused():
     assert greenlets[0] is not greenlets[1]
 
 
-def test_kill_of_idle_runner_does_not_lose_next_task():
+def test_idle_runner_kill_keeps_next_task():
     import gevent
 
     ran = []

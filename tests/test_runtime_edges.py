@@ -22,7 +22,7 @@ from greenpipe.testing import Sequencer, VirtualClock
 # -- cancellation ----------------------------------------------------------------
 
 
-def test_handled_cancel_does_not_return_in_later_gevent_wait():
+def test_handled_cancel_not_redelivered():
     def main(scope):
         def inner(s):
             delivered = RealEvent()
@@ -103,7 +103,7 @@ def test_cancel_still_pending_after_shield():
     assert greenpipe.run(main, threads=1, clock=VirtualClock()) is True
 
 
-def test_timers_served_while_a_task_spins_with_maybe_yield():
+def test_timers_served_during_spinning_task():
     rounds = []
     done = []
 
@@ -179,7 +179,7 @@ def test_waiting_on_another_executor_is_not_a_deadlock():
     assert greenpipe.run(outer, threads=1, deadlock_grace=0.01) == "inner"
 
 
-def test_gevent_greenlet_that_will_wake_a_task_is_not_a_deadlock():
+def test_gevent_greenlet_waker_not_deadlock():
     def main(scope):
         seq = Sequencer()
 
@@ -222,7 +222,7 @@ def test_unretrieved_root_failure_is_logged(caplog):
 # -- gevent waiters ------------------------------------------------------------------
 
 
-def test_gevent_timeout_racing_a_wake_never_misroutes_a_switch():
+def test_gevent_timeout_race_no_stray_switch():
     errors = []
     with Executor(1) as executor:
 

@@ -51,9 +51,10 @@ class Handle:
 
     ``users`` counts the streams in the middle of a call on the descriptor
     and ``closed`` records a replayed ``close``. The real descriptor is
-    closed only when both say it is free, so a stream of another thread
-    that found the handle just before the close never sees its number
-    closed, or reused for another file, under its feet.
+    closed only when it is closed in the trace and no stream uses it. A
+    stream of another thread that found the handle just before the close
+    therefore never has its descriptor closed, or reused for another file,
+    during its call.
     """
 
     __slots__ = (
