@@ -17,10 +17,11 @@ sleeps.
 
 Quiescence. The executor counts live tasks, tasks parked at greenpipe
 blocking points, pending greenpipe timers, offloaded calls and posted
-callbacks under one lock. When every live task is parked, nothing is in
-flight and nothing else happened for a short grace period, the monitor
-thread acts: it wakes ``wait_all_blocked()`` callers, or moves a virtual
-clock to the next timer, or, with no timer left, declares a deadlock.
+callbacks under one lock. The monitor thread acts when every live task is
+parked and nothing is in flight. It first wakes ``wait_all_blocked()``
+callers. Otherwise it moves a virtual clock to the next timer. With no
+timer left, and once nothing else happened for a short grace period, it
+declares a deadlock.
 Tasks parked inside gevent's own primitives (sockets, ``gevent.sleep``)
 count as running, because gevent may wake them at any time.
 """
@@ -441,7 +442,7 @@ class Executor:
     # -- counters ----------------------------------------------------------
 
     def _check_quiet(self) -> None:
-        # The caller holds ``_lock``.
+        # The caller has acquired ``_lock``.
         if (
             self._tasks
             and len(self._tasks) == self._blocked
@@ -597,7 +598,7 @@ class Executor:
         return False
 
     def _advance_virtual_clock(self) -> list[_VirtualTimer]:
-        # The caller holds ``_lock``.
+        # The caller has acquired ``_lock``.
         heap = self._vheap
         while heap and heap[0][2].done:
             heapq.heappop(heap)

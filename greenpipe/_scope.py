@@ -677,7 +677,7 @@ class CoroScope:
 
     def _join(self, shield: bool, close: bool = False) -> None:
         # With ``close``, the scope stops accepting spawns in the same
-        # locked step that sees it empty, so no child can slip in after it.
+        # locked step that finds it empty, so no child can slip in after it.
         while True:
             with self._lock:
                 if not self._children:
