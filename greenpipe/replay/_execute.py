@@ -27,10 +27,10 @@ import errno
 import heapq
 import logging
 import os
-import threading
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
+from .._compat import allocate_lock
 from .._scope import sleep
 from ..trace import Event
 from . import _calls as calls
@@ -91,7 +91,7 @@ class ProcessTable:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
         self._by_fd: Dict[int, Handle] = {}
         self._by_thread_path: Dict[Tuple[bool, int, str], List[Handle]] = {}
         self._by_path: Dict[Tuple[bool, str], List[Handle]] = {}
@@ -199,7 +199,7 @@ class ByteBudget:
     def __init__(self, limit: Optional[int]) -> None:
         self.limit = limit
         self._used = 0
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
 
     def take(self, nbytes: int) -> bool:
         """Reserve ``nbytes``; return ``False`` once the cap is reached."""
@@ -236,7 +236,7 @@ class ReplayContext:
         self.speed = speed
         self.window = max(1, window)
         self._tables: Dict[Tuple[str, int], ProcessTable] = {}
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
         self._zeros = bytes(64 * 1024)
 
     def table(self, file: str, pid: int) -> ProcessTable:

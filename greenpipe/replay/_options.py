@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import threading
 from typing import AbstractSet, Optional, Union
 
+from .._compat import allocate_lock
 from ..trace import Event
 from . import _calls as calls
 from ._execute import DEFAULT_REORDER_WINDOW
@@ -114,7 +114,7 @@ class EventLimit:
     def __init__(self, limit: Optional[int]) -> None:
         self.limit = limit
         self._taken = 0
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
 
     def take(self) -> bool:
         """Count one admitted event; return ``False`` once the cap is reached."""

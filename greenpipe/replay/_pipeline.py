@@ -29,11 +29,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import threading
 import time
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from .._channel import Channel, ChannelProducer, make_channel
+from .._compat import allocate_lock
 from .._errors import Cancelled, GreenpipeError
 from .._executor import Executor
 from .._scope import CoroScope
@@ -154,7 +154,7 @@ class Replayer:
     def __init__(self, inputs: Sequence[str], options: ReplayOptions) -> None:
         self.inputs = list(inputs)
         self.options = options
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
         self._cancelled = False
         self._scopes: List[CoroScope] = []
         self._streams: List[StreamStats] = []

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
+from .._compat import allocate_lock
 from ..trace import Event
 from . import _calls as calls
 from ._execute import second_path
@@ -261,7 +261,7 @@ class Plan:
         self.write_bytes = 0
         self.events = 0
         self.first_ts: Dict[str, int] = {}
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
 
     def add(self, file: str, plan: FilePlan) -> None:
         """Merge the plan of trace ``file``."""

@@ -39,8 +39,9 @@ import logging
 import os
 import re
 import stat
-import threading
 from typing import Dict, Iterator, Optional, Tuple
+
+from .._compat import allocate_lock
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ class PathSandbox:
         self._root_fd = os.open(self.root, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
         self._root_dev = os.fstat(self._root_fd).st_dev
         self._cache: Dict[str, Components] = {}
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
         self._closed = False
 
     def __repr__(self) -> str:
