@@ -98,7 +98,10 @@ def find_trace_files(inputs: Sequence[str]) -> Tuple[List[str], List[str]]:
             continue
         found = TraceReader(name).files
         if not found:
-            problems.append(f"{name}: no trace files (.pfw, .pfw.gz) found")
+            if os.path.isdir(name) and not os.access(name, os.R_OK | os.X_OK):
+                problems.append(f"{name}: permission denied; the folder cannot be listed")
+            else:
+                problems.append(f"{name}: no trace files (.pfw, .pfw.gz) found")
         for path in found:
             key = os.path.realpath(path)
             if key not in seen:

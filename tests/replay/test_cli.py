@@ -283,3 +283,21 @@ def test_summary_counts_unusable_lines(tmp_path):
     assert code == 0
     assert "unusable lines 2" in out.getvalue()
     assert json.loads(json_path.read_text())["bad_lines"] == 2
+
+
+def test_unlistable_folder_reports_permission(tmp_path):
+    from greenpipe.replay import find_trace_files
+
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    (folder / "a.pfw").write_text("")
+    folder.chmod(0)
+    try:
+        if os.access(folder, os.R_OK):
+            pytest.skip("running with a user that ignores permissions")
+        files, problems = find_trace_files([str(folder)])
+    finally:
+        folder.chmod(0o755)
+
+    assert files == []
+    assert problems == [f"{folder}: permission denied; the folder cannot be listed"]
