@@ -701,7 +701,7 @@ class Executor:
         """Return a snapshot of the scheduler's counters.
 
         ``events`` counts every spawn, park, wake-up, finished task, timer
-        and offloaded call so far; an unchanged value between two snapshots
+        and offloaded call so far. An unchanged value between two snapshots
         means that nothing happened in between.
         """
         with self._lock:

@@ -213,7 +213,7 @@ class ByteBudget:
 
 
 class ReplayContext:
-    """What the streams of one replay share.
+    """State shared by the streams of one replay.
 
     Attributes:
         sandbox: the root and its safe operations.

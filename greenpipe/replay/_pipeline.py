@@ -60,7 +60,7 @@ Sink = Callable[[CoroScope, int, str, Channel[Any], FileCounters], None]
 
 
 class ReplayError(GreenpipeError):
-    """Raised when a replay cannot start; the message says what to change."""
+    """Raised when a replay cannot start; the message names what to change."""
 
 
 class InsufficientSpaceError(ReplayError):
@@ -464,7 +464,7 @@ def _parse(
                 pass
         for stats in reader.statistics().files:
             # Lines too long to split and a cut last line are found while
-            # reading, before decoding sees them.
+            # reading, before they reach the decoder.
             counters.read_bad_lines += stats.bad_lines
             if stats.damage is not None:
                 counters.problem = f"{path}: {stats.damage}"

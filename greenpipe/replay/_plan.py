@@ -38,7 +38,7 @@ MAX_EXAMPLES = 10
 
 
 class PathPlan:
-    """What the trace does to one path, as far as preparation cares."""
+    """The uses of one path in a trace that the preparation step needs to know."""
 
     __slots__ = ("first_need", "first_create", "probed", "directory", "read_need", "written")
 

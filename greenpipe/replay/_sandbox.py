@@ -45,7 +45,7 @@ from .._compat import allocate_lock
 
 logger = logging.getLogger(__name__)
 
-#: Longest file name most Linux file systems accept, in bytes.
+#: Maximum file name length, in bytes, of most Linux file systems.
 NAME_MAX = 255
 #: Name of the file that marks a folder as a replay root.
 ROOT_MARKER = ".greenpipe-replay-root"

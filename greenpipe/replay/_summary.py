@@ -171,7 +171,7 @@ class FileCounters:
 
 @dataclasses.dataclass(frozen=True)
 class Preparation:
-    """What the preparation step created under the root before replaying.
+    """Files and folders that the preparation step created under the root.
 
     Attributes:
         files: files created or extended so that traced reads find data.
