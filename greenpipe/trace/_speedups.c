@@ -1,0 +1,836 @@
+/*
+ * Compiled fast path of the trace decoder.
+ *
+ * FastDecoder.decode does what PyFastDecoder.decode in _decode.py does,
+ * line for line: parse each line with orjson, and turn each complete,
+ * ordinary event into an Event without running Python code. It stops at
+ * the first line that needs anything else and hands that line back, so
+ * every quirk and every rare case stays in the Python slow path. The
+ * tests compare both versions on every real trace.
+ *
+ * Events are built without calling Event.__init__: the slots are written
+ * through the offsets of the class's member descriptors, which the
+ * constructor checks once.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+enum {
+    F_NAME,
+    F_CATEGORY,
+    F_PID,
+    F_TID,
+    F_TS,
+    F_DUR,
+    F_PHASE,
+    F_ARGS,
+    F_PATH,
+    F_HOSTNAME,
+    N_FIELDS
+};
+
+static const char *const slot_names[N_FIELDS] = {
+    "name", "category", "pid", "tid", "ts",
+    "dur", "phase", "args", "path", "hostname",
+};
+
+/*
+ * Key classification. orjson keeps a cache of key strings, so the same
+ * key arrives as the same object line after line: a table indexed by the
+ * object's address answers most classifications with one comparison,
+ * and a dictionary lookup answers the rest.
+ */
+enum {
+    K_OTHER,
+    K_NAME,
+    K_CAT,
+    K_PID,
+    K_TID,
+    K_TS,
+    K_DUR,
+    K_PH,
+    K_ARGS,
+    K_FHASH,
+    K_HHASH,
+    K_FNAME,
+    K_PATH,
+    K_HOSTNAME,
+    K_KINDS
+};
+#define K_NUMERIC 0x100
+#define K_KIND(code) ((code) & 0xff)
+
+static const char *const key_texts[K_KINDS] = {
+    NULL,    "name",  "cat",   "pid",   "tid",   "ts",       "dur",
+    "ph",    "args",  "fhash", "hhash", "fname", "path",     "hostname",
+};
+
+#define KEY_SLOTS 256
+
+typedef struct {
+    PyObject *key;
+    int code;
+} KeySlot;
+
+typedef struct {
+    PyObject *key;
+    PyObject *value;
+} LastHit;
+
+typedef struct {
+    PyObject_HEAD
+    PyTypeObject *event_type;
+    Py_ssize_t offsets[N_FIELDS];
+    PyObject *loads;
+    PyObject *decode_error;
+    PyObject *files;
+    PyObject *hosts;
+    PyObject *resolve_file;
+    PyObject *resolve_host;
+    PyObject *convert;
+    PyObject *numeric_args;
+    PyObject *key_kinds; /* key text -> K_ code */
+    KeySlot key_slots[KEY_SLOTS];
+    int known_keys;
+    PyObject *key_objects[K_KINDS]; /* the key strings orjson hands out */
+    int learned;
+    LastHit last_file;
+    LastHit last_host;
+} FastDecoder;
+
+static void forget_hits(FastDecoder *self);
+
+/* Outcomes of the helpers below. */
+#define DONE 0
+#define FALLBACK 1
+#define FAILED (-1)
+
+static int
+is_conversion_error(void)
+{
+    return PyErr_ExceptionMatches(PyExc_ValueError) ||
+           PyErr_ExceptionMatches(PyExc_TypeError) ||
+           PyErr_ExceptionMatches(PyExc_OverflowError);
+}
+
+/*
+ * Parse an ASCII string of up to 18 decimal digits with an optional
+ * leading '-'. Returns DONE with a new int in *result, FALLBACK for any
+ * other text (the Python conversion decides), FAILED on memory error.
+ */
+static int
+parse_plain_decimal(PyObject *text, PyObject **result)
+{
+    if (!PyUnicode_IS_ASCII(text)) {
+        return FALLBACK;
+    }
+    Py_ssize_t length = PyUnicode_GET_LENGTH(text);
+    const char *digits = (const char *)PyUnicode_DATA(text);
+    Py_ssize_t i = 0;
+    int negative = 0;
+    if (length > 0 && digits[0] == '-') {
+        negative = 1;
+        i = 1;
+    }
+    if (length - i < 1 || length - i > 18) {
+        return FALLBACK;
+    }
+    long long value = 0;
+    for (; i < length; i++) {
+        unsigned int digit = (unsigned char)digits[i] - (unsigned int)'0';
+        if (digit > 9) {
+            return FALLBACK;
+        }
+        value = value * 10 + digit;
+    }
+    *result = PyLong_FromLongLong(negative ? -value : value);
+    return *result == NULL ? FAILED : DONE;
+}
+
+/*
+ * Convert a number that is not an exact int, as _convert_number does.
+ * Returns DONE with a new reference, FALLBACK when the value cannot be
+ * converted (no error left set), FAILED on any other error.
+ */
+static int
+convert_number(FastDecoder *self, PyObject *value, PyObject **result)
+{
+    if (PyUnicode_CheckExact(value)) {
+        int outcome = parse_plain_decimal(value, result);
+        if (outcome != FALLBACK) {
+            return outcome;
+        }
+    }
+    *result = PyObject_CallOneArg(self->convert, value);
+    if (*result != NULL) {
+        return DONE;
+    }
+    if (is_conversion_error()) {
+        PyErr_Clear();
+        return FALLBACK;
+    }
+    return FAILED;
+}
+
+static int
+classify(FastDecoder *self, PyObject *key)
+{
+    /* Open addressing with linear probing; entries are never removed, and
+     * once the table is three quarters full new keys are classified
+     * without being remembered. */
+    size_t index = (size_t)(((uintptr_t)key >> 4) * 0x9E3779B97F4A7C15ull >> 56) %
+                   KEY_SLOTS;
+    KeySlot *slot;
+    for (;;) {
+        slot = &self->key_slots[index];
+        if (slot->key == key) {
+            return slot->code;
+        }
+        if (slot->key == NULL) {
+            break;
+        }
+        index = (index + 1) % KEY_SLOTS;
+    }
+    if (!PyUnicode_CheckExact(key)) {
+        return K_OTHER;
+    }
+    int code = K_OTHER;
+    PyObject *kind = PyDict_GetItemWithError(self->key_kinds, key);
+    if (kind != NULL) {
+        code = (int)PyLong_AsLong(kind);
+    }
+    else if (PyErr_Occurred()) {
+        return FAILED;
+    }
+    int numeric = PySet_Contains(self->numeric_args, key);
+    if (numeric < 0) {
+        return FAILED;
+    }
+    if (numeric) {
+        code |= K_NUMERIC;
+    }
+    if (self->known_keys < KEY_SLOTS * 3 / 4) {
+        /* The entry keeps the key alive, so its address cannot be reused
+         * by another string while the entry stands. */
+        Py_INCREF(key);
+        slot->key = key;
+        slot->code = code;
+        self->known_keys++;
+    }
+    return code;
+}
+
+/*
+ * Look keys up with the very objects orjson puts in its dictionaries:
+ * a lookup then matches by identity instead of comparing text. Called
+ * on the first dictionaries of each batch, in case orjson's cache moved
+ * on; a stale key object still finds its entry, only more slowly.
+ */
+static int
+learn_keys(FastDecoder *self, PyObject *dict)
+{
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(dict, &pos, &key, &value)) {
+        int code = classify(self, key);
+        if (code < 0) {
+            return FAILED;
+        }
+        code = K_KIND(code);
+        if (code != K_OTHER && self->key_objects[code] != key) {
+            Py_INCREF(key);
+            Py_XSETREF(self->key_objects[code], key);
+        }
+    }
+    return DONE;
+}
+
+/* Whether value is a str with at least one character. */
+static int
+non_empty_string(PyObject *value)
+{
+    return value != NULL && PyUnicode_Check(value) &&
+           PyUnicode_GET_LENGTH(value) > 0;
+}
+
+static int
+same_string(PyObject *a, PyObject *b)
+{
+    if (a == b) {
+        return 1;
+    }
+    Py_ssize_t length = PyUnicode_GET_LENGTH(a);
+    return length == PyUnicode_GET_LENGTH(b) &&
+           PyUnicode_KIND(a) == PyUnicode_KIND(b) &&
+           memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b),
+                  (size_t)length * PyUnicode_KIND(a)) == 0;
+}
+
+/*
+ * Resolve a hash value through table, then through resolver, as
+ * ``table.get(key)`` followed by ``resolver(key)``. Consecutive events
+ * mostly repeat the same hash, written as a new string each time, so the
+ * last string found in the table is compared byte for byte before the
+ * table is searched. Unresolved hashes are never remembered: the
+ * resolver counts each one.
+ */
+static int
+resolve_hash(PyObject *key, PyObject *table, PyObject *resolver, LastHit *last,
+             PyObject **result)
+{
+    if (!PyUnicode_CheckExact(key) && !PyLong_CheckExact(key)) {
+        return FALLBACK;
+    }
+    int is_string = PyUnicode_CheckExact(key);
+    if (is_string && last->key != NULL && same_string(key, last->key)) {
+        Py_INCREF(last->value);
+        *result = last->value;
+        return DONE;
+    }
+    PyObject *found = PyDict_GetItemWithError(table, key);
+    if (found != NULL && found != Py_None) {
+        if (is_string) {
+            Py_INCREF(key);
+            Py_XSETREF(last->key, key);
+            Py_INCREF(found);
+            Py_XSETREF(last->value, found);
+        }
+        Py_INCREF(found);
+        *result = found;
+        return DONE;
+    }
+    if (PyErr_Occurred()) {
+        return FAILED;
+    }
+    *result = PyObject_CallOneArg(resolver, key);
+    return *result == NULL ? FAILED : DONE;
+}
+
+/* Store a new reference to value, or to None when value is NULL. */
+static void
+set_or_none(PyObject **target, PyObject *value)
+{
+    if (value == NULL) {
+        value = Py_None;
+    }
+    Py_INCREF(value);
+    *target = value;
+}
+
+/*
+ * Fill fields[F_PATH] and fields[F_HOSTNAME] from args; convert its
+ * numeric arguments first when normalise is set.
+ */
+static int
+resolve_args(FastDecoder *self, PyObject *args, int normalise,
+             PyObject **fields)
+{
+    PyObject *const *keys = self->key_objects;
+    PyObject *fhash = PyDict_GetItemWithError(args, keys[K_FHASH]);
+    PyObject *hhash = fhash != NULL || !PyErr_Occurred()
+                          ? PyDict_GetItemWithError(args, keys[K_HHASH])
+                          : NULL;
+    if (PyErr_Occurred()) {
+        return FAILED;
+    }
+    PyObject *fname = NULL, *path = NULL, *hostname = NULL;
+    if (fhash == NULL || fhash == Py_None) {
+        fname = PyDict_GetItemWithError(args, keys[K_FNAME]);
+        if (!non_empty_string(fname) && !PyErr_Occurred()) {
+            path = PyDict_GetItemWithError(args, keys[K_PATH]);
+        }
+    }
+    if ((hhash == NULL || hhash == Py_None) && !PyErr_Occurred()) {
+        hostname = PyDict_GetItemWithError(args, keys[K_HOSTNAME]);
+    }
+    if (PyErr_Occurred()) {
+        return FAILED;
+    }
+
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (normalise && PyDict_Next(args, &pos, &key, &value)) {
+        if (PyLong_CheckExact(value)) {
+            continue;
+        }
+        int code = classify(self, key);
+        if (code < 0) {
+            return FAILED;
+        }
+        if (code & K_NUMERIC) {
+            PyObject *number;
+            int outcome = convert_number(self, value, &number);
+            if (outcome == FAILED) {
+                return FAILED;
+            }
+            if (outcome == DONE) {
+                /* Replacing the value of an existing key is allowed while
+                 * iterating: the set of keys does not change. */
+                int failed = PyDict_SetItem(args, key, number);
+                Py_DECREF(number);
+                if (failed) {
+                    return FAILED;
+                }
+            }
+            /* FALLBACK: kept as found, like the Python version. */
+        }
+    }
+
+    int outcome;
+    if (fhash != NULL && fhash != Py_None) {
+        outcome = resolve_hash(fhash, self->files, self->resolve_file,
+                               &self->last_file, &fields[F_PATH]);
+        if (outcome != DONE) {
+            return outcome;
+        }
+    }
+    else {
+        set_or_none(&fields[F_PATH], non_empty_string(fname)  ? fname
+                                     : non_empty_string(path) ? path
+                                                              : NULL);
+    }
+    if (hhash != NULL && hhash != Py_None) {
+        outcome = resolve_hash(hhash, self->hosts, self->resolve_host,
+                               &self->last_host, &fields[F_HOSTNAME]);
+        if (outcome != DONE) {
+            return outcome;
+        }
+    }
+    else {
+        set_or_none(&fields[F_HOSTNAME],
+                    non_empty_string(hostname) ? hostname : NULL);
+    }
+    return DONE;
+}
+
+/*
+ * Build the Event of one parsed line. Returns DONE with a new Event in
+ * *event, FALLBACK when the slow path must decide, FAILED on error. When
+ * FALLBACK is returned, data is unchanged but for numeric arguments
+ * converted to int, which the slow path would convert the same way.
+ */
+static int
+build_event(FastDecoder *self, PyObject *data, PyObject **event)
+{
+    PyObject *fields[N_FIELDS] = {NULL};
+    PyObject *found[K_ARGS] = {NULL};
+    int outcome = FAILED;
+    int i;
+
+    if (!PyDict_CheckExact(data)) {
+        return FALLBACK;
+    }
+    if (!self->learned) {
+        if (learn_keys(self, data) == FAILED) {
+            return FAILED;
+        }
+        PyObject *args = PyDict_GetItemWithError(data, self->key_objects[K_ARGS]);
+        if (args != NULL && PyDict_CheckExact(args) &&
+            learn_keys(self, args) == FAILED) {
+            return FAILED;
+        }
+        if (PyErr_Occurred()) {
+            return FAILED;
+        }
+        self->learned = 1;
+    }
+    for (i = 0; i < K_ARGS; i++) {
+        found[i] = PyDict_GetItemWithError(data, self->key_objects[K_NAME + i]);
+        if (found[i] == NULL && PyErr_Occurred()) {
+            return FAILED;
+        }
+    }
+    for (i = 0; i < 7; i++) {
+        if (found[i] == NULL) {
+            outcome = FALLBACK;
+            goto finish;
+        }
+        Py_INCREF(found[i]);
+        fields[i] = found[i];
+    }
+
+    PyObject *phase = fields[F_PHASE];
+    if (PyUnicode_CheckExact(phase)) {
+        if (PyUnicode_GET_LENGTH(phase) == 1 &&
+            PyUnicode_READ_CHAR(phase, 0) == 'M') {
+            outcome = FALLBACK;
+            goto finish;
+        }
+    }
+    else if (PyUnicode_Check(phase)) {
+        outcome = FALLBACK; /* a str subclass: let Python compare */
+        goto finish;
+    }
+
+    PyObject *args = found[K_ARGS - K_NAME];
+    if (args == NULL || args == Py_None) {
+        args = PyDict_New();
+        if (args == NULL) {
+            goto finish;
+        }
+    }
+    else if (PyDict_CheckExact(args)) {
+        Py_INCREF(args);
+    }
+    else {
+        outcome = FALLBACK;
+        goto finish;
+    }
+    fields[F_ARGS] = args;
+
+    int normalise = 0;
+    if (!PyLong_CheckExact(fields[F_PID]) || !PyLong_CheckExact(fields[F_TID]) ||
+        !PyLong_CheckExact(fields[F_TS]) || !PyLong_CheckExact(fields[F_DUR])) {
+        PyObject *numbers[4] = {NULL};
+        for (i = 0; i < 4; i++) {
+            PyObject *value = fields[F_PID + i];
+            if (PyLong_CheckExact(value)) {
+                Py_INCREF(value);
+                numbers[i] = value;
+                continue;
+            }
+            int converted = convert_number(self, value, &numbers[i]);
+            if (converted != DONE) {
+                outcome = converted;
+                while (i-- > 0) {
+                    Py_DECREF(numbers[i]);
+                }
+                goto finish;
+            }
+        }
+        for (i = 0; i < 4; i++) {
+            Py_SETREF(fields[F_PID + i], numbers[i]);
+        }
+        /* Writers that store these numbers as strings do the same for
+         * sizes, offsets and results. */
+        normalise = 1;
+    }
+
+    if (PyDict_GET_SIZE(args) > 0) {
+        outcome = resolve_args(self, args, normalise, fields);
+        if (outcome != DONE) {
+            goto finish;
+        }
+    }
+    else {
+        set_or_none(&fields[F_PATH], NULL);
+        set_or_none(&fields[F_HOSTNAME], NULL);
+    }
+
+    PyObject *made = self->event_type->tp_alloc(self->event_type, 0);
+    if (made == NULL) {
+        outcome = FAILED;
+        goto finish;
+    }
+    for (i = 0; i < N_FIELDS; i++) {
+        /* The new object's slots are NULL: each takes its reference. */
+        *(PyObject **)((char *)made + self->offsets[i]) = fields[i];
+        fields[i] = NULL;
+    }
+    *event = made;
+    outcome = DONE;
+
+finish:
+    for (i = 0; i < N_FIELDS; i++) {
+        Py_XDECREF(fields[i]);
+    }
+    return outcome;
+}
+
+/* Whether the last byte that is not JSON whitespace is '}'. */
+static int
+ends_with_brace(PyObject *line)
+{
+    const char *text = PyBytes_AS_STRING(line);
+    Py_ssize_t size = PyBytes_GET_SIZE(line);
+    while (size > 0) {
+        char last = text[size - 1];
+        if (last != ' ' && last != '\t' && last != '\r' && last != '\n' &&
+            last != '\v' && last != '\f') {
+            return last == '}';
+        }
+        size--;
+    }
+    return 0;
+}
+
+static PyObject *
+FastDecoder_decode(FastDecoder *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError,
+                        "decode(lines, start, stop, out) takes 4 arguments");
+        return NULL;
+    }
+    PyObject *lines = args[0];
+    PyObject *out = args[3];
+    if (!PyList_CheckExact(lines) || !PyList_CheckExact(out)) {
+        PyErr_SetString(PyExc_TypeError, "decode needs lists for lines and out");
+        return NULL;
+    }
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    if (start == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_ssize_t stop = PyLong_AsSsize_t(args[2]);
+    if (stop == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (start < 0) {
+        PyErr_Format(PyExc_ValueError, "start must be >= 0, not %zd", start);
+        return NULL;
+    }
+
+    /* The slow path may have changed the hash tables since the last call
+     * (metadata is only ever decoded there). */
+    forget_hits(self);
+    self->learned = 0;
+    Py_ssize_t index;
+    for (index = start; index < stop && index < PyList_GET_SIZE(lines); index++) {
+        PyObject *line = PyList_GET_ITEM(lines, index);
+        if (!PyBytes_CheckExact(line) || !ends_with_brace(line)) {
+            return Py_BuildValue("(nO)", index, Py_None);
+        }
+        Py_INCREF(line);
+        PyObject *data = PyObject_Vectorcall(self->loads, &line, 1, NULL);
+        Py_DECREF(line);
+        if (data == NULL) {
+            if (PyErr_ExceptionMatches(self->decode_error)) {
+                PyErr_Clear();
+                return Py_BuildValue("(nO)", index, Py_None);
+            }
+            return NULL;
+        }
+        PyObject *event = NULL;
+        int outcome = build_event(self, data, &event);
+        if (outcome == FALLBACK) {
+            PyObject *result = Py_BuildValue("(nO)", index, data);
+            Py_DECREF(data);
+            return result;
+        }
+        Py_DECREF(data);
+        if (outcome == FAILED) {
+            return NULL;
+        }
+        int failed = PyList_Append(out, event);
+        Py_DECREF(event);
+        if (failed) {
+            return NULL;
+        }
+    }
+    return Py_BuildValue("(nO)", index, Py_None);
+}
+
+/* The offset of a slot of the Event class, checked. */
+static int
+slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *offset)
+{
+    PyObject *descriptor = PyObject_GetAttrString((PyObject *)type, name);
+    if (descriptor == NULL) {
+        return FAILED;
+    }
+    int ok = Py_IS_TYPE(descriptor, &PyMemberDescr_Type);
+    if (ok) {
+        PyMemberDef *member = ((PyMemberDescrObject *)descriptor)->d_member;
+        ok = member->type == T_OBJECT_EX && member->offset > 0 &&
+             member->offset + (Py_ssize_t)sizeof(PyObject *) <=
+                 type->tp_basicsize;
+        *offset = member->offset;
+    }
+    Py_DECREF(descriptor);
+    if (!ok) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s.%s is not a slot the fast decoder can fill",
+                     type->tp_name, name);
+        return FAILED;
+    }
+    return DONE;
+}
+
+static int
+FastDecoder_init(FastDecoder *self, PyObject *args, PyObject *kwargs)
+{
+    PyObject *event_type, *loads, *decode_error, *files, *hosts;
+    PyObject *resolve_file, *resolve_host, *convert, *numeric_args;
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs) > 0) {
+        PyErr_SetString(PyExc_TypeError, "FastDecoder takes no keyword arguments");
+        return -1;
+    }
+    if (!PyArg_ParseTuple(args, "O!OOO!O!OOOO!:FastDecoder", &PyType_Type,
+                          &event_type, &loads, &decode_error, &PyDict_Type,
+                          &files, &PyDict_Type, &hosts, &resolve_file,
+                          &resolve_host, &convert, &PyFrozenSet_Type,
+                          &numeric_args)) {
+        return -1;
+    }
+    PyTypeObject *type = (PyTypeObject *)event_type;
+    if (type->tp_itemsize != 0 || type->tp_alloc == NULL) {
+        PyErr_SetString(PyExc_TypeError, "the event class must be a slotted class");
+        return -1;
+    }
+    for (int i = 0; i < N_FIELDS; i++) {
+        if (slot_offset(type, slot_names[i], &self->offsets[i]) == FAILED) {
+            return -1;
+        }
+    }
+    Py_INCREF(event_type);
+    Py_XSETREF(self->event_type, type);
+    Py_INCREF(loads);
+    Py_XSETREF(self->loads, loads);
+    Py_INCREF(decode_error);
+    Py_XSETREF(self->decode_error, decode_error);
+    Py_INCREF(files);
+    Py_XSETREF(self->files, files);
+    Py_INCREF(hosts);
+    Py_XSETREF(self->hosts, hosts);
+    Py_INCREF(resolve_file);
+    Py_XSETREF(self->resolve_file, resolve_file);
+    Py_INCREF(resolve_host);
+    Py_XSETREF(self->resolve_host, resolve_host);
+    Py_INCREF(convert);
+    Py_XSETREF(self->convert, convert);
+    Py_INCREF(numeric_args);
+    Py_XSETREF(self->numeric_args, numeric_args);
+
+    PyObject *kinds = PyDict_New();
+    if (kinds == NULL) {
+        return -1;
+    }
+    for (int kind = K_NAME; kind < K_KINDS; kind++) {
+        PyObject *code = PyLong_FromLong(kind);
+        int failed = code == NULL ||
+                     PyDict_SetItemString(kinds, key_texts[kind], code) < 0;
+        Py_XDECREF(code);
+        if (failed) {
+            Py_DECREF(kinds);
+            return -1;
+        }
+    }
+    Py_XSETREF(self->key_kinds, kinds);
+    for (int kind = K_NAME; kind < K_KINDS; kind++) {
+        PyObject *text = PyUnicode_InternFromString(key_texts[kind]);
+        if (text == NULL) {
+            return -1;
+        }
+        Py_XSETREF(self->key_objects[kind], text);
+    }
+    return 0;
+}
+
+static void
+forget_hits(FastDecoder *self)
+{
+    Py_CLEAR(self->last_file.key);
+    Py_CLEAR(self->last_file.value);
+    Py_CLEAR(self->last_host.key);
+    Py_CLEAR(self->last_host.value);
+}
+
+static int
+FastDecoder_traverse(FastDecoder *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->event_type);
+    Py_VISIT(self->loads);
+    Py_VISIT(self->decode_error);
+    Py_VISIT(self->files);
+    Py_VISIT(self->hosts);
+    Py_VISIT(self->resolve_file);
+    Py_VISIT(self->resolve_host);
+    Py_VISIT(self->convert);
+    Py_VISIT(self->numeric_args);
+    return 0;
+}
+
+static int
+FastDecoder_clear(FastDecoder *self)
+{
+    Py_CLEAR(self->event_type);
+    Py_CLEAR(self->loads);
+    Py_CLEAR(self->decode_error);
+    Py_CLEAR(self->files);
+    Py_CLEAR(self->hosts);
+    Py_CLEAR(self->resolve_file);
+    Py_CLEAR(self->resolve_host);
+    Py_CLEAR(self->convert);
+    Py_CLEAR(self->numeric_args);
+    Py_CLEAR(self->key_kinds);
+    for (int i = 0; i < KEY_SLOTS; i++) {
+        Py_CLEAR(self->key_slots[i].key);
+    }
+    self->known_keys = 0;
+    for (int i = 0; i < K_KINDS; i++) {
+        Py_CLEAR(self->key_objects[i]);
+    }
+    forget_hits(self);
+    return 0;
+}
+
+static void
+FastDecoder_dealloc(FastDecoder *self)
+{
+    PyObject_GC_UnTrack(self);
+    FastDecoder_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+FastDecoder_decode_checked(FastDecoder *self, PyObject *const *args,
+                           Py_ssize_t nargs)
+{
+    if (self->event_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "FastDecoder was not initialised");
+        return NULL;
+    }
+    return FastDecoder_decode(self, args, nargs);
+}
+
+static PyMethodDef FastDecoder_methods[] = {
+    {"decode", (PyCFunction)(void (*)(void))FastDecoder_decode_checked,
+     METH_FASTCALL,
+     "decode(lines, start, stop, out) -> (index, value)\n\n"
+     "Append the events of lines[start:stop] to out up to the first line\n"
+     "the slow path must handle; return its index and parsed value."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject FastDecoder_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "greenpipe.trace._speedups.FastDecoder",
+    .tp_basicsize = sizeof(FastDecoder),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Compiled fast path of the trace decoder.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)FastDecoder_init,
+    .tp_dealloc = (destructor)FastDecoder_dealloc,
+    .tp_traverse = (traverseproc)FastDecoder_traverse,
+    .tp_clear = (inquiry)FastDecoder_clear,
+    .tp_methods = FastDecoder_methods,
+};
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "greenpipe.trace._speedups",
+    .m_doc = "Compiled fast path of the trace decoder.",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    if (PyType_Ready(&FastDecoder_Type) < 0) {
+        return NULL;
+    }
+    PyObject *module = PyModule_Create(&speedups_module);
+    if (module == NULL) {
+        return NULL;
+    }
+    Py_INCREF(&FastDecoder_Type);
+    if (PyModule_AddObject(module, "FastDecoder", (PyObject *)&FastDecoder_Type) < 0) {
+        Py_DECREF(&FastDecoder_Type);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

@@ -1,0 +1,346 @@
+"""The compiled fast decoder against its pure-Python reference.
+
+Both versions must give the same events, statistics and metadata on every
+input; the pure one is the specification. When a C compiler is on the
+machine, the install must have built the compiled one.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import shutil
+import sys
+import sysconfig
+from typing import Any, Dict, List, Tuple
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from greenpipe.trace import Decoder, Event, TraceReader
+from greenpipe.trace import _decode
+from greenpipe.trace._event import HashTable
+from greenpipe.trace._stats import FileRecord
+
+from test_real_traces import PINNED, data_path
+
+compiled = pytest.mark.skipif(
+    _decode._speedups is None, reason="the compiled decoder is not built"
+)
+
+
+def event_fields(event: Event) -> Tuple[Any, ...]:
+    return tuple(getattr(event, slot) for slot in Event.__slots__)
+
+
+def decode_file(path: str, pure: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setattr(_decode, "PURE_PYTHON", pure)
+    reader = TraceReader(path, prefetch=False)
+    events = [event_fields(e) for e in reader.iter_events(include_metadata=True)]
+    return events, reader.statistics(), reader.metadata()
+
+
+def decode_chunks(
+    chunks: List[bytes], pure: bool, monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    monkeypatch.setattr(_decode, "PURE_PYTHON", pure)
+    decoder = Decoder("synthetic.pfw", memory_budget=256 * 1024)
+    events = [
+        event_fields(e) for e in decoder.iter_events(chunks, include_metadata=True)
+    ]
+    return events, decoder.statistics(), decoder.metadata()
+
+
+def test_compiled_decoder_is_built_where_a_compiler_exists() -> None:
+    compiler = sysconfig.get_config_var("CC") or "cc"
+    if shutil.which(compiler.split()[0]) is None:
+        pytest.skip(f"no C compiler ({compiler}) on this machine")
+    assert _decode._speedups is not None, (
+        "greenpipe/trace/_speedups.c was not compiled; reinstall with "
+        "pip install -e . and read the build output"
+    )
+
+
+@compiled
+@pytest.mark.parametrize("relative", [row[0] for row in PINNED])
+def test_real_trace_decodes_the_same_both_ways(
+    relative: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = data_path(relative)
+    fast = decode_file(path, False, monkeypatch)
+    pure = decode_file(path, True, monkeypatch)
+    assert fast[0] == pure[0]
+    assert fast[1] == pure[1]
+    assert fast[2] == pure[2]
+    assert len(fast[0]) > 0
+
+
+numbers = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.integers(0, 10**18).map(str),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["", " 12 ", "1_000", "+5", "-0", "007", "1e3", "x", "12.5"]),
+    st.booleans(),
+    st.none(),
+)
+hashes = st.one_of(
+    st.sampled_from(["00ff", "2dbbcec2c820dc4c", "17", 17, 255, "0x11"]),
+    st.integers(-5, 2**64 + 5),
+    st.floats(allow_nan=False),
+    st.lists(st.integers(), max_size=2),
+    st.none(),
+)
+texts = st.one_of(st.text(max_size=8), st.sampled_from(["M", "X", "C", "read"]))
+values = st.one_of(numbers, texts, st.dictionaries(st.text(max_size=3), numbers))
+
+
+@st.composite
+def events(draw: Any) -> Dict[str, Any]:
+    event: Dict[str, Any] = {}
+    for key in ("name", "cat", "pid", "tid", "ts", "dur", "ph"):
+        if draw(st.integers(0, 9)) == 0:
+            continue  # missing
+        if key in ("pid", "tid", "ts", "dur"):
+            event[key] = draw(numbers)
+        elif key == "ph":
+            event[key] = draw(st.sampled_from(["X", "M", "C", "", 1, None]))
+        else:
+            event[key] = draw(texts)
+    shape = draw(st.integers(0, 9))
+    if shape == 0:
+        return event
+    if shape == 1:
+        event["args"] = draw(st.one_of(st.none(), texts, st.lists(numbers), numbers))
+        return event
+    args: Dict[str, Any] = {}
+    for key in ("fhash", "hhash", "fname", "path", "hostname", "name", "value"):
+        if draw(st.booleans()):
+            args[key] = draw(hashes if key.endswith("hash") or key == "value" else values)
+    for key in ("size", "offset", "ret", "count", "fd", "mode", "level"):
+        if draw(st.booleans()):
+            args[key] = draw(numbers)
+    event["args"] = args
+    return event
+
+
+def dumps(value: Any) -> bytes:
+    # The standard library writes ints beyond 64 bits, and NaN as a bare
+    # word that orjson rejects: both are inputs worth having.
+    return json.dumps(value).encode()
+
+
+@compiled
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    lines=st.lists(
+        st.one_of(
+            events().map(dumps),
+            st.sampled_from(
+                [
+                    b'{"name":"FH","ph":"M","args":{"name":"/a","value":"00ff"}}',
+                    b'{"name":"HH","ph":"M","args":{"name":"h","value":17}}',
+                    b'{"name":"FH","cat":"x","pid":1,"tid":1,"ts":1,"dur":0,'
+                    b'"ph":"M","args":{"name":"/b","value":255}}',
+                    b"[",
+                    b"]",
+                    b"",
+                    b'{"name":"read","cat":"POSIX","pid":1,"tid":1,"ts":1,"dur":2,'
+                    b'"ph":"X","args":{"fhash":"00ff",},},',
+                    b'{"name":"open","cat":"POSIX","pid":1,"tid":1,"ts":1,',
+                    b'"dur":2,"ph":"X","args":{"fname":"/x"}}',
+                ]
+            ),
+            st.binary(max_size=40),
+        ),
+        max_size=40,
+    ),
+    cuts=st.lists(st.integers(0, 40), max_size=3),
+)
+def test_arbitrary_lines_decode_the_same_both_ways(
+    lines: List[bytes], cuts: List[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = [line.replace(b"\n", b" ") for line in lines]
+    # Split into line-aligned chunks at the drawn line indexes.
+    chunks: List[bytes] = []
+    start = 0
+    for cut in sorted(set(cut for cut in cuts if 0 < cut < len(lines))):
+        chunks.append(b"".join(line + b"\n" for line in lines[start:cut]))
+        start = cut
+    chunks.append(b"".join(line + b"\n" for line in lines[start:]))
+
+    fast = decode_chunks(chunks, False, monkeypatch)
+    pure = decode_chunks(chunks, True, monkeypatch)
+    assert fast[0] == pure[0]
+    assert fast[1] == pure[1]
+    assert fast[2] == pure[2]
+
+
+@compiled
+def test_numbers_as_strings_are_converted_in_args(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    line = (
+        b'{"name":"pread","cat":"POSIX","pid":"7","tid":"8","ts":"100",'
+        b'"dur":"-3","ph":"X","args":{"ret":"512","offset":"1.5","count":"x",'
+        b'"mode":"493","fd":4,"fname":"/d/f"}}\n'
+    )
+    monkeypatch.setattr(_decode, "PURE_PYTHON", False)
+    (event,) = Decoder("t.pfw").iter_events([line])
+    assert (event.pid, event.tid, event.ts, event.dur) == (7, 8, 100, -3)
+    assert event.args == {
+        "ret": 512,
+        "offset": 2,
+        "count": "x",
+        "mode": "493",
+        "fd": 4,
+        "fname": "/d/f",
+    }
+    assert event.path == "/d/f"
+
+
+@compiled
+def test_repeated_hash_strings_resolve_after_redefinition(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The fast path remembers the last hash it resolved; a redefinition in
+    # between must win.
+    lines = [
+        b'{"name":"FH","ph":"M","args":{"name":"/old","value":"aa"}}',
+        b'{"name":"read","cat":"POSIX","pid":1,"tid":1,"ts":1,"dur":1,"ph":"X","args":{"fhash":"aa"}}',
+        b'{"name":"read","cat":"POSIX","pid":1,"tid":1,"ts":2,"dur":1,"ph":"X","args":{"fhash":"aa"}}',
+        b'{"name":"FH","ph":"M","args":{"name":"/new","value":"aa"}}',
+        b'{"name":"read","cat":"POSIX","pid":1,"tid":1,"ts":3,"dur":1,"ph":"X","args":{"fhash":"aa"}}',
+        b'{"name":"read","cat":"POSIX","pid":1,"tid":1,"ts":4,"dur":1,"ph":"X","args":{"fhash":"bb"}}',
+    ]
+    monkeypatch.setattr(_decode, "PURE_PYTHON", False)
+    decoder = Decoder("t.pfw")
+    paths = [e.path for e in decoder.iter_events([b"\n".join(lines) + b"\n"])]
+    assert paths == ["/old", "/old", "/new", None]
+    assert decoder.statistics().unresolved_hashes == 1
+
+
+@compiled
+def test_decoding_keeps_no_references(monkeypatch: pytest.MonkeyPatch) -> None:
+    path = data_path(PINNED[0][0])
+    monkeypatch.setattr(_decode, "PURE_PYTHON", False)
+    raw = b"".join(TraceReader(path, prefetch=False).iter_raw())
+
+    def run(table: HashTable) -> int:
+        record = FileRecord("x")
+        count = 0
+        for _ in _decode.iter_events([raw], record, 1 << 30, table, False):
+            count += 1
+        return count
+
+    run(HashTable())
+    gc.collect()
+    event_refs = sys.getrefcount(Event)
+    allocated = sys.getallocatedblocks()
+    table = HashTable()
+    assert run(table) == 74362
+    gc.collect()
+    # Measured outside the asserts, whose rewriting holds references.
+    files_refs = sys.getrefcount(table.files)
+    some_path = next(iter(table.files.values()))
+    path_refs = sys.getrefcount(some_path)
+    # The path is held by the table's two indexes, the local name and the
+    # call's argument.
+    assert (sys.getrefcount(Event), files_refs, path_refs) == (event_refs, 2, 4)
+    # A leaked event or dictionary per line would show as tens of
+    # thousands of blocks; the new table holds a few hundred.
+    del table, some_path
+    gc.collect()
+    assert sys.getallocatedblocks() - allocated < 2000
+
+
+#: One line for each way out of the fast path, and for each resolution.
+EVERY_BRANCH = [
+    b"[1, 2]",
+    b'{"name":"read","cat":"POSIX","pid":1,"tid":1,"ts":1,"ph":"X"}',
+    b'{"name":"FH","cat":"x","pid":1,"tid":1,"ts":1,"dur":0,"ph":"M",'
+    b'"args":{"name":"/m","value":"cc"}}',
+    b'{"name":"r","cat":"c","pid":1,"tid":1,"ts":1,"dur":1,"ph":"X","args":[1]}',
+    b'{"name":"r","cat":"c","pid":"x","tid":1,"ts":1,"dur":1,"ph":"X"}',
+    b'{"name":"r","cat":"c","pid":"1","tid":"2","ts":"1.5","dur":true,"ph":"X",'
+    b'"args":{"ret":"9","offset":"x","size":null,"fd":"3","fhash":"cc"}}',
+    b'{"name":"r","cat":"c","pid":1,"tid":1,"ts":1,"dur":1,"ph":"X",'
+    b'"args":{"fhash":[1]}}',
+    b'{"name":"r","cat":"c","pid":1,"tid":1,"ts":1,"dur":1,"ph":"X",'
+    b'"args":{"fhash":"dd","hhash":12}}',
+    b'{"name":"r","cat":"c","pid":1,"tid":1,"ts":1,"dur":1,"ph":"X",'
+    b'"args":{"fname":0,"path":"/p","hostname":"h"}}',
+    b'{"name":"r","cat":"c","pid":1,"tid":1,"ts":1,"dur":1,"ph":"X","args":{}}',
+    b'{"name":"r","cat":"c","pid":1,"tid":1,"ts":1,"dur":1,"ph":"X","args":null}',
+    b'{"name":"r","cat":"c","pid":1,"tid":1,"ts":1,"dur":1,"ph":"X",}',
+    b"not json }",
+]
+
+
+@compiled
+def test_every_branch_releases_what_it_takes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_decode, "PURE_PYTHON", False)
+    chunk = b"\n".join(EVERY_BRANCH) + b"\n"
+
+    def run() -> int:
+        decoder = Decoder("t.pfw")
+        return sum(1 for _ in decoder.iter_events([chunk], include_metadata=True))
+
+    expected = run()
+    for _ in range(300):  # fills the interpreter's caches and free lists
+        run()
+    gc.collect()
+    allocated = sys.getallocatedblocks()
+    for _ in range(1000):
+        assert run() == expected
+    gc.collect()
+    # One block kept per run would show as 1000.
+    assert sys.getallocatedblocks() - allocated < 100
+
+
+@compiled
+def test_constructor_rejects_a_class_without_the_slots() -> None:
+    class NotAnEvent:
+        __slots__ = ("name",)
+
+    with pytest.raises((TypeError, AttributeError)):
+        _decode._speedups.FastDecoder(
+            NotAnEvent,
+            orjson.loads,
+            orjson.JSONDecodeError,
+            {},
+            {},
+            print,
+            print,
+            int,
+            _decode.NUMERIC_ARGS,
+        )
+
+
+@compiled
+def test_decode_rejects_bad_arguments() -> None:
+    fast = _decode.make_fast_decoder(HashTable(), FileRecord("x"))
+    with pytest.raises(TypeError):
+        fast.decode((b"{}",), 0, 1, [])
+    with pytest.raises(ValueError):
+        fast.decode([b"{}"], -1, 1, [])
+    with pytest.raises(TypeError):
+        fast.decode([b"{}"], 0, 1)
+
+
+@pytest.mark.skipif(
+    os.environ.get("GREENPIPE_PURE_PYTHON", "") not in ("", "0"),
+    reason="forced pure-Python decoding",
+)
+def test_pure_flag_selects_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_decode, "PURE_PYTHON", True)
+    fast = _decode.make_fast_decoder(HashTable(), FileRecord("x"))
+    assert isinstance(fast, _decode.PyFastDecoder)
