@@ -138,7 +138,8 @@ class EventFilter:
     def __init__(self, options: ReplayOptions, file_index: int) -> None:
         self.options = options
         self._rng = random.Random(f"{options.seed}:{file_index}")
-        self._plain = not any(
+        #: No filter and no sampling: every event passes.
+        self.plain = not any(
             (
                 options.pids,
                 options.tids,
@@ -158,7 +159,7 @@ class EventFilter:
 
     def accept(self, event: Event) -> bool:
         """Return whether ``event`` passes the filters and the sampling."""
-        if self._plain:
+        if self.plain:
             return True
         o = self.options
         if o.pids and event.pid not in o.pids or event.pid in o.exclude_pids:

@@ -487,6 +487,11 @@ def _decode(
     first_ts = counters.first_ts
     last_end = counters.last_end
     seen = 0
+    # Looked up once: without filters or a cap, every event would pay a
+    # call that always says yes.
+    accept = None if event_filter.plain else event_filter.accept
+    take = None if limit.limit is None else limit.take
+    second_path_calls = SECOND_PATH_CALLS
     with producer.guard():
         try:
             for event in decoder.iter_events(iter(raw)):
@@ -497,19 +502,18 @@ def _decode(
                 end = ts + event.dur
                 if last_end is None or end > last_end:
                     last_end = end
-                if not event_filter.accept(event):
+                if accept is not None and not accept(event):
                     counters.filtered += 1
                     continue
                 if event.category not in io_categories:
                     counters.application += 1
                     continue
-                if not limit.take():
+                if take is not None and not take():
                     counters.filtered += 1
                     raw.close()
                     break
-                args = event.args
-                if "newpath_hash" in args or "pathname_hash" in args:
-                    _resolve_second_path(args, decoder)
+                if event.name in second_path_calls:
+                    _resolve_second_path(event.args, decoder)
                 batch.append(event)
                 if len(batch) >= BATCH_EVENTS:
                     counters.events = seen
@@ -530,6 +534,24 @@ def _decode(
             f"{path}: no events decoded, {decoder.bad_lines} unusable lines; "
             "is it a DFTracer trace?"
         )
+
+
+#: Calls that name a second path by hash (``newpath_hash`` for rename,
+#: ``pathname_hash`` for openat and the exec family), as DFTracer writes them.
+SECOND_PATH_CALLS = frozenset(
+    (
+        "rename",
+        "renameat",
+        "renameat2",
+        "openat",
+        "openat64",
+        "execv",
+        "execvp",
+        "execvpe",
+        "execl",
+        "execlp",
+    )
+)
 
 
 def _resolve_second_path(args: Dict[str, Any], decoder: Decoder) -> None:

@@ -288,3 +288,26 @@ def test_reused_descriptor_number_closes_idle_stale_handle(tmp_path):
 
     assert displaced_while_held is None
     assert must_close is True
+
+
+def test_rename_resolves_the_new_path_by_hash(tmp_path: Path, sandbox_dirs) -> None:
+    root, outside = sandbox_dirs
+    trace = write_trace(
+        tmp_path / "r.pfw",
+        [
+            call("open", 10, fhash="aa", flags=O_RDWR_CREAT, mode=0o644, ret=3),
+            call("write", 20, fhash="aa", fd=3, count=64, ret=64),
+            call("close", 30, fhash="aa", fd=3, ret=0),
+            call("rename", 40, fhash="aa", newpath_hash="bb", ret=0),
+        ],
+        metadata=[file_hash("/data/old.bin", "aa"), file_hash("/data/new.bin", "bb")],
+    )
+    before = snapshot(outside)
+
+    summary = _replay(trace, root)
+
+    assert summary.exit_code() == 0
+    assert summary.events_replayed == 4
+    assert not (root / "data" / "old.bin").exists()
+    assert (root / "data" / "new.bin").stat().st_size == 64
+    assert snapshot(outside) == before
