@@ -10,7 +10,10 @@ For each file it times, in the same process and interleaved:
 * ``bare zlib``: ``zlib.decompressobj`` in 1 MiB steps, restarting on each
   gzip member, ``bytes.split`` into lines, ``orjson.loads`` on every line;
 * ``bare isal``: the same loop with ``isal.isal_zlib`` (when installed);
-* ``iter_events``: ``TraceReader(path).iter_events()`` drained;
+* ``iter_events``: ``TraceReader(path).iter_events()`` drained, with
+  the variants ``inline`` (inflating in the calling thread), ``prefetch``
+  (inflating in a reader thread), ``in task`` (inside ``greenpipe.run``)
+  and ``pure Python`` (without the compiled fast path);
 * ``iter_lines_json``: ``TraceReader(path).iter_lines_json()`` drained;
 * ``iter_raw zlib`` and ``iter_raw isal``: inflating and line-aligning only,
   with each inflater (the second one only when isal is installed).
@@ -36,7 +39,7 @@ import orjson
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import greenpipe  # noqa: E402
-from greenpipe.trace import TraceReader  # noqa: E402
+from greenpipe.trace import TraceReader, _decode  # noqa: E402
 
 try:
     from isal import isal_zlib
@@ -97,6 +100,16 @@ def drain_events(path: str, prefetch: Optional[bool] = None) -> int:
     return sum(1 for _ in TraceReader(path, prefetch=prefetch).iter_events())
 
 
+def drain_events_pure(path: str) -> int:
+    """``iter_events`` with the compiled fast path turned off."""
+    saved = _decode.PURE_PYTHON
+    _decode.PURE_PYTHON = True
+    try:
+        return drain_events(path)
+    finally:
+        _decode.PURE_PYTHON = saved
+
+
 def drain_dicts(path: str, prefetch: Optional[bool] = None) -> int:
     return sum(1 for _ in TraceReader(path, prefetch=prefetch).iter_lines_json())
 
@@ -137,6 +150,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     loops["iter_events inline"] = lambda p: drain_events(p, False)
     loops["iter_events prefetch"] = lambda p: drain_events(p, True)
     loops["iter_events in task"] = drain_events_in_task
+    loops["iter_events pure Python"] = drain_events_pure
     loops["iter_lines_json"] = drain_dicts
     loops["iter_lines_json inline"] = lambda p: drain_dicts(p, False)
     loops["iter_raw zlib"] = lambda p: drain_raw(p, zlib)
