@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import re
+from itertools import chain
 from operator import itemgetter
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
@@ -446,70 +447,85 @@ def iter_events(
     table: HashTable,
     include_metadata: bool,
 ) -> Iterator[Event]:
-    """Yield the decoded events of one file's line-aligned chunks.
+    """Return an iterator of the decoded events of one file's chunks.
 
     Metadata events update ``table`` before any later event is resolved,
     so each hash resolves to its most recent definition.
+
+    The events come in batches, chained in C, which spares a generator
+    resumption per event. The iterator has no ``close``: callers that
+    promise one wrap it in a generator.
+    """
+    return chain.from_iterable(
+        iter_event_batches(chunks, record, max_line_bytes, table, include_metadata)
+    )
+
+
+def iter_event_batches(
+    chunks: Iterable[bytes],
+    record: FileRecord,
+    max_line_bytes: int,
+    table: HashTable,
+    include_metadata: bool,
+) -> Iterator[List[Event]]:
+    """Yield the events of ``iter_events`` in lists of up to ``FAST_BATCH``.
+
+    ``record.events`` counts the events of each list once it is yielded.
     """
     decode = make_fast_decoder(table, record).decode
     next_number = 1
     carried: List[Numbered] = []
-    events = 0
-    out: List[Event] = []
 
-    try:
-        for chunk in chunks:
-            lines = chunk.split(b"\n")
-            if not lines[-1]:
-                lines.pop()
-            first_number = next_number
-            next_number += len(lines)
-            if carried:
-                # The lines of an event split across chunks come right
-                # before this chunk, so the numbering stays contiguous.
-                first_number = carried[0][0]
-                lines = [line for _, line in carried] + lines
-                carried = []
-            cursor = _Cursor(lines, first_number)
-            count = len(lines)
-            pos = 0
-            while pos < count:
-                pos, data = decode(lines, pos, pos + FAST_BATCH, out)
-                if out:
-                    events += len(out)
-                    yield from out
-                    out.clear()
-                if pos >= count:
-                    break
-                # The slow path: one line, or a few when an event was split.
-                cursor.pos = pos
-                number, line = next(cursor)
-                if data is None:
+    for chunk in chunks:
+        lines = chunk.split(b"\n")
+        if not lines[-1]:
+            lines.pop()
+        first_number = next_number
+        next_number += len(lines)
+        if carried:
+            # The lines of an event split across chunks come right
+            # before this chunk, so the numbering stays contiguous.
+            first_number = carried[0][0]
+            lines = [line for _, line in carried] + lines
+            carried = []
+        cursor = _Cursor(lines, first_number)
+        count = len(lines)
+        pos = 0
+        while pos < count:
+            out: List[Event] = []
+            pos, data = decode(lines, pos, pos + FAST_BATCH, out)
+            if out:
+                record.events += len(out)
+                yield out
+            if pos >= count:
+                break
+            # The slow path: one line, or a few when an event was split.
+            cursor.pos = pos
+            number, line = next(cursor)
+            if data is None:
+                try:
+                    data = _loads(line)
+                except _JSONDecodeError:
                     try:
-                        data = _loads(line)
-                    except _JSONDecodeError:
-                        try:
-                            data = _recover(
-                                number, line, cursor, record, max_line_bytes
-                            )
-                        except NeedMoreLines as more:
-                            carried = more.group
-                            break
-                        if data is None:
-                            pos = cursor.pos
-                            continue
-                pos = cursor.pos
-                event = _decode_general(data, number, record, table)
-                if event is None:
-                    continue
-                if event.phase == "M":
-                    if not include_metadata:
+                        data = _recover(
+                            number, line, cursor, record, max_line_bytes
+                        )
+                    except NeedMoreLines as more:
+                        carried = more.group
+                        break
+                    if data is None:
+                        pos = cursor.pos
                         continue
-                else:
-                    events += 1
-                yield event
-    finally:
-        record.events += events
+            pos = cursor.pos
+            event = _decode_general(data, number, record, table)
+            if event is None:
+                continue
+            if event.phase == "M":
+                if not include_metadata:
+                    continue
+            else:
+                record.events += 1
+            yield [event]
 
     _finish_group(carried, record)
 

@@ -19,6 +19,14 @@ except ImportError:  # pragma: no cover - depends on the environment
 #: interface, so it is used whenever it can be imported.
 DEFAULT_INFLATER: Any = _isal_zlib if _isal_zlib is not None else zlib
 
+try:
+    from ._speedups import count_newlines as _count_newlines
+except ImportError:  # built without a C compiler
+
+    def _count_newlines(data: bytes) -> int:
+        return data.count(b"\n")
+
+
 GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 
@@ -153,16 +161,20 @@ def _align_lines(
             record.lines += 1
             yield b"\n"
 
-        if carry:
-            block = carry + block
-
+        # The carried text holds no newline, so the block alone says where
+        # the last line ends; joining through a memoryview copies once.
         cut = block.rfind(b"\n")
         if cut < 0:
-            carry = block
+            carry += block
         else:
-            chunk = block[: cut + 1]
+            if carry:
+                chunk = b"".join((carry, memoryview(block)[: cut + 1]))
+            elif cut + 1 == len(block):
+                chunk = block
+            else:
+                chunk = block[: cut + 1]
             carry = block[cut + 1 :]
-            record.lines += chunk.count(b"\n")
+            record.lines += _count_newlines(chunk)
             yield chunk
 
         if len(carry) > max_line_bytes:

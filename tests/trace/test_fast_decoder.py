@@ -344,3 +344,17 @@ def test_pure_flag_selects_the_reference(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(_decode, "PURE_PYTHON", True)
     fast = _decode.make_fast_decoder(HashTable(), FileRecord("x"))
     assert isinstance(fast, _decode.PyFastDecoder)
+
+
+@compiled
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=200_000), newlines=st.integers(0, 50))
+def test_count_newlines_matches_bytes_count(data: bytes, newlines: int) -> None:
+    text = data + b"\n" * newlines
+    assert _decode._speedups.count_newlines(text) == text.count(b"\n")
+
+
+@compiled
+def test_count_newlines_rejects_other_types() -> None:
+    with pytest.raises(TypeError, match="needs bytes, not bytearray"):
+        _decode._speedups.count_newlines(bytearray(b"\n"))
