@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import os
 import re
-from itertools import chain
 from operator import itemgetter
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
@@ -450,15 +449,33 @@ def iter_events(
     """Return an iterator of the decoded events of one file's chunks.
 
     Metadata events update ``table`` before any later event is resolved,
-    so each hash resolves to its most recent definition.
-
-    The events come in batches, chained in C, which spares a generator
-    resumption per event. The iterator has no ``close``: callers that
-    promise one wrap it in a generator.
+    so each hash resolves to its most recent definition. The iterator has
+    a ``close`` method, like a generator.
     """
-    return chain.from_iterable(
+    return flatten(
         iter_event_batches(chunks, record, max_line_bytes, table, include_metadata)
     )
+
+
+def flatten(batches: Iterator[List[Any]]) -> Iterator[Any]:
+    """Iterate over the items of the lists ``batches`` yields.
+
+    The compiled version spares a generator resumption per item. Both
+    versions have ``close``, which closes ``batches``.
+    """
+    if _speedups is not None and not PURE_PYTHON:
+        return _speedups.Flatten(batches)  # type: ignore[no-any-return]
+    return _flatten(batches)
+
+
+def _flatten(batches: Iterator[List[Any]]) -> Iterator[Any]:
+    try:
+        for batch in batches:
+            yield from batch
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
 
 
 def iter_event_batches(

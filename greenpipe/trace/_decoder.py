@@ -99,16 +99,9 @@ class Decoder:
             RuntimeError: an iterator of this decoder was started before.
         """
         self._start()
-        return self._generate(
-            _decode.iter_events(
-                chunks, self._record, self.max_line_bytes, self._table, include_metadata
-            )
+        return _decode.iter_events(
+            chunks, self._record, self.max_line_bytes, self._table, include_metadata
         )
-
-    @staticmethod
-    def _generate(events: Iterator[Event]) -> Iterator[Event]:
-        # A generator, so that callers can close it.
-        yield from events
 
     def iter_lines_json(self, chunks: Iterable[bytes]) -> Iterator[Dict[str, Any]]:
         """Yield each event of ``chunks`` as the ``dict`` that orjson decodes.

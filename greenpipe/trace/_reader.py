@@ -243,14 +243,16 @@ class TraceReader:
 
         def decode(
             chunks: Iterator[bytes], record: FileRecord, path: str
-        ) -> Iterator[Event]:
+        ) -> Iterator[List[Event]]:
             table = HashTable()
             self._tables[path] = table
-            return _decode.iter_events(
+            return _decode.iter_event_batches(
                 chunks, record, self.max_line_bytes, table, include_metadata
             )
 
-        return self._passes(decode)
+        # The files' batches of events, flattened without a Python frame
+        # per event.
+        return _decode.flatten(self._passes(decode))
 
     def _iter_events_with_file(self) -> Iterator[Tuple[Event, str]]:
         """Yield ``(event, file path)`` pairs, metadata events left out."""

@@ -68,6 +68,7 @@ static const char *const key_texts[K_KINDS] = {
 };
 
 #define KEY_SLOTS 256
+#define ORDER_SLOTS 16
 
 typedef struct {
     PyObject *key;
@@ -96,6 +97,10 @@ typedef struct {
     int known_keys;
     PyObject *key_objects[K_KINDS]; /* the key strings orjson hands out */
     int learned;
+    /* The top-level keys of the last learned line, in order, and their
+     * kinds: writers put the keys of every line in the same order. */
+    PyObject *order_keys[ORDER_SLOTS];
+    int order_kinds[ORDER_SLOTS];
     LastHit last_file;
     LastHit last_host;
 } FastDecoder;
@@ -229,10 +234,11 @@ classify(FastDecoder *self, PyObject *key)
  * on; a stale key object still finds its entry, only more slowly.
  */
 static int
-learn_keys(FastDecoder *self, PyObject *dict)
+learn_keys(FastDecoder *self, PyObject *dict, int top_level)
 {
     Py_ssize_t pos = 0;
     PyObject *key, *value;
+    int index = 0;
     while (PyDict_Next(dict, &pos, &key, &value)) {
         int code = classify(self, key);
         if (code < 0) {
@@ -243,6 +249,12 @@ learn_keys(FastDecoder *self, PyObject *dict)
             Py_INCREF(key);
             Py_XSETREF(self->key_objects[code], key);
         }
+        if (top_level && index < ORDER_SLOTS) {
+            Py_INCREF(key);
+            Py_XSETREF(self->order_keys[index], key);
+            self->order_kinds[index] = code;
+        }
+        index++;
     }
     return DONE;
 }
@@ -423,12 +435,12 @@ build_event(FastDecoder *self, PyObject *data, PyObject **event)
         return FALLBACK;
     }
     if (!self->learned) {
-        if (learn_keys(self, data) == FAILED) {
+        if (learn_keys(self, data, 1) == FAILED) {
             return FAILED;
         }
         PyObject *args = PyDict_GetItemWithError(data, self->key_objects[K_ARGS]);
         if (args != NULL && PyDict_CheckExact(args) &&
-            learn_keys(self, args) == FAILED) {
+            learn_keys(self, args, 0) == FAILED) {
             return FAILED;
         }
         if (PyErr_Occurred()) {
@@ -436,11 +448,28 @@ build_event(FastDecoder *self, PyObject *data, PyObject **event)
         }
         self->learned = 1;
     }
-    for (i = 0; i < K_ARGS; i++) {
-        found[i] = PyDict_GetItemWithError(data, self->key_objects[K_NAME + i]);
-        if (found[i] == NULL && PyErr_Occurred()) {
-            return FAILED;
+    /* One pass over the entries, each key checked against the one found
+     * at the same position before; this costs less than a lookup per
+     * field. */
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    int index = 0;
+    while (PyDict_Next(data, &pos, &key, &value)) {
+        int kind;
+        if (index < ORDER_SLOTS && self->order_keys[index] == key) {
+            kind = self->order_kinds[index];
         }
+        else {
+            kind = classify(self, key);
+            if (kind < 0) {
+                return FAILED;
+            }
+            kind = K_KIND(kind);
+        }
+        if (kind >= K_NAME && kind <= K_ARGS) {
+            found[kind - K_NAME] = value;
+        }
+        index++;
     }
     for (i = 0; i < 7; i++) {
         if (found[i] == NULL) {
@@ -763,6 +792,9 @@ FastDecoder_clear(FastDecoder *self)
     for (int i = 0; i < K_KINDS; i++) {
         Py_CLEAR(self->key_objects[i]);
     }
+    for (int i = 0; i < ORDER_SLOTS; i++) {
+        Py_CLEAR(self->order_keys[i]);
+    }
     forget_hits(self);
     return 0;
 }
@@ -810,12 +842,145 @@ static PyTypeObject FastDecoder_Type = {
 };
 
 /*
+ * Flatten: iterate over the items of the lists that an iterator yields,
+ * with close() passed on to that iterator. It does what a generator with
+ * "for batch in source: yield from batch" does, without resuming a
+ * Python frame per item.
+ */
+typedef struct {
+    PyObject_HEAD
+    PyObject *source;  /* iterator of lists, NULL once exhausted or closed */
+    PyObject *current; /* the list being walked, or NULL */
+    Py_ssize_t index;
+} Flatten;
+
+static PyObject *
+Flatten_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *iterable;
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs) > 0) {
+        PyErr_SetString(PyExc_TypeError, "Flatten takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O:Flatten", &iterable)) {
+        return NULL;
+    }
+    PyObject *source = PyObject_GetIter(iterable);
+    if (source == NULL) {
+        return NULL;
+    }
+    Flatten *self = (Flatten *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_DECREF(source);
+        return NULL;
+    }
+    self->source = source;
+    return (PyObject *)self;
+}
+
+static PyObject *
+Flatten_next(Flatten *self)
+{
+    for (;;) {
+        if (self->current != NULL) {
+            if (self->index < PyList_GET_SIZE(self->current)) {
+                PyObject *item = PyList_GET_ITEM(self->current, self->index);
+                self->index++;
+                Py_INCREF(item);
+                return item;
+            }
+            Py_CLEAR(self->current);
+        }
+        if (self->source == NULL) {
+            return NULL;
+        }
+        PyObject *batch = PyIter_Next(self->source);
+        if (batch == NULL) {
+            Py_CLEAR(self->source); /* exhausted, or it raised */
+            return NULL;
+        }
+        if (!PyList_CheckExact(batch)) {
+            PyErr_Format(PyExc_TypeError, "Flatten needs lists, not %.100s",
+                         Py_TYPE(batch)->tp_name);
+            Py_DECREF(batch);
+            return NULL;
+        }
+        self->current = batch;
+        self->index = 0;
+    }
+}
+
+static PyObject *
+Flatten_close(Flatten *self, PyObject *Py_UNUSED(ignored))
+{
+    Py_CLEAR(self->current);
+    PyObject *source = self->source;
+    if (source == NULL) {
+        Py_RETURN_NONE;
+    }
+    self->source = NULL;
+    PyObject *result = PyObject_CallMethod(source, "close", NULL);
+    if (result == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear(); /* a plain iterator has nothing to close */
+        result = Py_None;
+        Py_INCREF(result);
+    }
+    Py_DECREF(source);
+    return result;
+}
+
+static int
+Flatten_traverse(Flatten *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->source);
+    Py_VISIT(self->current);
+    return 0;
+}
+
+static int
+Flatten_clear(Flatten *self)
+{
+    Py_CLEAR(self->source);
+    Py_CLEAR(self->current);
+    return 0;
+}
+
+static void
+Flatten_dealloc(Flatten *self)
+{
+    PyObject_GC_UnTrack(self);
+    Flatten_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Flatten_methods[] = {
+    {"close", (PyCFunction)Flatten_close, METH_NOARGS,
+     "Drop the current list and close the source iterator."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject Flatten_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "greenpipe.trace._speedups.Flatten",
+    .tp_basicsize = sizeof(Flatten),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Flatten(iterable_of_lists): iterate over the lists' items.",
+    .tp_new = Flatten_new,
+    .tp_dealloc = (destructor)Flatten_dealloc,
+    .tp_traverse = (traverseproc)Flatten_traverse,
+    .tp_clear = (inquiry)Flatten_clear,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)Flatten_next,
+    .tp_methods = Flatten_methods,
+};
+
+/*
  * bytes.count(b"\n") looks at one byte at a time; memchr is vectorised.
  * The bytes object cannot change, so the GIL is released on long input
  * and the reader thread counts while the decoder runs.
  */
 static PyObject *
-count_newlines(PyObject *module, PyObject *data)
+count_newlines(PyObject *Py_UNUSED(module), PyObject *data)
 {
     if (!PyBytes_CheckExact(data)) {
         PyErr_Format(PyExc_TypeError, "count_newlines needs bytes, not %.100s",
@@ -858,7 +1023,7 @@ static struct PyModuleDef speedups_module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    if (PyType_Ready(&FastDecoder_Type) < 0) {
+    if (PyType_Ready(&FastDecoder_Type) < 0 || PyType_Ready(&Flatten_Type) < 0) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&speedups_module);
@@ -868,6 +1033,12 @@ PyInit__speedups(void)
     Py_INCREF(&FastDecoder_Type);
     if (PyModule_AddObject(module, "FastDecoder", (PyObject *)&FastDecoder_Type) < 0) {
         Py_DECREF(&FastDecoder_Type);
+        Py_DECREF(module);
+        return NULL;
+    }
+    Py_INCREF(&Flatten_Type);
+    if (PyModule_AddObject(module, "Flatten", (PyObject *)&Flatten_Type) < 0) {
+        Py_DECREF(&Flatten_Type);
         Py_DECREF(module);
         return NULL;
     }

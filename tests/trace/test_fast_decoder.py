@@ -325,9 +325,23 @@ def test_constructor_rejects_a_class_without_the_slots() -> None:
         )
 
 
+def compiled_decoder() -> Any:
+    return _decode._speedups.FastDecoder(
+        Event,
+        orjson.loads,
+        orjson.JSONDecodeError,
+        {},
+        {},
+        print,
+        print,
+        int,
+        _decode.NUMERIC_ARGS,
+    )
+
+
 @compiled
 def test_decode_rejects_bad_arguments() -> None:
-    fast = _decode.make_fast_decoder(HashTable(), FileRecord("x"))
+    fast = compiled_decoder()
     with pytest.raises(TypeError):
         fast.decode((b"{}",), 0, 1, [])
     with pytest.raises(ValueError):
@@ -358,3 +372,38 @@ def test_count_newlines_matches_bytes_count(data: bytes, newlines: int) -> None:
 def test_count_newlines_rejects_other_types() -> None:
     with pytest.raises(TypeError, match="needs bytes, not bytearray"):
         _decode._speedups.count_newlines(bytearray(b"\n"))
+
+
+@pytest.mark.parametrize("pure", [False, True])
+def test_flatten_walks_lists_and_closes_its_source(
+    pure: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not pure and _decode._speedups is None:
+        pytest.skip("the compiled decoder is not built")
+    monkeypatch.setattr(_decode, "PURE_PYTHON", pure)
+    closed: List[bool] = []
+
+    def batches() -> Any:
+        try:
+            yield [1, 2]
+            yield []
+            yield [3]
+            yield [4]
+        finally:
+            closed.append(True)
+
+    items = _decode.flatten(batches())
+    assert [next(items), next(items), next(items)] == [1, 2, 3]
+    assert closed == []
+    items.close()
+    assert closed == [True]
+    assert list(items) == []
+    assert list(_decode.flatten(iter([[1], [], [2, 3]]))) == [1, 2, 3]
+
+
+@compiled
+def test_flatten_rejects_items_that_are_not_lists() -> None:
+    items = _decode._speedups.Flatten(iter([[1], (2,)]))
+    assert next(items) == 1
+    with pytest.raises(TypeError, match="needs lists, not tuple"):
+        next(items)
