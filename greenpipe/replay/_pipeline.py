@@ -487,8 +487,8 @@ def _decode(
     first_ts = counters.first_ts
     last_end = counters.last_end
     seen = 0
-    # Looked up once: without filters or a cap, every event would pay a
-    # call that always says yes.
+    # Looked up once, because without filters or a cap every event would
+    # pay for a call that always returns True.
     accept = None if event_filter.plain else event_filter.accept
     take = None if limit.limit is None else limit.take
     second_path_calls = SECOND_PATH_CALLS

@@ -279,8 +279,8 @@ def _normalise_args(args: Dict[str, Any]) -> None:
 class _Cursor:
     """Numbered lines of a chunk from a position on, for the slow path.
 
-    ``_recover`` may take lines after the one it repairs; ``pos`` tells
-    the fast path where to go on afterwards.
+    ``_recover`` may take lines after the one it repairs, so the fast path
+    resumes at ``pos`` afterwards.
     """
 
     __slots__ = ("lines", "pos", "first_number")
@@ -302,13 +302,13 @@ class _Cursor:
 
 
 class PyFastDecoder:
-    """Decode the common events of a run of lines; the reference version.
+    """Decode the common events of a run of lines (the reference version).
 
     ``decode(lines, start, stop, out)`` appends an :class:`Event` to
     ``out`` for each line of ``lines[start:stop]`` that is a complete,
-    ordinary event, and stops at the first line that is anything else:
+    ordinary event. It stops at the first line that is anything else:
     metadata, a repairable or bad line, a missing field, a number that
-    needs more than ``_convert_number``, a hash of an unusual type. It
+    needs more than ``_convert_number``, or a hash of an unusual type. It
     returns ``(index, value)``: the index of that line (``stop`` when all
     were decoded) and its parsed value, or ``None`` when the line was not
     parsed or did not parse. The slow path then handles that one line.

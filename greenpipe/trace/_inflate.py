@@ -161,8 +161,8 @@ def _align_lines(
             record.lines += 1
             yield b"\n"
 
-        # The carried text holds no newline, so the block alone says where
-        # the last line ends; joining through a memoryview copies once.
+        # The carried text contains no newline, so the last line ends at the
+        # block's last newline. Joining through a memoryview copies once.
         cut = block.rfind(b"\n")
         if cut < 0:
             carry += block

@@ -38,9 +38,9 @@ static const char *const slot_names[N_FIELDS] = {
 
 /*
  * Key classification. orjson keeps a cache of key strings, so the same
- * key arrives as the same object line after line: a table indexed by the
- * object's address answers most classifications with one comparison,
- * and a dictionary lookup answers the rest.
+ * key arrives as the same object line after line. A table indexed by the
+ * object's address classifies most keys with one comparison, and a
+ * dictionary lookup classifies the rest.
  */
 enum {
     K_OTHER,
@@ -218,7 +218,7 @@ classify(FastDecoder *self, PyObject *key)
     }
     if (self->known_keys < KEY_SLOTS * 3 / 4) {
         /* The entry keeps the key alive, so its address cannot be reused
-         * by another string while the entry stands. */
+         * by another string while the entry exists. */
         Py_INCREF(key);
         slot->key = key;
         slot->code = code;
@@ -548,17 +548,17 @@ build_event(FastDecoder *self, PyObject *data, PyObject **event)
         set_or_none(&fields[F_HOSTNAME], NULL);
     }
 
-    PyObject *made = self->event_type->tp_alloc(self->event_type, 0);
-    if (made == NULL) {
+    PyObject *new_event = self->event_type->tp_alloc(self->event_type, 0);
+    if (new_event == NULL) {
         outcome = FAILED;
         goto finish;
     }
     for (i = 0; i < N_FIELDS; i++) {
         /* The new object's slots are NULL: each takes its reference. */
-        *(PyObject **)((char *)made + self->offsets[i]) = fields[i];
+        *(PyObject **)((char *)new_event + self->offsets[i]) = fields[i];
         fields[i] = NULL;
     }
-    *event = made;
+    *event = new_event;
     outcome = DONE;
 
 finish:
