@@ -130,7 +130,17 @@ def require_trace_files(inputs: Sequence[str]) -> Tuple[List[str], List[str]]:
 
 def peak_rss_bytes() -> int:
     """Return the peak resident set size of the calling process, in bytes."""
-    # Linux reports ru_maxrss in KiB (macOS would report bytes).
+    # VmHWM belongs to the current address space. ru_maxrss does not fit:
+    # Linux carries it over from the parent through fork and exec, so a
+    # small worker would report the size of the process that started it.
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    # Linux reports ru_maxrss in KiB.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -209,6 +219,11 @@ class Replayer:
             scopes = list(self._scopes)
         for scope in scopes:
             scope.cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether :meth:`cancel` was called."""
+        return self._cancelled
 
     def progress(self) -> ReplayProgress:
         """Return a snapshot of the progress; never blocks."""
