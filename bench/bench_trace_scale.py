@@ -10,8 +10,9 @@ a temporary folder, compressed as shipped, and measures, each in a fresh
 Python process so that every peak RSS belongs to one measurement:
 
 * ``bare loop``: inflate each file in 1 MiB steps (with ``isal`` when
-  installed, else ``zlib``), split lines, ``orjson.loads`` each line, keep
-  nothing; timed inside the process, so interpreter start is left out;
+  installed, else ``zlib``), split lines, ``orjson.loads`` each line, and
+  keep nothing. It is timed inside the process, so interpreter start is
+  left out;
 * ``iter_events``: ``TraceReader(folder).iter_events()`` drained, timed
   inside the process the same way;
 * ``replay --dry-run`` with ``--processes 1`` and ``--processes 2``: the

@@ -116,7 +116,7 @@ def require_trace_files(inputs: Sequence[str]) -> Tuple[List[str], List[str]]:
     """Return :func:`find_trace_files` of ``inputs``, which must find a trace.
 
     Raises:
-        ReplayError: no input holds a trace file.
+        ReplayError: no input contains a trace file.
     """
     files, problems = find_trace_files(inputs)
     if not files:
@@ -334,10 +334,10 @@ class Replayer:
 
     # -- passes over the files ------------------------------------------------
     #
-    # Each pass takes ``(index, path)`` pairs: ``index`` is the position of
-    # the file among all the files of the replay, which seeds its sampling,
-    # so a pass over a subset of the files (a shard) keeps the same events
-    # as a pass over all of them.
+    # Each pass takes ``(index, path)`` pairs, where ``index`` is the
+    # position of the file among all the files of the replay. The index
+    # seeds the file's sampling, so a pass over a subset of the files (a
+    # shard) keeps the same events as a pass over all of them.
 
     def plan_pass(self, files: Sequence[Tuple[int, str]]) -> Plan:
         """Run the plan pass over ``files``; return their merged plan.
@@ -645,14 +645,24 @@ def _resolve_second_path(args: Dict[str, Any], decoder: Decoder) -> None:
         args[SECOND_PATH] = value
 
 
-def replay(inputs: Iterable[str], options: ReplayOptions) -> ReplaySummary:
+def replay(inputs: Iterable[str], options: ReplayOptions, *, processes: int = 1) -> ReplaySummary:
     """Replay the traces ``inputs`` (files or folders) with ``options``.
 
     Blocking: returns when the replay has ended. Threads: starts and
     stops its own executor; call it from any thread that is not a task.
 
+    Args:
+        processes: worker processes to spread the trace files over (see
+            :class:`~greenpipe.replay.ShardedReplayer`); 1 replays in the
+            calling process.
+
     Raises:
         ReplayError: no trace to replay, or the root cannot be used.
         InsufficientSpaceError: not enough free space under the root.
+        ValueError: ``processes`` is below 1.
     """
-    return Replayer(list(inputs), options).run()
+    if processes == 1:
+        return Replayer(list(inputs), options).run()
+    from ._processes import ShardedReplayer
+
+    return ShardedReplayer(list(inputs), options, processes).run()

@@ -14,15 +14,16 @@ worker replays its files into that shared root. A dry run has one round.
 How workers start. Each worker is a fresh interpreter started with
 :mod:`subprocess` (``python -c``) that imports greenpipe and inherits no
 thread, lock or hub from the parent. ``fork`` is unsafe here because the
-parent may already run threads (a progress bar, gevent's hub and thread
-pool, an executor), and a lock held by one of them at the moment of the
-fork stays locked forever in the child. :mod:`multiprocessing` with
+parent may already run threads: a progress bar, gevent's hub and thread
+pool, an executor. A lock that one of them owns at the moment of the fork
+stays locked forever in the child. :mod:`multiprocessing` with
 ``spawn`` or ``forkserver`` is as safe but does two things a command
 should not: it runs the caller's main module again in every worker (so a
 script without a ``__main__`` guard, or a program read from standard
 input, breaks), and it starts a resource tracker process that outlives
 the parent. The cost of a fresh interpreter is one start and greenpipe
-import per worker (about 0.2 s), paid once per run and in parallel.
+import per worker (about 0.2 s on a 2-core Linux machine with CPython
+3.11), paid once per run and in parallel.
 
 Protocol. Each worker has one socket pair with the parent, used through
 :class:`multiprocessing.connection.Connection` (pickled messages). The
@@ -72,7 +73,6 @@ from ._pipeline import (
     ReplayProgress,
     Replayer,
     peak_rss_bytes,
-    problem_counters,
     require_trace_files,
 )
 from ._sandbox import PathSandbox, prepare_root
@@ -81,11 +81,11 @@ from ._shards import (
     ShardResult,
     ShardRun,
     anchors_of,
-    merge_counters,
     merge_plans,
+    merge_results,
     partition_files,
 )
-from ._summary import FileCounters, Preparation, ReplaySummary, build_summary
+from ._summary import Preparation, ReplaySummary
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ KILL_TIMEOUT = 2.0
 
 _WORKER_COMMAND = (
     "import sys; from greenpipe.replay._processes import worker_main; "
-    "worker_main(int(sys.argv[1]), int(sys.argv[2]))"
+    "worker_main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))"
 )
 
 
@@ -112,13 +112,22 @@ def usable_cores() -> int:
 # -- the worker process ---------------------------------------------------------
 
 
-def worker_main(connection_fd: int, cancel_fd: int) -> None:
-    """Run shards received on socket ``connection_fd`` until told to stop.
+def worker_main(connection_fd: int, cancel_fd: int, log_level: int) -> None:
+    """Run the shards received on socket ``connection_fd`` until a ``None``.
 
-    The entry point of a worker process; ``cancel_fd`` is the read end of
-    the parent's cancel pipe.
+    The entry point of a worker process. ``cancel_fd`` is the read end of
+    the parent's cancel pipe. ``log_level`` is the level of the parent's
+    ``greenpipe`` logger when it is below WARNING, so that the worker's
+    records go to the standard error it shares with the parent; 0 leaves
+    logging alone.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if log_level:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s[%(process)d]: %(message)s"))
+        root = logging.getLogger("greenpipe")
+        root.addHandler(handler)
+        root.setLevel(log_level)
     connection = Connection(connection_fd)
     while True:
         try:
@@ -127,7 +136,11 @@ def worker_main(connection_fd: int, cancel_fd: int) -> None:
             return
         if shard is None:
             return
-        _run_one(connection, shard, cancel_fd)
+        try:
+            _run_one(connection, shard, cancel_fd)
+        except OSError:
+            # The parent is gone, so nobody can receive the result.
+            return
 
 
 def _cancel_requested(cancel_fd: int, timeout: float) -> bool:
@@ -216,12 +229,17 @@ class _WorkerPool:
     def __init__(self, count: int, cancel_fd: int) -> None:
         self.workers: List[_Worker] = []
         environment = _worker_environment()
+        level = logging.getLogger("greenpipe").getEffectiveLevel()
+        log_level = level if level < logging.WARNING else 0
         try:
             for number in range(count):
                 parent_end, child_end = socket.socketpair()
                 try:
                     process = subprocess.Popen(
-                        [sys.executable, "-c", _WORKER_COMMAND, str(child_end.fileno()), str(cancel_fd)],
+                        [
+                            sys.executable, "-c", _WORKER_COMMAND,
+                            str(child_end.fileno()), str(cancel_fd), str(log_level),
+                        ],
                         pass_fds=(child_end.fileno(), cancel_fd),
                         stdin=subprocess.DEVNULL,
                         # The parent's standard output may carry the JSON
@@ -314,7 +332,8 @@ class ShardedReplayer:
     def cancel(self) -> None:
         """Stop the replay soon; :meth:`run` returns a partial summary.
 
-        Never blocks; safe from any thread and from a signal handler.
+        Does not wait for the workers; safe from any thread and from a
+        signal handler.
         """
         self._cancelled = True
         self._close_cancel_pipe()
@@ -373,7 +392,7 @@ class ShardedReplayer:
         method returns or raises.
 
         Raises:
-            ReplayError: no input holds a trace, or the root cannot be
+            ReplayError: no input contains a trace, or the root cannot be
                 used.
             InsufficientSpaceError: the estimated bytes to write exceed
                 the free space and ``options.force`` is false.
@@ -439,7 +458,7 @@ class ShardedReplayer:
         self._set_phase("dry-run")
         started = time.monotonic()
         results = self._round([ReplayShard("dry-run", group, worker_options) for group in groups])
-        return self._finish(files, problems, None, results, time.monotonic() - started, Preparation())
+        return self._finish(files, problems, results, time.monotonic() - started, Preparation())
 
     def _run_real(
         self,
@@ -454,7 +473,7 @@ class ShardedReplayer:
             self._set_phase("plan")
             planned = self._round([ReplayShard("plan", group, worker_options) for group in groups])
             if self._cancelled:
-                return self._finish(files, problems, sandbox.root, [], 0.0, Preparation())
+                return self._finish(files, problems, [], 0.0, Preparation())
             plan = merge_plans([r for r in planned if r is not None])
 
             needed = plan.write_bytes
@@ -480,9 +499,7 @@ class ShardedReplayer:
             else:
                 shards.append(ReplayShard("replay", group, worker_options, anchors_of(plan, group)))
         results = self._round(shards)
-        return self._finish(
-            files, problems, sandbox.root, results, time.monotonic() - started, preparation
-        )
+        return self._finish(files, problems, results, time.monotonic() - started, preparation)
 
     def _round(self, shards: Sequence[Optional[ReplayShard]]) -> List[Optional[ShardResult]]:
         """Run ``shards[i]`` on worker ``i``; return the results, ``None`` for failures."""
@@ -555,44 +572,33 @@ class ShardedReplayer:
         self,
         files: List[str],
         problems: List[str],
-        root: Optional[str],
         results: Sequence[Optional[ShardResult]],
         wall: float,
         preparation: Preparation,
     ) -> ReplaySummary:
         self._set_phase("done")
-        done = [r for r in results if r is not None]
-        counters, streams = merge_counters(done)
-        if results and self._failures:
-            # Keep the files of a failed worker in the summary, in their
-            # place, with a problem that says why they have no counts.
-            by_index = {index: c for r in done for index, c in r.files}
-            for worker in self._workers:
-                if worker.failed:
-                    for index, path in worker.files:
-                        by_index.setdefault(
-                            index,
-                            FileCounters(
-                                path=path,
-                                problem=f"{path}: not counted because its worker process failed",
-                            ),
-                        )
-            counters = [by_index[index] for index in sorted(by_index)]
-        return build_summary(
-            inputs=files,
-            root=root,
-            dry_run=self.options.dry_run,
-            interrupted=self._cancelled or any(r.interrupted for r in done),
-            file_counters=counters + problem_counters(problems),
-            streams=streams,
+        # A replay interrupted while planning has no round to report on, so
+        # the files of a failed worker are listed only after a round ran.
+        failed_files = [
+            item for w in self._workers if w.failed and results for item in w.files
+        ]
+        return merge_results(
+            files,
+            self.options,
+            [r for r in results if r is not None],
             wall_seconds=wall,
             preparation=preparation,
+            problems=problems,
+            failed_files=failed_files,
             worker_failures=[self._failures[n] for n in sorted(self._failures)],
+            interrupted=self._cancelled,
         )
 
     def _process_rows(self, share: int) -> Tuple[Dict[str, Any], ...]:
+        # The main process reads no trace, so the whole budget goes to the
+        # workers.
         rows = [
-            {"role": "main", "files": 0, "memory_budget_bytes": share, "peak_rss_bytes": peak_rss_bytes()}
+            {"role": "main", "files": 0, "memory_budget_bytes": 0, "peak_rss_bytes": peak_rss_bytes()}
         ]
         for worker in self._workers:
             rows.append(

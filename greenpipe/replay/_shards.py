@@ -26,7 +26,7 @@ all the files in one shard (see :func:`partition_files`).
 
 Idempotence. Plan and dry-run shards only read, so running one twice
 gives the same result. A replay shard writes into the shared root, so a
-second run of it sees the files of the first (an ``O_EXCL`` open or a
+second run of it finds the files of the first (an ``O_EXCL`` open or a
 ``mkdir`` then fails). Within one machine a shard never runs twice. A
 cluster engine that retries tasks after a worker is lost must replay
 into a fresh root instead of retrying a replay shard on the same root.
@@ -37,13 +37,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ._options import ReplayOptions
-from ._pipeline import ReplayProgress, Replayer, peak_rss_bytes
+from ._pipeline import ReplayProgress, Replayer, peak_rss_bytes, problem_counters
 from ._plan import Plan
 from ._sandbox import PathSandbox
-from ._summary import FileCounters, StreamStats
+from ._summary import FileCounters, Preparation, ReplaySummary, StreamStats, build_summary
 
 #: The passes a shard can run.
 PHASES = ("plan", "dry-run", "replay")
@@ -238,16 +238,60 @@ def merge_plans(results: Sequence[ShardResult]) -> Plan:
     return plan
 
 
-def merge_counters(
-    results: Sequence[ShardResult],
-) -> Tuple[List[FileCounters], List[StreamStats]]:
-    """Return the file counters of ``results`` in file order, and their streams."""
-    indexed: Dict[int, FileCounters] = {}
+def merge_results(
+    files: Sequence[str],
+    options: ReplayOptions,
+    results: Iterable[ShardResult],
+    *,
+    wall_seconds: float = 0.0,
+    preparation: Preparation = Preparation(),
+    problems: Iterable[str] = (),
+    failed_files: Iterable[Tuple[int, str]] = (),
+    worker_failures: Iterable[str] = (),
+    interrupted: bool = False,
+) -> ReplaySummary:
+    """Merge the results of dry-run or replay shards into one summary.
+
+    The summary equals that of a single-process replay of ``files``
+    (apart from times, latencies and the per-process rows), whatever the
+    shards and the order of ``results``.
+
+    Args:
+        files: every trace file of the replay, in order.
+        options: the options of the replay.
+        results: the results of the shards that ran.
+        wall_seconds: wall time of the replay round.
+        preparation: what the preparation step created.
+        problems: messages about inputs that were not read.
+        failed_files: ``(index, path)`` of files whose shard failed; each
+            is listed with a problem stating that it was not counted.
+        worker_failures: one message per failed worker.
+        interrupted: whether the replay was cancelled; a result that was
+            interrupted also marks the summary.
+    """
+    counters: Dict[int, FileCounters] = {}
     streams: List[StreamStats] = []
     for result in results:
-        indexed.update(result.files)
+        counters.update(result.files)
         streams.extend(result.streams)
-    return [indexed[index] for index in sorted(indexed)], streams
+        interrupted = interrupted or result.interrupted
+    for index, path in failed_files:
+        counters.setdefault(
+            index,
+            FileCounters(path=path, problem=f"{path}: not counted because its worker process failed"),
+        )
+    root = None if options.dry_run or options.root is None else os.path.realpath(options.root)
+    return build_summary(
+        inputs=files,
+        root=root,
+        dry_run=options.dry_run,
+        interrupted=interrupted,
+        file_counters=[counters[index] for index in sorted(counters)] + problem_counters(problems),
+        streams=streams,
+        wall_seconds=wall_seconds,
+        preparation=preparation,
+        worker_failures=worker_failures,
+    )
 
 
 def anchors_of(plan: Plan, files: Sequence[Tuple[int, str]]) -> Tuple[Tuple[str, int], ...]:

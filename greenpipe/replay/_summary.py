@@ -240,7 +240,9 @@ class ReplaySummary:
         input_problems: messages about inputs that could not be used.
         processes: per process that read traces: ``role`` (``"main"`` or
             ``"worker"``), ``files``, ``memory_budget_bytes`` (its share
-            of the memory budget) and ``peak_rss_bytes``.
+            of the memory budget; 0 for the main process of a
+            multi-process replay, which reads no trace) and
+            ``peak_rss_bytes``.
         worker_failures: one message per worker process that crashed or
             raised, naming the trace files whose counts are missing.
     """

@@ -2,8 +2,8 @@
 
 Every multi-process summary is compared with a single-process replay of
 the same input. Wall times, latency values and the per-process rows
-differ between any two runs, so they are left out of the comparison;
-every count is compared exactly.
+differ between any two runs, so the comparison leaves them out. Every
+count is compared exactly.
 """
 
 from __future__ import annotations
@@ -161,12 +161,12 @@ def test_shard_sampling_follows_file_index() -> None:
 def test_dry_run_processes_match_one() -> None:
     options = ReplayOptions(dry_run=True, sample=0.8, seed=11)
 
-    one = Replayer([str(DATA)], options).run()
-    two = ShardedReplayer([str(DATA)], options, 2).run()
+    single = Replayer([str(DATA)], options).run()
+    sharded = ShardedReplayer([str(DATA)], options, 2).run()
 
-    assert counts(two) == counts(one)
-    assert two.events_seen == 204081
-    assert len(two.files) == 13
+    assert counts(sharded) == counts(single)
+    assert sharded.events_seen == 204081
+    assert len(sharded.files) == 13
 
 
 def test_real_replay_processes_match_one(tmp_path: Path) -> None:
@@ -175,15 +175,15 @@ def test_real_replay_processes_match_one(tmp_path: Path) -> None:
     root = tmp_path / "r"
     options = ReplayOptions(root=str(root), max_size=65536, threads=2)
 
-    one = Replayer(inputs, options).run()
+    single = Replayer(inputs, options).run()
     shutil.rmtree(root)
-    two = ShardedReplayer(inputs, options, 2).run()
+    sharded = ShardedReplayer(inputs, options, 2).run()
 
-    assert counts(two) == counts(one)
-    assert two.exit_code() == 0
-    assert two.events_replayed == 1284 + 11 + 11 + 0 + 8052 + 0 + 0
-    assert two.preparation == one.preparation
-    assert not two.worker_failures
+    assert counts(sharded) == counts(single)
+    assert sharded.exit_code() == 0
+    assert sharded.events_replayed == 1284 + 11 + 11 + 0 + 8052 + 0 + 0
+    assert sharded.preparation == single.preparation
+    assert not sharded.worker_failures
 
 
 def test_same_pid_in_two_files(tmp_path: Path) -> None:
@@ -203,17 +203,17 @@ def test_same_pid_in_two_files(tmp_path: Path) -> None:
     root = tmp_path / "r"
     options = ReplayOptions(root=str(root))
 
-    one = Replayer(inputs, options).run()
+    single = Replayer(inputs, options).run()
     shutil.rmtree(root)
-    two = ShardedReplayer(inputs, options, 2).run()
+    sharded = ShardedReplayer(inputs, options, 2).run()
 
-    assert counts(two) == counts(one)
+    assert counts(sharded) == counts(single)
     assert (root / "data" / "a").stat().st_size == 100
     assert (root / "data" / "b").stat().st_size == 7
-    assert two.events_replayed == 6
+    assert sharded.events_replayed == 6
     # Descriptor 4 of the same pid is open in a.pfw, never in b.pfw.
-    assert two.skipped == {"descriptor opened before the trace or filtered out": 1}
-    assert two.bytes_read == 0
+    assert sharded.skipped == {"descriptor opened before the trace or filtered out": 1}
+    assert sharded.bytes_read == 0
 
 
 def test_processes_rows_report_budget_and_rss() -> None:
@@ -225,7 +225,7 @@ def test_processes_rows_report_budget_and_rss() -> None:
     roles = [row["role"] for row in summary.processes]
     assert roles == ["main", "worker", "worker"]
     assert [row["files"] for row in summary.processes] == [0, 1, 1]
-    assert all(row["memory_budget_bytes"] == budget // 2 for row in summary.processes)
+    assert [row["memory_budget_bytes"] for row in summary.processes] == [0, budget // 2, budget // 2]
     assert all(row["peak_rss_bytes"] > 0 for row in summary.processes)
 
 
@@ -276,15 +276,15 @@ def test_cli_processes_json_matches_one(tmp_path: Path) -> None:
         data = json.loads(target.read_text())
         runs[processes] = (out, data)
 
-    one_out, one = runs["1"]
-    two_out, two = runs["2"]
-    assert [row["role"] for row in two.pop("processes")] == ["main", "worker", "worker"]
-    assert [row["role"] for row in one.pop("processes")] == ["main"]
-    del one["wall_seconds"], two["wall_seconds"]
-    assert two == one
+    single_out, single = runs["1"]
+    sharded_out, sharded = runs["2"]
+    assert [row["role"] for row in sharded.pop("processes")] == ["main", "worker", "worker"]
+    assert [row["role"] for row in single.pop("processes")] == ["main"]
+    del single["wall_seconds"], sharded["wall_seconds"]
+    assert sharded == single
     # The printed report differs only in the replay time.
-    strip = [line for line in one_out.splitlines() if "time     traced" not in line]
-    assert [line for line in two_out.splitlines() if "time     traced" not in line] == strip
+    expected = [line for line in single_out.splitlines() if "time     traced" not in line]
+    assert [line for line in sharded_out.splitlines() if "time     traced" not in line] == expected
 
 
 def test_cli_rejects_zero_processes() -> None:
@@ -381,3 +381,67 @@ def test_worker_crash_names_files(tmp_path: Path) -> None:
         f"{NEWEST}: not counted because its worker process failed",
     )
     assert replayer.worker_processes() == []
+
+
+def test_cancel_merges_partial_results(tmp_path: Path) -> None:
+    copies = []
+    for name in ("a", "b"):
+        copy = tmp_path / f"{name}.pfw.gz"
+        shutil.copyfile(NEWEST, copy)
+        copies.append(str(copy))
+    options = ReplayOptions(root=str(tmp_path / "r"), timing="original")
+    replayer = ShardedReplayer(copies, options, 2)
+    outcome: List[Any] = []
+    runner = threading.Thread(target=lambda: outcome.append(replayer.run()))
+    runner.start()
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            progress = replayer.progress()
+            if progress.phase == "replay" and progress.events_done > 0:
+                break
+            time.sleep(0.01)
+        replayer.cancel()
+        runner.join(TIMEOUT)
+    finally:
+        if runner.is_alive():
+            replayer.cancel()
+            runner.join(TIMEOUT)
+
+    summary = outcome[0]
+    assert summary.interrupted
+    assert summary.exit_code() == 130
+    assert not summary.worker_failures
+    assert [row["path"] for row in summary.files] == copies
+    # Both traces span 180 s with original timing, so each stopped early.
+    assert 0 < summary.events_replayed < 2 * 1284
+    assert replayer.worker_processes() == []
+
+
+def test_worker_reports_shard_error(tmp_path: Path) -> None:
+    """A shard that raises is answered with its traceback; the worker stays usable."""
+    import socket
+    from multiprocessing.connection import Connection
+
+    from greenpipe.replay._processes import _run_one
+
+    shard = ReplayShard("replay", ((0, str(SMALL)),), ReplayOptions(root=str(tmp_path / "missing")))
+    parent_end, worker_end = socket.socketpair()
+    cancel_read, cancel_write = os.pipe()
+    parent = Connection(parent_end.detach())
+    worker = Connection(worker_end.detach())
+    try:
+        _run_one(worker, shard, cancel_read)
+        messages = []
+        while parent.poll(0):
+            messages.append(parent.recv())
+    finally:
+        parent.close()
+        worker.close()
+        os.close(cancel_read)
+        os.close(cancel_write)
+
+    assert messages[-2][0] == "progress"
+    kind, text = messages[-1]
+    assert kind == "error"
+    assert "FileNotFoundError" in text.strip().splitlines()[-1]
