@@ -17,11 +17,10 @@ thread, lock or hub from the parent. ``fork`` is unsafe here because the
 parent may already run threads: a progress bar, gevent's hub and thread
 pool, an executor. A lock that one of them owns at the moment of the fork
 stays locked forever in the child. :mod:`multiprocessing` with
-``spawn`` or ``forkserver`` is as safe but does two things a command
-should not: it runs the caller's main module again in every worker (so a
-script without a ``__main__`` guard, or a program read from standard
-input, breaks), and it starts a resource tracker process that outlives
-the parent. The cost of a fresh interpreter is one start and greenpipe
+``spawn`` or ``forkserver`` is as safe, but it runs the caller's main
+module again in every worker, which breaks a script without a
+``__main__`` guard and a program read from standard input. It also starts
+a resource tracker process that outlives the parent. The cost of a fresh interpreter is one start and greenpipe
 import per worker (about 0.2 s on a 2-core Linux machine with CPython
 3.11), paid once per run and in parallel.
 
@@ -32,7 +31,7 @@ worker replies with ``("progress", events, bytes)`` messages about every
 :data:`PROGRESS_INTERVAL` seconds and ends the shard with
 ``("result", ShardResult)`` or ``("error", traceback text)``. A worker's
 death closes its end of the socket, so the parent, which waits on every
-socket at once, sees deaths and messages alike as they happen.
+socket at once, detects deaths and messages alike as they happen.
 
 Cancellation and orphans. Workers ignore SIGINT: Ctrl-C in a terminal
 reaches the whole process group, and the parent alone decides. Every
@@ -139,35 +138,27 @@ def worker_main(connection_fd: int, cancel_fd: int, log_level: int) -> None:
         try:
             _run_one(connection, shard, cancel_fd)
         except OSError:
-            # The parent is gone, so nobody can receive the result.
+            # The parent is gone, so the result has no receiver.
             return
-
-
-def _cancel_requested(cancel_fd: int, timeout: float) -> bool:
-    """Wait up to ``timeout`` seconds; return whether the cancel pipe ended."""
-    readable, _, _ = select.select([cancel_fd], [], [], timeout)
-    return bool(readable)
 
 
 def _run_one(connection: Connection, shard: ReplayShard, cancel_fd: int) -> None:
     run = ShardRun(shard)
-    lock = threading.Lock()
-    finished = threading.Event()
-
-    def send_progress() -> None:
-        progress = run.progress()
-        with lock:
-            # The result goes last: no progress message may follow it.
-            if not finished.is_set():
-                connection.send(("progress", progress.events_done, progress.bytes_done))
+    # Written to when the shard ends, so the watcher stops at once.
+    wake_read, wake_write = os.pipe()
 
     def watch() -> None:
-        while not finished.is_set():
-            if _cancel_requested(cancel_fd, PROGRESS_INTERVAL):
+        while True:
+            readable, _, _ = select.select([cancel_fd, wake_read], [], [], PROGRESS_INTERVAL)
+            if wake_read in readable:
+                return
+            if cancel_fd in readable:
+                # The parent closed the cancel pipe, or died.
                 run.cancel()
                 return
+            progress = run.progress()
             try:
-                send_progress()
+                connection.send(("progress", progress.events_done, progress.bytes_done))
             except OSError:
                 run.cancel()
                 return
@@ -175,16 +166,21 @@ def _run_one(connection: Connection, shard: ReplayShard, cancel_fd: int) -> None
     watcher = threading.Thread(target=watch, name="greenpipe-shard-watch", daemon=True)
     watcher.start()
     try:
-        result = run.run()
-    except Exception:
-        message: Tuple[Any, ...] = ("error", traceback.format_exc())
-    else:
-        message = ("result", result)
+        try:
+            result = run.run()
+        except Exception:
+            message: Tuple[Any, ...] = ("error", traceback.format_exc())
+        else:
+            message = ("result", result)
+    finally:
+        os.write(wake_write, b"x")
+        watcher.join()
+        os.close(wake_read)
+        os.close(wake_write)
+    # The watcher has stopped, so the result is the last message.
     progress = run.progress()
-    with lock:
-        finished.set()
-        connection.send(("progress", progress.events_done, progress.bytes_done))
-        connection.send(message)
+    connection.send(("progress", progress.events_done, progress.bytes_done))
+    connection.send(message)
 
 
 # -- the parent ---------------------------------------------------------------
@@ -412,9 +408,14 @@ class ShardedReplayer:
 
         budget = compute_memory_budget(options.memory_budget)
         share = budget // len(groups)
-        worker_options = dataclasses.replace(
-            options, memory_budget=min(effective_budget(options.memory_budget), share)
-        )
+        # A worker reads up to threads + 1 files at once, each through a
+        # reader with its own budget, so each reader gets a part of the
+        # share. It never gets more than in a single-process replay, so the
+        # longest accepted line, a quarter of the reader budget, is the same
+        # unless the share is below the default 64 MiB per file.
+        in_flight = (options.threads or os.cpu_count() or 1) + 1
+        reader_budget = min(effective_budget(options.memory_budget), max(share // in_flight, 1))
+        worker_options = dataclasses.replace(options, memory_budget=reader_budget)
         if not options.dry_run:
             assert options.root is not None
             message = prepare_root(options.root)

@@ -220,7 +220,10 @@ def test_processes_rows_report_budget_and_rss() -> None:
     budget = 256 * 1024 * 1024
     options = ReplayOptions(dry_run=True, memory_budget=budget)
 
-    summary = ShardedReplayer([str(NEWEST), str(SMALL)], options, 2).run()
+    cm1 = DIST / "cm1_1_48_20240926"
+    inputs = [str(cm1 / "cm1-DEFAULT-3537780-preload.pfw.gz"), str(cm1 / "cm1-DEFAULT-3537781-preload.pfw.gz")]
+
+    summary = ShardedReplayer(inputs, options, 2).run()
 
     roles = [row["role"] for row in summary.processes]
     assert roles == ["main", "worker", "worker"]
@@ -269,7 +272,8 @@ def test_cli_processes_json_matches_one(tmp_path: Path) -> None:
     for processes in ("1", "2"):
         target = tmp_path / f"{processes}.json"
         code, out, err = run_cli(
-            "replay", str(DATA), "--dry-run", "--processes", processes, "--json", str(target)
+            "replay", str(DIST / "cm1_1_48_20240926"), "--dry-run", "--processes", processes,
+            "--json", str(target),
         )
         assert code == 0
         assert err == ""
@@ -419,7 +423,7 @@ def test_cancel_merges_partial_results(tmp_path: Path) -> None:
 
 
 def test_worker_reports_shard_error(tmp_path: Path) -> None:
-    """A shard that raises is answered with its traceback; the worker stays usable."""
+    """A shard that raises sends its traceback as the last message."""
     import socket
     from multiprocessing.connection import Connection
 
