@@ -17,10 +17,11 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, TextIO, Tuple, TypeVar, Union
 
 from . import __version__
-from .replay import ReplayError, ReplayOptions, Replayer, ReplaySummary
+from .replay import ReplayError, ReplayOptions, ReplayProgress, Replayer, ReplaySummary
+from .replay._processes import ShardedReplayer, usable_cores
 from .replay._sandbox import SandboxError
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,20 @@ def _thread_count(text: str) -> int:
     return value
 
 
+#: Maximum worker processes of a replay; each is a Python interpreter of
+#: its own, so far more processes than cores only add memory.
+MAX_PROCESSES = 1024
+
+
+def _process_count(text: str) -> int:
+    value = _positive(text)
+    if value > MAX_PROCESSES:
+        raise argparse.ArgumentTypeError(
+            f"{text} processes is too many; give at most {MAX_PROCESSES}"
+        )
+    return value
+
+
 def _timing(text: str) -> Any:
     if text in ("asap", "original"):
         return text
@@ -142,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--root", metavar="DIR", help="folder that traced paths are mapped under (new, empty, or used by an earlier replay); required unless --dry-run")
     rep.add_argument("--timing", type=_timing, default="asap", metavar="asap|original|FACTOR", help="asap: no waiting (default); original: keep the traced gaps within each stream; FACTOR: divide the gaps by it")
     rep.add_argument("--dry-run", action="store_true", help="parse, decode and filter only; touch no file")
-    rep.add_argument("--threads", type=_thread_count, metavar="N", help="worker threads (default: number of CPUs)")
+    rep.add_argument("--threads", type=_thread_count, metavar="N", help="worker threads of each process (default: number of CPUs)")
+    rep.add_argument("--processes", type=_process_count, metavar="N", help="worker processes that the trace files are spread over (default: number of usable cores; 1 runs everything in this process)")
     rep.add_argument("--force", action="store_true", help="replay even if the bytes to write exceed the free space under the root")
 
     filters = rep.add_argument_group("filters (lists are comma-separated; options repeat)")
@@ -222,10 +238,14 @@ def _human_bytes(count: float) -> str:
     return f"{count:.1f} TiB"
 
 
+class _Progressing(Protocol):
+    def progress(self) -> ReplayProgress: ...
+
+
 class ProgressBar:
     """Redraws one status line on a terminal from a background thread."""
 
-    def __init__(self, replayer: Replayer, stream: TextIO, interval: float = 0.2) -> None:
+    def __init__(self, replayer: _Progressing, stream: TextIO, interval: float = 0.2) -> None:
         self._replayer = replayer
         self._stream = stream
         self._interval = interval
@@ -346,6 +366,8 @@ def format_summary(summary: ReplaySummary) -> str:
             )
     for problem in s.input_problems:
         lines.append(f"  problem  {problem}")
+    for failure in s.worker_failures:
+        lines.append(f"  crashed  {failure}")
     # Paths and messages come from the trace: escape control characters so
     # that a crafted name cannot add lines or terminal escapes to the output.
     return "\n".join(_printable(line) for line in lines)
@@ -391,7 +413,12 @@ def _run_replay(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int
             open(args.json, "a", encoding="utf-8").close()
         except OSError as exc:
             raise UsageError(f"Cannot write the JSON summary to {args.json}: {exc.strerror}. Choose a writable file.") from None
-    replayer = Replayer(args.traces, options)
+    processes = usable_cores() if args.processes is None else args.processes
+    replayer: Union[Replayer, ShardedReplayer]
+    if processes == 1:
+        replayer = Replayer(args.traces, options)
+    else:
+        replayer = ShardedReplayer(args.traces, options, processes)
 
     interrupts = 0
 

@@ -28,14 +28,16 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import shutil
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from .._channel import Channel, ChannelProducer, make_channel
 from .._compat import allocate_lock
 from .._errors import Cancelled, GreenpipeError
 from .._executor import Executor
+from .._memory import compute_memory_budget
 from .._scope import CoroScope
 from ..trace import Decoder, Event, TraceReader
 from . import _calls as calls
@@ -110,6 +112,43 @@ def find_trace_files(inputs: Sequence[str]) -> Tuple[List[str], List[str]]:
     return files, problems
 
 
+def require_trace_files(inputs: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """Return :func:`find_trace_files` of ``inputs``, which must find a trace.
+
+    Raises:
+        ReplayError: no input contains a trace file.
+    """
+    files, problems = find_trace_files(inputs)
+    if not files:
+        raise ReplayError(
+            "No trace files to replay: "
+            + "; ".join(problems or ["no inputs"])
+            + ". Pass .pfw or .pfw.gz files or folders holding them."
+        )
+    return files, problems
+
+
+def peak_rss_bytes() -> int:
+    """Return the peak resident set size of the calling process, in bytes."""
+    # VmHWM belongs to the current address space. ru_maxrss does not fit:
+    # Linux carries it over from the parent through fork and exec, so a
+    # small worker would report the size of the process that started it.
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    # Linux reports ru_maxrss in KiB.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def problem_counters(problems: Iterable[str]) -> List[FileCounters]:
+    """Return counters that carry the messages of inputs that were not read."""
+    return [FileCounters(path=message.split(":")[0], problem=message) for message in problems]
+
+
 class ReplayProgress:
     """A snapshot of a running replay, for progress bars.
 
@@ -181,6 +220,11 @@ class Replayer:
         for scope in scopes:
             scope.cancel()
 
+    @property
+    def cancelled(self) -> bool:
+        """Whether :meth:`cancel` was called."""
+        return self._cancelled
+
     def progress(self) -> ReplayProgress:
         """Return a snapshot of the progress; never blocks."""
         streams = list(self._streams)
@@ -218,14 +262,7 @@ class Replayer:
             InsufficientSpaceError: the estimated bytes to write exceed
                 the free space and ``options.force`` is false.
         """
-        files, problems = find_trace_files(self.inputs)
-        if not files:
-            raise ReplayError(
-                "No trace files to replay: "
-                + "; ".join(problems or ["no inputs"])
-                + ". Pass .pfw or .pfw.gz files or folders holding them."
-            )
-
+        files, problems = require_trace_files(self.inputs)
         options = self.options
         if options.dry_run:
             return self._run_dry(files, problems)
@@ -246,9 +283,13 @@ class Replayer:
         preparation: Preparation,
     ) -> ReplaySummary:
         self._set_phase("done")
-        counters = list(self._counters)
-        for message in problems:
-            counters.append(FileCounters(path=message.split(":")[0], problem=message))
+        counters = list(self._counters) + problem_counters(problems)
+        process = {
+            "role": "main",
+            "files": len(files),
+            "memory_budget_bytes": compute_memory_budget(self.options.memory_budget),
+            "peak_rss_bytes": peak_rss_bytes(),
+        }
         return build_summary(
             inputs=files,
             root=root,
@@ -258,35 +299,20 @@ class Replayer:
             streams=list(self._streams),
             wall_seconds=wall,
             preparation=preparation,
+            processes=[process],
         )
 
     def _run_dry(self, files: List[str], problems: List[str]) -> ReplaySummary:
-        self._set_phase("dry-run")
         started = time.monotonic()
-
-        def sink(scope: CoroScope, index: int, path: str, channel: Channel[Any], c: FileCounters) -> None:
-            for _ in channel:
-                scope.maybe_yield()
-
-        self._passes(files, sink, keep_counters=True)
+        self.dry_pass(list(enumerate(files)))
         return self._finish(files, problems, None, time.monotonic() - started, Preparation())
 
     def _run_real(
         self, files: List[str], problems: List[str], sandbox: PathSandbox
     ) -> ReplaySummary:
         options = self.options
-        plan = Plan()
-
-        def plan_sink(scope: CoroScope, index: int, path: str, channel: Channel[Any], c: FileCounters) -> None:
-            file_plan = FilePlan()
-            for batch in channel:
-                file_plan.feed(batch)
-                self._plan_events += len(batch)
-                scope.maybe_yield()
-            plan.add(path, file_plan)
-
-        self._set_phase("plan")
-        self._passes(files, plan_sink, keep_counters=False)
+        indexed = list(enumerate(files))
+        plan = self.plan_pass(indexed)
         if self._cancelled:
             return self._finish(files, problems, sandbox.root, 0.0, Preparation())
 
@@ -302,40 +328,95 @@ class Replayer:
 
         self._events_total = plan.events
         self._bytes_total = needed
+        started = time.monotonic()
+        self.replay_pass(indexed, sandbox, plan.first_ts)
+        return self._finish(files, problems, sandbox.root, time.monotonic() - started, preparation)
+
+    # -- passes over the files ------------------------------------------------
+    #
+    # Each pass takes ``(index, path)`` pairs, where ``index`` is the
+    # position of the file among all the files of the replay. The index
+    # seeds the file's sampling, so a pass over a subset of the files (a
+    # shard) keeps the same events as a pass over all of them.
+
+    def plan_pass(self, files: Sequence[Tuple[int, str]]) -> Plan:
+        """Run the plan pass over ``files``; return their merged plan.
+
+        Blocking, like :meth:`run`; :meth:`cancel` stops it early.
+        """
+        self._set_phase("plan")
+        plan = Plan()
+
+        def plan_sink(scope: CoroScope, index: int, path: str, channel: Channel[Any], c: FileCounters) -> None:
+            file_plan = FilePlan()
+            for batch in channel:
+                file_plan.feed(batch)
+                self._plan_events += len(batch)
+                scope.maybe_yield()
+            plan.add(path, file_plan)
+
+        self._passes(files, plan_sink, keep_counters=False)
+        return plan
+
+    def dry_pass(self, files: Sequence[Tuple[int, str]]) -> List[FileCounters]:
+        """Parse, decode and filter ``files``; return their counters in order."""
+        self._set_phase("dry-run")
+
+        def sink(scope: CoroScope, index: int, path: str, channel: Channel[Any], c: FileCounters) -> None:
+            for _ in channel:
+                scope.maybe_yield()
+
+        return self._passes(files, sink, keep_counters=True)
+
+    def replay_pass(
+        self,
+        files: Sequence[Tuple[int, str]],
+        sandbox: PathSandbox,
+        anchors: Mapping[str, int],
+    ) -> Tuple[List[FileCounters], List[StreamStats]]:
+        """Replay ``files`` under ``sandbox``, which must be prepared already.
+
+        Args:
+            anchors: per trace file, the first start time of its plan, from
+                which ``original`` timing measures the traced gaps.
+
+        Returns:
+            The counters of the files, in order, and of their streams.
+        """
         self._set_phase("replay")
+        options = self.options
         context = ReplayContext(
             sandbox,
             budget=ByteBudget(options.max_bytes),
             speed=options.speed(),
             window=options.window,
         )
-        started = time.monotonic()
         try:
-            self._passes(files, self._make_router(context, plan), keep_counters=True)
+            counters = self._passes(files, self._make_router(context, anchors), keep_counters=True)
         finally:
             left_open = context.close_all()
             if left_open:
                 logger.debug("closed %d descriptors left open by the trace", left_open)
-        return self._finish(files, problems, sandbox.root, time.monotonic() - started, preparation)
+        return counters, list(self._streams)
 
-    # -- passes over the files ------------------------------------------------
-
-    def _passes(self, files: List[str], sink: Sink, *, keep_counters: bool) -> None:
+    def _passes(
+        self, files: Sequence[Tuple[int, str]], sink: Sink, *, keep_counters: bool
+    ) -> List[FileCounters]:
         limit = EventLimit(self.options.max_events)
-        counters = [FileCounters(path=path) for path in files]
+        counters = [FileCounters(path=path) for _, path in files]
         if keep_counters:
             self._counters = counters
 
         def main(scope: CoroScope) -> None:
-            work: Channel[Tuple[int, str]] = make_channel(0)
-            for item in enumerate(files):
-                work.send(item)
+            work: Channel[Tuple[int, int, str]] = make_channel(0)
+            for position, (index, path) in enumerate(files):
+                work.send((position, index, path))
             work.close()
             workers = min(len(files), (self.options.threads or os.cpu_count() or 1) + 1)
 
             def file_worker(scope: CoroScope) -> None:
-                for index, path in work:
-                    scope.scope(self._file_pipeline, index, path, counters[index], sink, limit)
+                for position, index, path in work:
+                    scope.scope(self._file_pipeline, index, path, counters[position], sink, limit)
 
             def body(inner: CoroScope) -> None:
                 with self._lock:
@@ -358,6 +439,7 @@ class Replayer:
             except Cancelled:
                 if not self._cancelled:
                     raise
+        return counters
 
     def _file_pipeline(
         self,
@@ -384,10 +466,10 @@ class Replayer:
         )
         sink(scope, index, path, events, counters)
 
-    def _make_router(self, context: ReplayContext, plan: Plan) -> Sink:
+    def _make_router(self, context: ReplayContext, anchors: Mapping[str, int]) -> Sink:
         def route(scope: CoroScope, index: int, path: str, channel: Channel[Any], c: FileCounters) -> None:
             streams: Dict[Tuple[int, int], ChannelProducer[List[Event]]] = {}
-            anchor = plan.first_ts.get(path)
+            anchor = anchors.get(path)
             try:
                 for batch in channel:
                     groups: Dict[Tuple[int, int], List[Event]] = {}
@@ -563,14 +645,24 @@ def _resolve_second_path(args: Dict[str, Any], decoder: Decoder) -> None:
         args[SECOND_PATH] = value
 
 
-def replay(inputs: Iterable[str], options: ReplayOptions) -> ReplaySummary:
+def replay(inputs: Iterable[str], options: ReplayOptions, *, processes: int = 1) -> ReplaySummary:
     """Replay the traces ``inputs`` (files or folders) with ``options``.
 
     Blocking: returns when the replay has ended. Threads: starts and
     stops its own executor; call it from any thread that is not a task.
 
+    Args:
+        processes: worker processes to spread the trace files over (see
+            :class:`~greenpipe.replay.ShardedReplayer`); 1 replays in the
+            calling process.
+
     Raises:
         ReplayError: no trace to replay, or the root cannot be used.
         InsufficientSpaceError: not enough free space under the root.
+        ValueError: ``processes`` is below 1.
     """
-    return Replayer(list(inputs), options).run()
+    if processes == 1:
+        return Replayer(list(inputs), options).run()
+    from ._processes import ShardedReplayer
+
+    return ShardedReplayer(list(inputs), options, processes).run()

@@ -253,7 +253,10 @@ class FilePlan:
 class Plan:
     """The merged plan of every trace file of a replay.
 
-    Threads: :meth:`add` may be called from any thread.
+    A plan pickles without its lock, so the plan of a shard can be sent
+    to the process that merges it with :meth:`update`.
+
+    Threads: :meth:`add` and :meth:`update` may be called from any thread.
     """
 
     def __init__(self) -> None:
@@ -276,6 +279,31 @@ class Plan:
             self.events += plan.events
             if plan.first_ts is not None:
                 self.first_ts[file] = plan.first_ts
+
+    def update(self, other: Plan) -> None:
+        """Merge ``other``, the plan of other trace files.
+
+        Merging is commutative: each path keeps the earliest times and
+        the largest extents, so the order of the updates does not matter.
+        """
+        with self._lock:
+            for path, entry in other.paths.items():
+                mine = self.paths.get(path)
+                if mine is None:
+                    mine = self.paths[path] = PathPlan()
+                mine.merge(entry)
+            self.write_bytes += other.write_bytes
+            self.events += other.events
+            self.first_ts.update(other.first_ts)
+
+    def __getstate__(self) -> Dict[str, object]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: Dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._lock = allocate_lock()
 
     def prepare(self, sandbox: PathSandbox) -> Preparation:
         """Create the files and folders the trace uses before creating them.

@@ -238,6 +238,13 @@ class ReplaySummary:
             ``failed``, ``skipped``, ``bytes_read``, ``bytes_written``.
         preparation: what was created before replaying.
         input_problems: messages about inputs that could not be used.
+        processes: per process that read traces: ``role`` (``"main"`` or
+            ``"worker"``), ``files``, ``memory_budget_bytes`` (its share
+            of the memory budget; 0 for the main process of a
+            multi-process replay, which reads no trace) and
+            ``peak_rss_bytes``.
+        worker_failures: one message per worker process that crashed or
+            raised, naming the trace files whose counts are missing.
     """
 
     inputs: Tuple[str, ...]
@@ -270,16 +277,20 @@ class ReplaySummary:
     streams: Tuple[Mapping[str, Any], ...]
     preparation: Preparation
     input_problems: Tuple[str, ...]
+    processes: Tuple[Mapping[str, Any], ...] = ()
+    worker_failures: Tuple[str, ...] = ()
 
     def exit_code(self) -> int:
         """Return the command's exit code for this outcome.
 
-        130 after an interruption; 1 when nothing was replayed (or, for a
-        dry run, nothing was decoded); 2 when some calls failed; 0
-        otherwise.
+        130 after an interruption; 1 when a worker process failed or
+        nothing was replayed (or, for a dry run, nothing was decoded); 2
+        when some calls failed; 0 otherwise.
         """
         if self.interrupted:
             return 130
+        if self.worker_failures:
+            return 1
         if self.dry_run:
             return 0 if self.events_seen else 1
         if not self.events_replayed:
@@ -305,8 +316,15 @@ def build_summary(
     streams: Iterable[StreamStats],
     wall_seconds: float,
     preparation: Preparation,
+    processes: Iterable[Mapping[str, Any]] = (),
+    worker_failures: Iterable[str] = (),
 ) -> ReplaySummary:
-    """Merge the per-file and per-stream counters into a summary."""
+    """Merge the per-file and per-stream counters into a summary.
+
+    The result depends only on the counters, not on the order of
+    ``streams`` nor on which process filled them, so summaries of shards
+    merged here equal the summary of one pass over all the files.
+    """
     counters = list(file_counters)
     stream_list = sorted(streams, key=lambda s: (s.file, s.pid, s.tid))
     skipped: Counter[str] = Counter()
@@ -427,4 +445,6 @@ def build_summary(
         streams=tuple(stream_rows),
         preparation=preparation,
         input_problems=tuple(c.problem for c in counters if c.problem),
+        processes=tuple(processes),
+        worker_failures=tuple(worker_failures),
     )

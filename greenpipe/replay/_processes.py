@@ -1,0 +1,621 @@
+"""Multi-process replay: shards of the trace files run in worker processes.
+
+Decoding is pure Python and holds the GIL, so one process decodes on one
+core whatever its thread count. :class:`ShardedReplayer` splits the trace
+files into one shard per worker process (see ``_shards``). Each worker
+runs each of its shards on an executor of its own and sends back a
+:class:`ShardResult`, and the parent merges the results in file order.
+
+A real replay has two rounds. First every worker plans its files. The
+parent then merges the plans, checks free space and prepares the root
+once, exactly as a single-process replay does. In the second round every
+worker replays its files into that shared root. A dry run has one round.
+
+How workers start. Each worker is a fresh interpreter started with
+:mod:`subprocess` (``python -c``) that imports greenpipe and inherits no
+thread, lock or hub from the parent. ``fork`` is unsafe here because the
+parent may already run threads: a progress bar, gevent's hub and thread
+pool, an executor. A lock that one of them owns at the moment of the fork
+stays locked forever in the child. :mod:`multiprocessing` with
+``spawn`` or ``forkserver`` is as safe, but it runs the caller's main
+module again in every worker, which breaks a script without a
+``__main__`` guard and a program read from standard input. It also starts
+a resource tracker process that outlives the parent. The cost of a fresh interpreter is one start and greenpipe
+import per worker (about 0.2 s on a 2-core Linux machine with CPython
+3.11), paid once per run and in parallel.
+
+Protocol. Each worker has one socket pair with the parent, used through
+:class:`multiprocessing.connection.Connection` (pickled messages). The
+parent sends a :class:`ReplayShard`, or ``None`` to stop the worker. The
+worker replies with ``("progress", events, bytes)`` messages about every
+:data:`PROGRESS_INTERVAL` seconds and ends the shard with
+``("result", ShardResult)`` or ``("error", traceback text)``. A worker's
+death closes its end of the socket, so the parent, which waits on every
+socket at once, detects deaths and messages alike as they happen.
+
+Cancellation and orphans. Workers ignore SIGINT: Ctrl-C in a terminal
+reaches the whole process group, and the parent alone decides. Every
+worker holds the read end of one pipe whose write end only the parent
+holds. :meth:`ShardedReplayer.cancel` closes the write end, and a thread
+in each worker, seeing the end of the pipe, cancels the running shard,
+which returns its partial result like a cancelled single-process
+replay. The write end also closes when the parent dies, however it dies,
+so the workers then cancel and, finding their socket closed, exit. The
+parent stops its workers before :meth:`ShardedReplayer.run` returns or
+raises: it asks first, then sends SIGTERM, then SIGKILL, and waits for
+each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from multiprocessing.connection import Connection, wait
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from .._memory import compute_memory_budget
+from ..trace._decoder import effective_budget
+from ._options import ReplayOptions
+from ._pipeline import (
+    InsufficientSpaceError,
+    ReplayError,
+    ReplayProgress,
+    Replayer,
+    peak_rss_bytes,
+    require_trace_files,
+)
+from ._sandbox import PathSandbox, prepare_root
+from ._shards import (
+    ReplayShard,
+    ShardResult,
+    ShardRun,
+    anchors_of,
+    merge_plans,
+    merge_results,
+    partition_files,
+)
+from ._summary import Preparation, ReplaySummary
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between progress messages of a worker.
+PROGRESS_INTERVAL = 0.2
+#: Seconds a worker gets to exit after being asked, then after SIGTERM.
+STOP_TIMEOUT = 10.0
+KILL_TIMEOUT = 2.0
+
+_WORKER_COMMAND = (
+    "import sys; from greenpipe.replay._processes import worker_main; "
+    "worker_main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))"
+)
+
+
+def usable_cores() -> int:
+    """Return the number of cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+# -- the worker process ---------------------------------------------------------
+
+
+def worker_main(connection_fd: int, cancel_fd: int, log_level: int) -> None:
+    """Run the shards received on socket ``connection_fd`` until a ``None``.
+
+    The entry point of a worker process. ``cancel_fd`` is the read end of
+    the parent's cancel pipe. ``log_level`` is the level of the parent's
+    ``greenpipe`` logger when it is below WARNING, so that the worker's
+    records go to the standard error it shares with the parent; 0 leaves
+    logging alone.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if log_level:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s[%(process)d]: %(message)s"))
+        root = logging.getLogger("greenpipe")
+        root.addHandler(handler)
+        root.setLevel(log_level)
+    connection = Connection(connection_fd)
+    while True:
+        try:
+            shard = connection.recv()
+        except (EOFError, OSError):
+            return
+        if shard is None:
+            return
+        try:
+            _run_one(connection, shard, cancel_fd)
+        except OSError:
+            # The parent is gone, so the result has no receiver.
+            return
+
+
+def _run_one(connection: Connection, shard: ReplayShard, cancel_fd: int) -> None:
+    run = ShardRun(shard)
+    # Written to when the shard ends, so the watcher stops at once.
+    wake_read, wake_write = os.pipe()
+
+    def watch() -> None:
+        while True:
+            readable, _, _ = select.select([cancel_fd, wake_read], [], [], PROGRESS_INTERVAL)
+            if wake_read in readable:
+                return
+            if cancel_fd in readable:
+                # The parent closed the cancel pipe, or died.
+                run.cancel()
+                return
+            progress = run.progress()
+            try:
+                connection.send(("progress", progress.events_done, progress.bytes_done))
+            except OSError:
+                run.cancel()
+                return
+
+    watcher = threading.Thread(target=watch, name="greenpipe-shard-watch", daemon=True)
+    watcher.start()
+    try:
+        try:
+            result = run.run()
+        except Exception:
+            message: Tuple[Any, ...] = ("error", traceback.format_exc())
+        else:
+            message = ("result", result)
+    finally:
+        os.write(wake_write, b"x")
+        watcher.join()
+        os.close(wake_read)
+        os.close(wake_write)
+    # The watcher has stopped, so the result is the last message.
+    progress = run.progress()
+    connection.send(("progress", progress.events_done, progress.bytes_done))
+    connection.send(message)
+
+
+# -- the parent ---------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Worker:
+    number: int
+    process: subprocess.Popen  # type: ignore[type-arg]
+    connection: Connection
+    files: Tuple[Tuple[int, str], ...] = ()
+    busy: bool = False
+    failed: bool = False
+    events_done: int = 0
+    bytes_done: int = 0
+    peak_rss_bytes: int = 0
+
+
+def _describe_exit(code: Optional[int]) -> str:
+    if code is None:
+        return "no exit code"
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+def _worker_environment() -> Dict[str, str]:
+    """Return the environment of a worker: this one, with greenpipe importable."""
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    environment = dict(os.environ)
+    paths = [package_parent] + [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p]
+    environment["PYTHONPATH"] = os.pathsep.join(paths)
+    return environment
+
+
+class _WorkerPool:
+    """Worker processes that each run one shard at a time."""
+
+    def __init__(self, count: int, cancel_fd: int) -> None:
+        self.workers: List[_Worker] = []
+        environment = _worker_environment()
+        level = logging.getLogger("greenpipe").getEffectiveLevel()
+        log_level = level if level < logging.WARNING else 0
+        try:
+            for number in range(count):
+                parent_end, child_end = socket.socketpair()
+                try:
+                    process = subprocess.Popen(
+                        [
+                            sys.executable, "-c", _WORKER_COMMAND,
+                            str(child_end.fileno()), str(cancel_fd), str(log_level),
+                        ],
+                        pass_fds=(child_end.fileno(), cancel_fd),
+                        stdin=subprocess.DEVNULL,
+                        # The parent's standard output may carry the JSON
+                        # summary; a worker never writes there.
+                        stdout=subprocess.DEVNULL,
+                        env=environment,
+                    )
+                except BaseException:
+                    parent_end.close()
+                    raise
+                finally:
+                    child_end.close()
+                self.workers.append(_Worker(number, process, Connection(parent_end.detach())))
+        except BaseException:
+            self.close(polite=False)
+            raise
+
+    def close(self, *, polite: bool = True) -> None:
+        """Stop every worker and wait for it; never leaves one running."""
+        for worker in self.workers:
+            if polite and worker.process.poll() is None:
+                try:
+                    worker.connection.send(None)
+                except OSError:
+                    pass
+        deadline = time.monotonic() + (STOP_TIMEOUT if polite else 0.0)
+        for worker in self.workers:
+            process = worker.process
+            try:
+                process.wait(max(deadline - time.monotonic(), 0.0))
+            except subprocess.TimeoutExpired:
+                process.terminate()
+                try:
+                    process.wait(KILL_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            worker.connection.close()
+
+
+class ShardedReplayer:
+    """Replays traces with their files spread over worker processes.
+
+    The same interface as :class:`Replayer`: call :meth:`run` once;
+    :meth:`cancel` and :meth:`progress` may be called from any thread
+    while it runs. The summary equals that of :class:`Replayer` on the
+    same inputs (apart from times, latencies and the per-process rows),
+    whatever the number of processes.
+
+    With one process, one trace file, or a cap counted across files
+    (``max_events``, ``max_bytes``), the replay runs in the calling
+    process, as :class:`Replayer` does.
+
+    Args:
+        inputs: trace files and folders.
+        options: what to replay and how. ``options.memory_budget`` (or,
+            when 0, the default budget of
+            :func:`~greenpipe.compute_memory_budget`) is divided among
+            the worker processes.
+        processes: worker processes; ``None`` for the number of cores
+            this process may run on.
+
+    Raises:
+        ValueError: ``processes`` is below 1.
+    """
+
+    def __init__(
+        self, inputs: Sequence[str], options: ReplayOptions, processes: Optional[int] = None
+    ) -> None:
+        if processes is None:
+            processes = usable_cores()
+        if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+            raise ValueError(f"processes must be an integer >= 1, not {processes!r}")
+        self.inputs = list(inputs)
+        self.options = options
+        self.processes = processes
+        self._cancelled = False
+        self._cancel_lock = threading.RLock()
+        self._cancel_write = -1
+        self._inner: Optional[Replayer] = None
+        self._workers: List[_Worker] = []
+        self._failures: Dict[int, str] = {}
+        self._phase = "plan"
+        self._phase_started = time.monotonic()
+        self._events_total = 0
+        self._bytes_total = 0
+
+    # -- control from other threads -------------------------------------------
+
+    def cancel(self) -> None:
+        """Stop the replay soon; :meth:`run` returns a partial summary.
+
+        Does not wait for the workers; safe from any thread and from a
+        signal handler.
+        """
+        self._cancelled = True
+        self._close_cancel_pipe()
+        inner = self._inner
+        if inner is not None:
+            inner.cancel()
+
+    def _close_cancel_pipe(self) -> None:
+        # Reentrant: a signal handler may run cancel() while the main thread
+        # is inside this method already.
+        with self._cancel_lock:
+            fd, self._cancel_write = self._cancel_write, -1
+            if fd >= 0:
+                os.close(fd)
+
+    def progress(self) -> ReplayProgress:
+        """Return a snapshot of the progress of all workers; never blocks."""
+        inner = self._inner
+        if inner is not None:
+            return inner.progress()
+        workers = list(self._workers)
+        return ReplayProgress(
+            self._phase,
+            sum(w.events_done for w in workers),
+            self._events_total,
+            sum(w.bytes_done for w in workers),
+            self._bytes_total,
+            time.monotonic() - self._phase_started,
+        )
+
+    def worker_processes(self) -> List[Tuple[int, Tuple[str, ...]]]:
+        """Return the process id and the trace files of each running worker.
+
+        Empty before the workers start and after they stop; never blocks.
+        """
+        return [
+            (worker.process.pid, tuple(path for _, path in worker.files))
+            for worker in list(self._workers)
+            if worker.process.poll() is None
+        ]
+
+    def _set_phase(self, phase: str) -> None:
+        for worker in self._workers:
+            worker.events_done = worker.bytes_done = 0
+        self._phase = phase
+        self._phase_started = time.monotonic()
+
+    # -- the run --------------------------------------------------------------
+
+    def run(self) -> ReplaySummary:
+        """Plan, prepare and replay with worker processes; return the summary.
+
+        Blocking: returns when every worker has finished its shards and
+        exited or, after :meth:`cancel`, once the workers have returned
+        their partial results. Worker processes are stopped before this
+        method returns or raises.
+
+        Raises:
+            ReplayError: no input contains a trace, or the root cannot be
+                used.
+            InsufficientSpaceError: the estimated bytes to write exceed
+                the free space and ``options.force`` is false.
+        """
+        files, problems = require_trace_files(self.inputs)
+        options = self.options
+        groups = partition_files(files, self.processes, options)
+        if len(groups) <= 1:
+            if options.max_events is not None or options.max_bytes is not None:
+                logger.info(
+                    "replaying in one process: max_events and max_bytes count across all files"
+                )
+            self._inner = Replayer(self.inputs, options)
+            if self._cancelled:
+                self._inner.cancel()
+            return self._inner.run()
+
+        budget = compute_memory_budget(options.memory_budget)
+        share = budget // len(groups)
+        # A worker reads up to threads + 1 files at once, each through a
+        # reader with its own budget, so each reader gets a part of the
+        # share. It never gets more than in a single-process replay, so the
+        # longest accepted line, a quarter of the reader budget, is the same
+        # unless the share is below the default 64 MiB per file.
+        in_flight = (options.threads or os.cpu_count() or 1) + 1
+        reader_budget = min(effective_budget(options.memory_budget), max(share // in_flight, 1))
+        worker_options = dataclasses.replace(options, memory_budget=reader_budget)
+        if not options.dry_run:
+            assert options.root is not None
+            message = prepare_root(options.root)
+            if message is not None:
+                raise ReplayError(message)
+
+        read_fd, write_fd = os.pipe()
+        with self._cancel_lock:
+            self._cancel_write = write_fd
+            if self._cancelled:
+                self._close_cancel_pipe()
+        try:
+            try:
+                pool = _WorkerPool(len(groups), read_fd)
+            finally:
+                # Only the workers read the pipe; the parent keeps the write end.
+                os.close(read_fd)
+            polite = False
+            try:
+                self._workers = pool.workers
+                for worker, group in zip(pool.workers, groups):
+                    worker.files = group
+                if options.dry_run:
+                    summary = self._run_dry(files, problems, groups, worker_options)
+                else:
+                    summary = self._run_real(files, problems, groups, worker_options)
+                polite = True
+            finally:
+                pool.close(polite=polite)
+        finally:
+            self._close_cancel_pipe()
+        return dataclasses.replace(summary, processes=self._process_rows(share))
+
+    def _run_dry(
+        self,
+        files: List[str],
+        problems: List[str],
+        groups: List[Tuple[Tuple[int, str], ...]],
+        worker_options: ReplayOptions,
+    ) -> ReplaySummary:
+        self._set_phase("dry-run")
+        started = time.monotonic()
+        results = self._round([ReplayShard("dry-run", group, worker_options) for group in groups])
+        return self._finish(files, problems, results, time.monotonic() - started, Preparation())
+
+    def _run_real(
+        self,
+        files: List[str],
+        problems: List[str],
+        groups: List[Tuple[Tuple[int, str], ...]],
+        worker_options: ReplayOptions,
+    ) -> ReplaySummary:
+        options = self.options
+        assert options.root is not None
+        with PathSandbox(options.root) as sandbox:
+            self._set_phase("plan")
+            planned = self._round([ReplayShard("plan", group, worker_options) for group in groups])
+            if self._cancelled:
+                return self._finish(files, problems, [], 0.0, Preparation())
+            plan = merge_plans([r for r in planned if r is not None])
+
+            needed = plan.write_bytes
+            if options.max_bytes is not None:
+                needed = min(needed, options.max_bytes)
+            free = shutil.disk_usage(sandbox.root).free
+            if needed > free and not options.force:
+                raise InsufficientSpaceError(needed, free, sandbox.root)
+
+            self._set_phase("prepare")
+            preparation = plan.prepare(sandbox)
+
+        self._events_total = plan.events
+        self._bytes_total = needed
+        self._set_phase("replay")
+        started = time.monotonic()
+        shards: List[Optional[ReplayShard]] = []
+        for group, result in zip(groups, planned):
+            # A worker that failed while planning has no plan for its
+            # files, so they are not replayed; the failure is reported.
+            if result is None:
+                shards.append(None)
+            else:
+                shards.append(ReplayShard("replay", group, worker_options, anchors_of(plan, group)))
+        results = self._round(shards)
+        return self._finish(files, problems, results, time.monotonic() - started, preparation)
+
+    def _round(self, shards: Sequence[Optional[ReplayShard]]) -> List[Optional[ShardResult]]:
+        """Run ``shards[i]`` on worker ``i``; return the results, ``None`` for failures."""
+        results: List[Optional[ShardResult]] = [None] * len(shards)
+        for worker, shard in zip(self._workers, shards):
+            if shard is None or worker.failed:
+                continue
+            try:
+                worker.connection.send(shard)
+            except OSError:
+                self._fail(worker, self._crash_message(worker))
+                continue
+            worker.busy = True
+
+        while True:
+            busy = {w.connection: w for w in self._workers if w.busy}
+            if not busy:
+                return results
+            for ready in wait(list(busy)):
+                self._receive(busy[ready], results)
+
+    def _receive(self, worker: _Worker, results: List[Optional[ShardResult]]) -> None:
+        try:
+            message = worker.connection.recv()
+        except (EOFError, OSError):
+            # The worker's end of the socket closed: the process is ending.
+            self._fail(worker, self._crash_message(worker))
+            return
+        kind = message[0]
+        if kind == "progress":
+            worker.events_done, worker.bytes_done = message[1], message[2]
+        elif kind == "result":
+            result: ShardResult = message[1]
+            results[worker.number] = result
+            worker.peak_rss_bytes = max(worker.peak_rss_bytes, result.peak_rss_bytes)
+            worker.busy = False
+        else:
+            logger.error(
+                "worker process %d failed while reading %s:\n%s",
+                worker.number + 1,
+                ", ".join(path for _, path in worker.files),
+                message[1],
+            )
+            last_line = message[1].strip().splitlines()[-1]
+            self._fail(worker, f"{self._files_text(worker)}: the worker process raised {last_line}")
+
+    def _crash_message(self, worker: _Worker) -> str:
+        try:
+            code: Optional[int] = worker.process.wait(KILL_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            code = None
+        return (
+            f"{self._files_text(worker)}: the worker process ended with "
+            f"{_describe_exit(code)}"
+        )
+
+    @staticmethod
+    def _files_text(worker: _Worker) -> str:
+        return ", ".join(path for _, path in worker.files)
+
+    def _fail(self, worker: _Worker, message: str) -> None:
+        worker.busy = False
+        if not worker.failed:
+            worker.failed = True
+            self._failures[worker.number] = message
+
+    # -- the summary ----------------------------------------------------------
+
+    def _finish(
+        self,
+        files: List[str],
+        problems: List[str],
+        results: Sequence[Optional[ShardResult]],
+        wall: float,
+        preparation: Preparation,
+    ) -> ReplaySummary:
+        self._set_phase("done")
+        # A replay interrupted while planning has no round to report on, so
+        # the files of a failed worker are listed only after a round ran.
+        failed_files = [
+            item for w in self._workers if w.failed and results for item in w.files
+        ]
+        return merge_results(
+            files,
+            self.options,
+            [r for r in results if r is not None],
+            wall_seconds=wall,
+            preparation=preparation,
+            problems=problems,
+            failed_files=failed_files,
+            worker_failures=[self._failures[n] for n in sorted(self._failures)],
+            interrupted=self._cancelled,
+        )
+
+    def _process_rows(self, share: int) -> Tuple[Dict[str, Any], ...]:
+        # The main process reads no trace, so the whole budget goes to the
+        # workers.
+        rows = [
+            {"role": "main", "files": 0, "memory_budget_bytes": 0, "peak_rss_bytes": peak_rss_bytes()}
+        ]
+        for worker in self._workers:
+            rows.append(
+                {
+                    "role": "worker",
+                    "files": len(worker.files),
+                    "memory_budget_bytes": share,
+                    "peak_rss_bytes": worker.peak_rss_bytes,
+                }
+            )
+        return tuple(rows)
+
+
+def replay_processes(
+    inputs: Sequence[str], options: ReplayOptions, processes: Optional[int] = None
+) -> ReplaySummary:
+    """Replay ``inputs`` with ``processes`` worker processes; see :class:`ShardedReplayer`."""
+    return ShardedReplayer(inputs, options, processes).run()
+

@@ -1,0 +1,299 @@
+"""Replay shards: a pass over some trace files, as a picklable unit of work.
+
+A :class:`ReplayShard` names some trace files (each with its position
+among all the files of the replay), the :class:`ReplayOptions` and the
+pass to run: ``"plan"``, ``"dry-run"`` or ``"replay"``. :func:`run_shard`
+runs it on a private executor in the calling process and returns a
+:class:`ShardResult`, which holds only counters and the plan: no
+executor, channel, sandbox or descriptor. Shard and result pickle, and
+the function keeps no state between calls, so the same call can run in
+a worker process of this machine or as a task of a cluster engine.
+
+Why sharding by file is safe. Everything the replay keeps across events
+is keyed by trace file first: descriptor tables by ``(file, pid)``,
+streams by ``(file, pid, tid)``, the plan's descriptor positions inside
+one :class:`FilePlan`, and the sampling generator by the file's
+position. Two files that contain the same pid therefore share nothing
+in a single-process run either, and may go to different shards. What
+files do share is the root folder: the plan is merged from all shards
+before the one preparation step, and the replay passes of all shards
+write into the same root, as the files of a single-process run do.
+
+Caps across files. ``max_events`` and ``max_bytes`` are counted across
+all the files of a replay, which needs one counter. A shard counts them
+over its own files only, so a multi-process run with either cap keeps
+all the files in one shard (see :func:`partition_files`).
+
+Idempotence. Plan and dry-run shards only read, so running one twice
+gives the same result. A replay shard writes into the shared root, so a
+second run of it finds the files of the first (an ``O_EXCL`` open or a
+``mkdir`` then fails). Within one machine a shard never runs twice. A
+cluster engine that retries tasks after a worker is lost must replay
+into a fresh root instead of retrying a replay shard on the same root.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from ._options import ReplayOptions
+from ._pipeline import ReplayProgress, Replayer, peak_rss_bytes, problem_counters
+from ._plan import Plan
+from ._sandbox import PathSandbox
+from ._summary import FileCounters, Preparation, ReplaySummary, StreamStats, build_summary
+
+#: The passes a shard can run.
+PHASES = ("plan", "dry-run", "replay")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplayShard:
+    """A pass over some trace files of a replay.
+
+    Attributes:
+        phase: ``"plan"`` (follow the files to find what to prepare),
+            ``"dry-run"`` (parse, decode and filter only) or ``"replay"``
+            (execute the calls under ``options.root``, which must already
+            be prepared from the merged plan).
+        files: ``(index, path)`` pairs; ``index`` is the file's position
+            among all the files of the replay, which seeds its sampling.
+        options: the options of the whole replay.
+        anchors: ``(path, first start time)`` of each file from the
+            merged plan; ``original`` timing measures gaps from it.
+    """
+
+    phase: str
+    files: Tuple[Tuple[int, str], ...]
+    options: ReplayOptions
+    anchors: Tuple[Tuple[str, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.phase not in PHASES:
+            raise ValueError(f"phase must be one of {', '.join(PHASES)}, not {self.phase!r}")
+        if self.phase == "replay" and self.options.dry_run:
+            raise ValueError("a replay shard needs options with dry_run false")
+        if self.phase == "dry-run" and not self.options.dry_run:
+            raise ValueError("a dry-run shard needs options with dry_run true")
+
+    @property
+    def paths(self) -> Tuple[str, ...]:
+        """The trace files of the shard, in order."""
+        return tuple(path for _, path in self.files)
+
+
+@dataclasses.dataclass
+class ShardResult:
+    """The mergeable outcome of one shard.
+
+    Attributes:
+        phase: the pass that ran.
+        files: ``(index, counters)`` of each file read; empty for a plan.
+        streams: counters of every replayed stream; empty unless the
+            phase is ``"replay"``.
+        plan: the merged plan of the shard's files, for a plan shard.
+        interrupted: whether the shard was cancelled before its end.
+        wall_seconds: time the pass took.
+        peak_rss_bytes: peak resident set size of the process that ran
+            the shard, measured when it ended.
+    """
+
+    phase: str
+    files: Tuple[Tuple[int, FileCounters], ...] = ()
+    streams: Tuple[StreamStats, ...] = ()
+    plan: Optional[Plan] = None
+    interrupted: bool = False
+    wall_seconds: float = 0.0
+    peak_rss_bytes: int = 0
+
+
+class ShardRun:
+    """One run of a shard, with cancelling and progress for its caller.
+
+    :func:`run_shard` is this class without the controls. :meth:`cancel`
+    and :meth:`progress` may be called from any thread while :meth:`run`
+    blocks in another.
+    """
+
+    def __init__(self, shard: ReplayShard) -> None:
+        self.shard = shard
+        self._replayer = Replayer(list(shard.paths), shard.options)
+
+    def cancel(self) -> None:
+        """Stop the pass soon; :meth:`run` returns a partial result.
+
+        Never blocks; safe from any thread and from a signal handler.
+        """
+        self._replayer.cancel()
+
+    def progress(self) -> ReplayProgress:
+        """Return a snapshot of the pass's progress; never blocks."""
+        return self._replayer.progress()
+
+    def run(self) -> ShardResult:
+        """Run the pass and return its result.
+
+        Blocking: runs a private executor until the pass ends or, after
+        :meth:`cancel`, until every stream has stopped.
+
+        Raises:
+            SandboxError: the root of a replay shard cannot be opened.
+        """
+        shard = self.shard
+        replayer = self._replayer
+        started = time.monotonic()
+        streams: List[StreamStats] = []
+        plan = None
+        if shard.phase == "plan":
+            plan = replayer.plan_pass(shard.files)
+            counters: List[FileCounters] = []
+        elif shard.phase == "dry-run":
+            counters = replayer.dry_pass(shard.files)
+        else:
+            assert shard.options.root is not None
+            with PathSandbox(shard.options.root) as sandbox:
+                counters, streams = replayer.replay_pass(
+                    shard.files, sandbox, dict(shard.anchors)
+                )
+        indexed = tuple(zip((index for index, _ in shard.files), counters))
+        return ShardResult(
+            phase=shard.phase,
+            files=indexed,
+            streams=tuple(streams),
+            plan=plan,
+            interrupted=replayer.cancelled,
+            wall_seconds=time.monotonic() - started,
+            peak_rss_bytes=peak_rss_bytes(),
+        )
+
+
+def run_shard(shard: ReplayShard) -> ShardResult:
+    """Run ``shard`` in the calling process and return its result.
+
+    A plain function of picklable values: it reads the shard's files,
+    writes only under ``shard.options.root`` (replay shards), and keeps
+    nothing once it returns, so it can run unchanged as a task of a
+    cluster engine.
+
+    Blocking: starts and stops its own executor; call it from any thread
+    that is not a task.
+
+    Raises:
+        SandboxError: the root of a replay shard cannot be opened.
+    """
+    return ShardRun(shard).run()
+
+
+def partition_files(
+    files: Sequence[str], parts: int, options: ReplayOptions
+) -> List[Tuple[Tuple[int, str], ...]]:
+    """Split ``files`` into at most ``parts`` groups of about equal size.
+
+    Files go, largest first by bytes on disk, to the group with the
+    fewest bytes so far (then the fewest files, then the lowest number),
+    so the split is the same on every run. Each group lists its files in their original
+    order. With ``max_events`` or ``max_bytes`` set, every file goes in
+    one group, because those caps count across all the files.
+
+    Returns:
+        Groups of ``(index, path)`` pairs, none empty.
+
+    Raises:
+        ValueError: ``parts`` is below 1.
+    """
+    if parts < 1:
+        raise ValueError(f"parts must be >= 1, not {parts!r}")
+    indexed = list(enumerate(files))
+    if options.max_events is not None or options.max_bytes is not None:
+        parts = 1
+    parts = min(parts, len(indexed))
+    if parts <= 1:
+        return [tuple(indexed)] if indexed else []
+
+    sizes = {index: _size(path) for index, path in indexed}
+    loads = [0] * parts
+    groups: List[List[Tuple[int, str]]] = [[] for _ in range(parts)]
+    for index, path in sorted(indexed, key=lambda item: (-sizes[item[0]], item[0])):
+        target = min(range(parts), key=lambda number: (loads[number], len(groups[number]), number))
+        groups[target].append((index, path))
+        loads[target] += sizes[index]
+    return [tuple(sorted(group)) for group in groups if group]
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def merge_plans(results: Sequence[ShardResult]) -> Plan:
+    """Merge the plans of plan shards into the plan of the whole replay."""
+    plan = Plan()
+    for result in results:
+        if result.plan is not None:
+            plan.update(result.plan)
+    return plan
+
+
+def merge_results(
+    files: Sequence[str],
+    options: ReplayOptions,
+    results: Iterable[ShardResult],
+    *,
+    wall_seconds: float = 0.0,
+    preparation: Preparation = Preparation(),
+    problems: Iterable[str] = (),
+    failed_files: Iterable[Tuple[int, str]] = (),
+    worker_failures: Iterable[str] = (),
+    interrupted: bool = False,
+) -> ReplaySummary:
+    """Merge the results of dry-run or replay shards into one summary.
+
+    The summary equals that of a single-process replay of ``files``
+    (apart from times, latencies and the per-process rows), whatever the
+    shards and the order of ``results``.
+
+    Args:
+        files: every trace file of the replay, in order.
+        options: the options of the replay.
+        results: the results of the shards that ran.
+        wall_seconds: wall time of the replay round.
+        preparation: what the preparation step created.
+        problems: messages about inputs that were not read.
+        failed_files: ``(index, path)`` of files whose shard failed; each
+            is listed with a problem stating that it was not counted.
+        worker_failures: one message per failed worker.
+        interrupted: whether the replay was cancelled; a result that was
+            interrupted also marks the summary.
+    """
+    counters: Dict[int, FileCounters] = {}
+    streams: List[StreamStats] = []
+    for result in results:
+        counters.update(result.files)
+        streams.extend(result.streams)
+        interrupted = interrupted or result.interrupted
+    for index, path in failed_files:
+        counters.setdefault(
+            index,
+            FileCounters(path=path, problem=f"{path}: not counted because its worker process failed"),
+        )
+    root = None if options.dry_run or options.root is None else os.path.realpath(options.root)
+    return build_summary(
+        inputs=files,
+        root=root,
+        dry_run=options.dry_run,
+        interrupted=interrupted,
+        file_counters=[counters[index] for index in sorted(counters)] + problem_counters(problems),
+        streams=streams,
+        wall_seconds=wall_seconds,
+        preparation=preparation,
+        worker_failures=worker_failures,
+    )
+
+
+def anchors_of(plan: Plan, files: Sequence[Tuple[int, str]]) -> Tuple[Tuple[str, int], ...]:
+    """Return the anchors of ``files`` from the merged ``plan``."""
+    return tuple((path, plan.first_ts[path]) for _, path in files if path in plan.first_ts)

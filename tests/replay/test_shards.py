@@ -1,0 +1,451 @@
+"""Replay shards and the multi-process replay.
+
+Every multi-process summary is compared with a single-process replay of
+the same input. Wall times, latency values and the per-process rows
+differ between any two runs, so the comparison leaves them out. Every
+count is compared exactly.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+from greenpipe import compute_memory_budget
+from greenpipe.cli import main
+from greenpipe.replay import ReplayOptions, Replayer, ReplaySummary
+from greenpipe.replay._processes import ShardedReplayer
+from greenpipe.replay._shards import ReplayShard, ShardResult, partition_files, run_shard
+
+from .conftest import call, write_trace
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+REPO = Path(__file__).resolve().parents[2]
+NEWEST = DATA / "anku94_dftracer" / "examples" / "dfanalyzer" / "test-trace.pfw.gz"
+SMALL = DATA / "hariharan-devarajan_dftracer" / "dfanalyzer" / "test.pfw.gz"
+DIST = DATA / "hariharan-devarajan_dftracer" / "examples" / "dfanalyzer" / "test-trace-distributed"
+
+# Real traces whose replays touch disjoint paths and whose threads share
+# no descriptor, so a replay of them together gives the same counts on
+# every run. The two cm1 ranks are not both here: they probe and create
+# the same folders, so their counts depend on which rank runs first.
+INDEPENDENT = [
+    NEWEST,
+    SMALL,
+    DATA / "hariharan-devarajan_dftracer" / "dfanalyzer" / "test.pfw",
+    DATA / "hariharan-devarajan_dftracer" / ".trace-0-of-2.pfw",
+    DIST / "cm1_1_48_20240926" / "cm1-DEFAULT-3537780-preload.pfw.gz",
+    DIST / "test-trace-dist-0.pfw.gz",
+    DATA / "hariharan-devarajan_dftracer" / "examples" / "graph_visualization" / "test_data1.pfw",
+]
+
+TIMEOUT = 60
+
+
+def counts(summary: ReplaySummary) -> Dict[str, Any]:
+    """Return the summary as JSON values without times and process rows."""
+    data = summary.to_dict()
+    for key in ("wall_seconds", "processes", "root"):
+        del data[key]
+    data["latency"] = {name: row["count"] for name, row in data["latency"].items()}
+    return data
+
+
+# -- partitioning -----------------------------------------------------------------
+
+
+def test_partition_balances_bytes(tmp_path: Path) -> None:
+    sizes = [50, 10, 40, 30, 20]
+    files = []
+    for number, size in enumerate(sizes):
+        path = tmp_path / f"{number}.pfw"
+        path.write_bytes(b"x" * size)
+        files.append(str(path))
+
+    groups = partition_files(files, 2, ReplayOptions(dry_run=True))
+
+    # Largest first to the lighter group: 50 -> A, 40 -> B, 30 -> B,
+    # 20 -> A, 10 -> A (70 against 70 bytes).
+    assert groups == [
+        ((0, files[0]), (1, files[1]), (4, files[4])),
+        ((2, files[2]), (3, files[3])),
+    ]
+
+
+def test_partition_never_makes_empty_groups(tmp_path: Path) -> None:
+    files = [str(tmp_path / "a.pfw"), str(tmp_path / "b.pfw")]
+
+    groups = partition_files(files, 8, ReplayOptions(dry_run=True))
+
+    assert len(groups) == 2
+    assert all(groups)
+
+
+@pytest.mark.parametrize("cap", [{"max_events": 10}, {"max_bytes": 10}])
+def test_partition_keeps_caps_in_one_group(tmp_path: Path, cap) -> None:
+    files = [str(tmp_path / f"{n}.pfw") for n in range(4)]
+
+    groups = partition_files(files, 4, ReplayOptions(dry_run=True, **cap))
+
+    assert groups == [tuple(enumerate(files))]
+
+
+def test_partition_rejects_zero_parts() -> None:
+    with pytest.raises(ValueError, match=r"^parts must be >= 1, not 0$"):
+        partition_files(["a.pfw"], 0, ReplayOptions(dry_run=True))
+
+
+# -- the shard unit ---------------------------------------------------------------
+
+
+def test_shard_rejects_unknown_phase() -> None:
+    with pytest.raises(ValueError, match=r"^phase must be one of plan, dry-run, replay, not 'run'$"):
+        ReplayShard("run", ((0, str(SMALL)),), ReplayOptions(dry_run=True))
+
+
+def test_replay_shard_rejects_dry_run_options() -> None:
+    with pytest.raises(ValueError, match=r"^a replay shard needs options with dry_run false$"):
+        ReplayShard("replay", ((0, str(SMALL)),), ReplayOptions(dry_run=True))
+
+
+def test_shard_and_result_pickle(tmp_path: Path) -> None:
+    shard = ReplayShard("plan", ((3, str(SMALL)),), ReplayOptions(root=str(tmp_path / "r")))
+
+    result = run_shard(pickle.loads(pickle.dumps(shard)))
+    copy = pickle.loads(pickle.dumps(result))
+
+    assert isinstance(copy, ShardResult)
+    assert copy.plan is not None
+    assert copy.plan.events == result.plan.events == 1012
+    assert copy.plan.write_bytes == 3276800
+    assert copy.peak_rss_bytes > 0
+
+
+def test_dry_shard_runs_twice_alike() -> None:
+    options = ReplayOptions(dry_run=True, sample=0.5, seed=7)
+    shard = ReplayShard("dry-run", ((5, str(SMALL)), (6, str(NEWEST))), options)
+
+    first = run_shard(shard)
+    second = run_shard(shard)
+
+    assert [(i, c) for i, c in first.files] == [(i, c) for i, c in second.files]
+    assert [i for i, _ in first.files] == [5, 6]
+    assert not first.interrupted
+
+
+def test_shard_sampling_follows_file_index() -> None:
+    """A file samples the same events in a shard as at its place in the whole replay."""
+    options = ReplayOptions(dry_run=True, sample=0.5, seed=3)
+    whole = Replayer([str(NEWEST), str(SMALL)], options).run()
+
+    shard = run_shard(ReplayShard("dry-run", ((1, str(SMALL)),), options))
+
+    assert shard.files[0][1].filtered == whole.files[1]["filtered"]
+
+
+# -- equality with one process ------------------------------------------------------
+
+
+def test_dry_run_processes_match_one() -> None:
+    options = ReplayOptions(dry_run=True, sample=0.8, seed=11)
+
+    single = Replayer([str(DATA)], options).run()
+    sharded = ShardedReplayer([str(DATA)], options, 2).run()
+
+    assert counts(sharded) == counts(single)
+    assert sharded.events_seen == 204081
+    assert len(sharded.files) == 13
+
+
+def test_real_replay_processes_match_one(tmp_path: Path) -> None:
+    inputs = [str(p) for p in INDEPENDENT]
+    # The same root for both runs, since the summary shows paths in it.
+    root = tmp_path / "r"
+    options = ReplayOptions(root=str(root), max_size=65536, threads=2)
+
+    single = Replayer(inputs, options).run()
+    shutil.rmtree(root)
+    sharded = ShardedReplayer(inputs, options, 2).run()
+
+    assert counts(sharded) == counts(single)
+    assert sharded.exit_code() == 0
+    assert sharded.events_replayed == 1284 + 11 + 11 + 0 + 8052 + 0 + 0
+    assert sharded.preparation == single.preparation
+    assert not sharded.worker_failures
+
+
+def test_same_pid_in_two_files(tmp_path: Path) -> None:
+    """Descriptor tables belong to one file, so a pid shared by two files shares nothing."""
+    a = write_trace(tmp_path / "a.pfw", [
+        call("open64", 10, fname="/data/a", flags=66, ret=4),
+        call("write", 20, fd=4, count=100, ret=100),
+        call("close", 30, fd=4, ret=0),
+    ])
+    b = write_trace(tmp_path / "b.pfw", [
+        call("open64", 10, fname="/data/b", flags=66, ret=3),
+        call("write", 20, fd=3, count=7, ret=7),
+        call("read", 25, fd=4, count=7, ret=7),
+        call("close", 30, fd=3, ret=0),
+    ])
+    inputs = [str(a), str(b)]
+    root = tmp_path / "r"
+    options = ReplayOptions(root=str(root))
+
+    single = Replayer(inputs, options).run()
+    shutil.rmtree(root)
+    sharded = ShardedReplayer(inputs, options, 2).run()
+
+    assert counts(sharded) == counts(single)
+    assert (root / "data" / "a").stat().st_size == 100
+    assert (root / "data" / "b").stat().st_size == 7
+    assert sharded.events_replayed == 6
+    # Descriptor 4 of the same pid is open in a.pfw, never in b.pfw.
+    assert sharded.skipped == {"descriptor opened before the trace or filtered out": 1}
+    assert sharded.bytes_read == 0
+
+
+def test_processes_rows_report_budget_and_rss() -> None:
+    budget = 256 * 1024 * 1024
+    options = ReplayOptions(dry_run=True, memory_budget=budget)
+
+    cm1 = DIST / "cm1_1_48_20240926"
+    inputs = [str(cm1 / "cm1-DEFAULT-3537780-preload.pfw.gz"), str(cm1 / "cm1-DEFAULT-3537781-preload.pfw.gz")]
+
+    summary = ShardedReplayer(inputs, options, 2).run()
+
+    roles = [row["role"] for row in summary.processes]
+    assert roles == ["main", "worker", "worker"]
+    assert [row["files"] for row in summary.processes] == [0, 1, 1]
+    assert [row["memory_budget_bytes"] for row in summary.processes] == [0, budget // 2, budget // 2]
+    assert all(row["peak_rss_bytes"] > 0 for row in summary.processes)
+
+
+def test_one_process_row_in_single_process_replay() -> None:
+    summary = Replayer([str(SMALL)], ReplayOptions(dry_run=True)).run()
+
+    assert len(summary.processes) == 1
+    row = summary.processes[0]
+    assert row["role"] == "main"
+    assert row["files"] == 1
+    assert row["memory_budget_bytes"] == compute_memory_budget()
+    assert row["peak_rss_bytes"] > 0
+
+
+def test_sharded_replayer_rejects_zero_processes() -> None:
+    with pytest.raises(ValueError, match=r"^processes must be an integer >= 1, not 0$"):
+        ShardedReplayer([str(SMALL)], ReplayOptions(dry_run=True), 0)
+
+
+def test_single_file_runs_in_this_process() -> None:
+    replayer = ShardedReplayer([str(SMALL)], ReplayOptions(dry_run=True), 4)
+
+    summary = replayer.run()
+
+    assert summary.processes[0]["role"] == "main"
+    assert len(summary.processes) == 1
+    assert summary.events_seen == 1012
+
+
+# -- the command ----------------------------------------------------------------------
+
+
+def run_cli(*argv: str):
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_cli_processes_json_matches_one(tmp_path: Path) -> None:
+    runs = {}
+    for processes in ("1", "2"):
+        target = tmp_path / f"{processes}.json"
+        code, out, err = run_cli(
+            "replay", str(DIST / "cm1_1_48_20240926"), "--dry-run", "--processes", processes,
+            "--json", str(target),
+        )
+        assert code == 0
+        assert err == ""
+        data = json.loads(target.read_text())
+        runs[processes] = (out, data)
+
+    single_out, single = runs["1"]
+    sharded_out, sharded = runs["2"]
+    assert [row["role"] for row in sharded.pop("processes")] == ["main", "worker", "worker"]
+    assert [row["role"] for row in single.pop("processes")] == ["main"]
+    del single["wall_seconds"], sharded["wall_seconds"]
+    assert sharded == single
+    # The printed report differs only in the replay time.
+    expected = [line for line in single_out.splitlines() if "time     traced" not in line]
+    assert [line for line in sharded_out.splitlines() if "time     traced" not in line] == expected
+
+
+def test_cli_rejects_zero_processes() -> None:
+    code, out, err = run_cli("replay", str(SMALL), "--dry-run", "--processes", "0")
+
+    assert code == 1
+    assert err == (
+        "greenpipe replay: Argument --processes: 0 is not allowed; give 1 or more. "
+        "Run 'greenpipe replay --help' for the options.\n"
+    )
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_sigint_stops_all_workers(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group; the replay stops and leaves no process."""
+    inputs = []
+    for name in ("a", "b"):
+        copy = tmp_path / f"{name}.pfw.gz"
+        shutil.copyfile(NEWEST, copy)
+        inputs.append(str(copy))
+    root = tmp_path / "r"
+    # Original timing stretches each file over its traced 180 s, so the
+    # signal arrives while both workers replay.
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "greenpipe", "replay", *inputs, "--root", str(root),
+            "--timing", "original", "--processes", "2", "--json", "-",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        # The replay round has started once the preparation step made files.
+        while len(list(root.glob("*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+
+    assert proc.returncode == 130
+    assert "(interrupted)" in out
+    assert "Traceback" not in err
+    data = json.loads(out[out.index("\n{") + 1:])
+    assert data["interrupted"] is True
+    assert [row["role"] for row in data["processes"]] == ["main", "worker", "worker"]
+    assert not _group_alive(proc.pid)
+
+
+def test_worker_crash_names_files(tmp_path: Path) -> None:
+    options = ReplayOptions(root=str(tmp_path / "r"), timing="original")
+    replayer = ShardedReplayer([str(NEWEST), str(SMALL)], options, 2)
+    outcome: List[Any] = []
+    runner = threading.Thread(target=lambda: outcome.append(replayer.run()))
+    runner.start()
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        # Progress messages from the workers show the replay round running.
+        while time.monotonic() < deadline:
+            progress = replayer.progress()
+            if progress.phase == "replay" and progress.events_done > 0:
+                break
+            time.sleep(0.01)
+        victims = [pid for pid, files in replayer.worker_processes() if files == (str(NEWEST),)]
+        assert len(victims) == 1
+        os.kill(victims[0], signal.SIGKILL)
+        runner.join(TIMEOUT)
+    finally:
+        if runner.is_alive():
+            replayer.cancel()
+            runner.join(TIMEOUT)
+
+    summary = outcome[0]
+    assert summary.worker_failures == (
+        f"{NEWEST}: the worker process ended with signal SIGKILL",
+    )
+    assert summary.exit_code() == 1
+    assert [row["path"] for row in summary.files] == [str(NEWEST), str(SMALL)]
+    assert summary.files[1]["replayed"] == 1012
+    assert summary.input_problems == (
+        f"{NEWEST}: not counted because its worker process failed",
+    )
+    assert replayer.worker_processes() == []
+
+
+def test_cancel_merges_partial_results(tmp_path: Path) -> None:
+    copies = []
+    for name in ("a", "b"):
+        copy = tmp_path / f"{name}.pfw.gz"
+        shutil.copyfile(NEWEST, copy)
+        copies.append(str(copy))
+    options = ReplayOptions(root=str(tmp_path / "r"), timing="original")
+    replayer = ShardedReplayer(copies, options, 2)
+    outcome: List[Any] = []
+    runner = threading.Thread(target=lambda: outcome.append(replayer.run()))
+    runner.start()
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            progress = replayer.progress()
+            if progress.phase == "replay" and progress.events_done > 0:
+                break
+            time.sleep(0.01)
+        replayer.cancel()
+        runner.join(TIMEOUT)
+    finally:
+        if runner.is_alive():
+            replayer.cancel()
+            runner.join(TIMEOUT)
+
+    summary = outcome[0]
+    assert summary.interrupted
+    assert summary.exit_code() == 130
+    assert not summary.worker_failures
+    assert [row["path"] for row in summary.files] == copies
+    # Both traces span 180 s with original timing, so each stopped early.
+    assert 0 < summary.events_replayed < 2 * 1284
+    assert replayer.worker_processes() == []
+
+
+def test_worker_reports_shard_error(tmp_path: Path) -> None:
+    """A shard that raises sends its traceback as the last message."""
+    import socket
+    from multiprocessing.connection import Connection
+
+    from greenpipe.replay._processes import _run_one
+
+    shard = ReplayShard("replay", ((0, str(SMALL)),), ReplayOptions(root=str(tmp_path / "missing")))
+    parent_end, worker_end = socket.socketpair()
+    cancel_read, cancel_write = os.pipe()
+    parent = Connection(parent_end.detach())
+    worker = Connection(worker_end.detach())
+    try:
+        _run_one(worker, shard, cancel_read)
+        messages = []
+        while parent.poll(0):
+            messages.append(parent.recv())
+    finally:
+        parent.close()
+        worker.close()
+        os.close(cancel_read)
+        os.close(cancel_write)
+
+    assert messages[-2][0] == "progress"
+    kind, text = messages[-1]
+    assert kind == "error"
+    assert "FileNotFoundError" in text.strip().splitlines()[-1]
