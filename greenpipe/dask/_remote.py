@@ -23,6 +23,7 @@ message, notes and formatted traceback.
 from __future__ import annotations
 
 import functools
+import io
 import os
 import site
 import sys
@@ -196,12 +197,44 @@ def _type_name(error: BaseException) -> str:
     return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
 
 
+class _ExceptionPickler(cloudpickle.Pickler):
+    """A cloudpickle pickler that reduces exceptions with their own methods.
+
+    distributed registers tblib's reducer for every exception class in
+    copyreg. That reducer rebuilds some built-in exceptions without calling
+    their ``__init__``, so ``SystemExit`` would lose its code.
+    """
+
+    def __init__(self, file: io.BytesIO) -> None:
+        # The C pickler reads dispatch_table once, when it is initialised.
+        self.dispatch_table = {
+            kind: reducer
+            for kind, reducer in cloudpickle.Pickler.dispatch_table.items()
+            if not (isinstance(kind, type) and issubclass(kind, BaseException))
+        }
+        super().__init__(file)
+
+
+def _dumps_exception(error: BaseException) -> bytes:
+    stream = io.BytesIO()
+    _ExceptionPickler(stream).dump(error)
+    return stream.getvalue()
+
+
 def _pickle_checked(error: BaseException) -> bytes | None:
+    """Pickle ``error`` alone, or return ``None`` if it does not round-trip."""
+    # The traceback, cause and context travel in the record; left in place,
+    # a context holding an unpicklable object would sink the exception.
+    chain = (error.__traceback__, error.__cause__, error.__context__, error.__suppress_context__)
+    error.__traceback__ = error.__cause__ = error.__context__ = None
     try:
-        blob = cloudpickle.dumps(error)
+        blob = _dumps_exception(error)
         cloudpickle.loads(blob)
     except Exception:
         return None
+    finally:
+        error.__traceback__, error.__cause__, error.__context__ = chain[:3]
+        error.__suppress_context__ = chain[3]
     return blob
 
 

@@ -23,11 +23,13 @@ a body is either seen by :func:`cancel_run` or sees the mark.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import inspect
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import cloudpickle
 
@@ -132,30 +134,44 @@ def cancel_run(run_id: str) -> list[str]:
     return sorted(running)
 
 
-def _worker_thread_state() -> dict[str, Any]:
-    # Dask keeps the current worker and task in a thread-local; the body
-    # runs in another thread, where get_worker() and get_client() need it.
-    try:
+@dataclass(frozen=True)
+class _WorkerContext:
+    """Dask's per-task state in the worker thread that called :func:`run_task`.
+
+    Dask finds the current worker through a context variable and the
+    current task through a thread-local; the body runs in a greenlet on
+    another thread, where ``get_worker()`` and ``get_client()`` need both.
+    """
+
+    context: contextvars.Context
+    thread_state: dict[str, Any]
+
+    @classmethod
+    def capture(cls) -> _WorkerContext:
         from distributed.worker import thread_state
-    except ImportError:  # pragma: no cover - distributed is a requirement here
-        return {}
-    return dict(vars(thread_state))
 
+        return cls(contextvars.copy_context(), dict(vars(thread_state)))
 
-def _run_body(scope: Any, fn: Callable[..., Any], values: tuple, state: dict[str, Any]) -> Any:
-    thread_state = None
-    if state:
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
         from distributed.worker import thread_state
 
-        vars(thread_state).update(state)
-    try:
+        tokens = [(var, var.set(value)) for var, value in self.context.items()]
+        vars(thread_state).update(self.thread_state)
+        try:
+            yield
+        finally:
+            for name in self.thread_state:
+                vars(thread_state).pop(name, None)
+            for var, token in reversed(tokens):
+                var.reset(token)
+
+
+def _run_body(scope: Any, fn: Callable[..., Any], values: tuple, worker: _WorkerContext) -> Any:
+    with worker.applied():
         if inspect.isgeneratorfunction(fn):
             return coroutine(fn)(scope, *values).wait()
         return fn(scope, *values)
-    finally:
-        if thread_state is not None:
-            for name in state:
-                vars(thread_state).pop(name, None)
 
 
 def _wait(root: Any, timeout: float | None) -> bool:
@@ -191,10 +207,10 @@ def run_task(blob: bytes, *values: Any) -> Any:
     except Exception as error:
         raise TaskFailure("failed", _current_key(), "?", capture(error)) from None
 
-    state = _worker_thread_state()
+    worker = _WorkerContext.capture()
     _count_executor(1)
     try:
-        root, timed_out, run_cancelled = _run_on_executor(spec, values, state)
+        root, timed_out, run_cancelled = _run_on_executor(spec, values, worker)
     finally:
         _count_executor(-1)
 
@@ -223,7 +239,7 @@ def run_task(blob: bytes, *values: Any) -> Any:
 
 
 def _run_on_executor(
-    spec: TaskSpec, values: tuple, state: dict[str, Any]
+    spec: TaskSpec, values: tuple, worker: _WorkerContext
 ) -> tuple[Any, bool, bool]:
     """Run the body on a fresh executor; return its root future and flags.
 
@@ -235,7 +251,7 @@ def _run_on_executor(
     with Executor(spec.threads, name=f"{spec.pipeline}/{spec.task_name}") as executor:
         with _lock:
             if spec.run_id not in _cancelled_runs:
-                root = executor.submit(_run_body, spec.fn, values, state, name=spec.task_name)
+                root = executor.submit(_run_body, spec.fn, values, worker, name=spec.task_name)
                 _running.setdefault(spec.run_id, {})[spec.key] = root
         try:
             if root is not None:
