@@ -249,3 +249,15 @@ def test_base_exception_same_as_local(dask_client):
     assert dask_error.value.code == local_error.value.code == 3
     assert dask_error.value.__notes__ == local_error.value.__notes__
     assert task.state is local_task.state is TaskState.FAILED
+
+
+def test_clusters_listen_on_loopback_only(dask_client, process_client):
+    import psutil
+
+    pids = [os.getpid(), *process_client.run(os.getpid).values()]
+
+    for pid in pids:
+        process = psutil.Process(pid)
+        connections = process.net_connections(kind="inet")
+        listening = {conn.laddr.ip for conn in connections if conn.status == psutil.CONN_LISTEN}
+        assert listening == {"127.0.0.1"}, (pid, listening)

@@ -199,14 +199,6 @@ def test_scheduler_file_connects(dask_client, tmp_path):
     assert Pipeline(config).set_destination(task).execute() == "by file"
 
 
-def test_no_client_found_is_explained():
-    task = make_task(lambda scope: 1, name="only")
-    config = PipelineConfig().with_name("nowhere").with_backend("dask")
-
-    with pytest.raises(ValueError, match=r"^the dask backend found no Dask client; pass address="):
-        Pipeline(config).set_destination(task).execute()
-
-
 def test_body_sees_worker_and_readable_key(dask_client):
     def current_key(scope):
         from distributed import get_worker
