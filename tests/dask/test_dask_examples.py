@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import runpy
+import subprocess
+import sys
 
 import pytest
 
@@ -62,3 +64,25 @@ def test_docs_pipeline_blocks_on_dask(dask_client, monkeypatch):
     assert len(blocks) == 2
     for block in blocks:
         exec(compile(block, "docs/pipeline.md", "exec"), {"__name__": "docs_pipeline"})
+
+
+def test_docs_dask_block_runs():
+    with open(os.path.join(ROOT, "docs", "dask.md"), encoding="utf-8") as file:
+        text = file.read()
+    marker = "<!-- run by tests/dask/test_dask_examples.py -->\n```python\n"
+    blocks = [part.split("```", 1)[0] for part in text.split(marker)[1:]]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+
+    assert len(blocks) == 1
+    completed = subprocess.run(
+        [sys.executable, "-c", blocks[0]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=ROOT,
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout == "328350\n"
