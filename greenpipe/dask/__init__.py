@@ -2,7 +2,7 @@
 
 Select this backend with ``PipelineConfig().with_backend("dask", ...)``, or
 call :func:`execute` to run a pipeline or a task graph on a given client
-whatever its config says. Each pipeline task becomes one Dask task, whose
+whatever backend its config names. Each pipeline task becomes one Dask task, whose
 body runs on a greenpipe executor of its own inside a Dask worker.
 ``docs/dask.md`` covers setup and semantics.
 

@@ -5,9 +5,10 @@ the scheduler places tasks near their inputs and values move between
 workers without passing through the client. Keys read
 ``"<pipeline>/<task>-<run id>"``, with ``#2``, ``#3`` after task names that
 repeat. Every future reports its end through a done callback into one
-queue, which the calling thread drains in batches: it fetches the values
-of a batch with one ``gather``, records each outcome, calls the progress
-callback and applies the failure policy, just as the local scheduler does.
+queue, which the calling thread drains in batches. For each batch it
+fetches the values with one ``gather`` and records each outcome. It also
+calls the progress callback and applies the failure policy, as the local
+scheduler does.
 
 Which task failed. Dask hands a task's exception to all its dependents. A
 body's own failure arrives as :class:`~greenpipe.dask._worker.TaskFailure`
@@ -148,9 +149,11 @@ class _DaskRun(RunOutcomes):
     # -- driving the run -----------------------------------------------------------
 
     def execute(self) -> Any:
+        timeout = self._config.global_timeout
+        deadline = None if timeout is None else monotonic() + timeout
         self._submit()
         try:
-            self._drive()
+            self._drive(deadline)
         except BaseException:
             self._abandon()
             raise
@@ -180,8 +183,8 @@ class _DaskRun(RunOutcomes):
             for task, blob in zip(self._order, blobs)
         }
         keys = [self._keys[task] for task in self._order]
-        # NOTE: tasks stay PENDING until their outcome arrives, because the
-        # client is not told when a Dask task starts.
+        # NOTE: tasks stay PENDING until their outcome arrives, because Dask
+        # does not report to the client when a task starts.
         futures = self._client.get(graph, keys, sync=False)
         for key, future in zip(keys, futures):
             self._futures[key] = future
@@ -189,9 +192,7 @@ class _DaskRun(RunOutcomes):
         for future in futures:
             future.add_done_callback(self._done.put)
 
-    def _drive(self) -> None:
-        timeout = self._config.global_timeout
-        deadline = None if timeout is None else monotonic() + timeout
+    def _drive(self, deadline: float | None) -> None:
         while self._pending:
             limit = self._grace_deadline if self._stopping else deadline
             wait = None if limit is None else max(0.0, limit - monotonic())

@@ -22,7 +22,7 @@ class GeventPatchedError(GreenpipeError, RuntimeError):
 class RemoteTaskError(GreenpipeError):
     """An exception from a Dask worker that could not be sent as itself.
 
-    It stands in for an exception whose type or state cannot be pickled or
+    It replaces an exception whose type or state cannot be pickled or
     rebuilt on the client. Its message is ``"<type>: <message>"``, it keeps
     the original notes, and its traceback is that of the worker.
 

@@ -1,4 +1,4 @@
-"""What crosses the wire: task bodies pickled by value, and their exceptions.
+"""Pickling of task bodies by value, and of the exceptions they raise.
 
 Task bodies. A Dask worker imports a function by name when the function was
 pickled by reference, so a body defined in a script, a notebook or a test
@@ -47,7 +47,7 @@ _registry_lock = allocate_lock()
 # Causes and contexts deeper than this are dropped; real chains are short.
 _MAX_CHAIN = 8
 
-# How deep dumps_by_value looks through closures and partials for modules.
+# Maximum depth of closures and partials that dumps_by_value searches.
 _MAX_WRAPPING = 6
 
 

@@ -14,10 +14,9 @@ marks the task as erred and never runs its dependents, and no
 
 Cancellation. Dask cannot interrupt a running task, so the client calls
 :func:`cancel_run` on every worker. It marks the run as cancelled and
-cancels the root task of each body of the run that is running in this
-process; the bodies get :class:`~greenpipe.Cancelled` at their next
-blocking call. A body that starts after the mark ends at once without
-running. The registry of running bodies and the marks share one lock, so
+cancels the root task of each body of the run running in this process.
+Each body then gets :class:`~greenpipe.Cancelled` at its next blocking
+call. A body that starts after the mark ends at once without running. The registry of running bodies and the marks share one lock, so
 a body is either seen by :func:`cancel_run` or sees the mark.
 """
 
@@ -54,7 +53,7 @@ _live_executors = 0
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """What a worker needs to run one task of a pipeline.
+    """The data a worker needs to run one task of a pipeline.
 
     Attributes:
         run_id: The run the task belongs to.
@@ -79,7 +78,7 @@ class TaskFailure(Exception):
     """Raised to Dask for every outcome of a body other than a value.
 
     Dask hands this same exception to every dependent task, so ``key``
-    tells the task where it started from the tasks that inherited it.
+    separates the task where it started from the tasks that inherited it.
 
     Attributes:
         kind: ``"failed"`` (the body raised), ``"timeout"`` (the per-task
@@ -139,7 +138,7 @@ class _WorkerContext:
     """Dask's per-task state in the worker thread that called :func:`run_task`.
 
     Dask finds the current worker through a context variable and the
-    current task through a thread-local; the body runs in a greenlet on
+    current task through a thread-local. The body runs in a greenlet on
     another thread, where ``get_worker()`` and ``get_client()`` need both.
     """
 

@@ -52,7 +52,9 @@ class FailurePolicy(enum.Enum):
 
 @dataclass(frozen=True)
 class DaskOptions:
-    """Where and how the Dask backend runs; set with :meth:`PipelineConfig.with_backend`.
+    """Connection and executor settings of the Dask backend.
+
+    Set them with :meth:`PipelineConfig.with_backend`.
 
     At most one of ``address``, ``scheduler_file`` and ``client`` is set.
     With none of them, a run uses the current default Dask client.
@@ -341,7 +343,7 @@ class PipelineConfig:
         The local backend runs every task on one executor in this process.
         The Dask backend submits each task as one Dask task to a
         ``distributed`` cluster, and each body runs on an executor of its
-        own inside a Dask worker; ``docs/dask.md`` describes the semantics.
+        own inside a Dask worker. ``docs/dask.md`` describes the semantics.
         This call only records the choice: nothing connects and Dask is not
         imported until the pipeline runs.
 
@@ -379,31 +381,31 @@ class PipelineConfig:
         if name not in BACKENDS:
             choices = ", ".join(repr(backend) for backend in BACKENDS)
             raise ValueError(f"backend must be one of {choices}, not {name!r}")
-        given: dict[str, Any] = {
+        options: dict[str, Any] = {
             "address": address,
             "scheduler_file": scheduler_file,
             "client": client,
         }
-        given = {key: value for key, value in given.items() if value is not None}
+        options = {key: value for key, value in options.items() if value is not None}
         if name == "local":
             if task_threads != 1:
-                given["task_threads"] = task_threads
+                options["task_threads"] = task_threads
             if cancel_grace != DEFAULT_CANCEL_GRACE:
-                given["cancel_grace"] = cancel_grace
-            if given:
-                options = ", ".join(sorted(given))
+                options["cancel_grace"] = cancel_grace
+            if options:
+                listed = ", ".join(sorted(options))
                 raise ValueError(
-                    f"the local backend takes no options; remove {options} "
+                    f"the local backend takes no options; remove {listed} "
                     "or use with_backend('dask', ...)"
                 )
             self.backend = "local"
             self.dask = None
             return self
 
-        if len(given) > 1:
+        if len(options) > 1:
             raise ValueError(
                 "give at most one of address, scheduler_file and client, "
-                f"not {' and '.join(sorted(given))}"
+                f"not {' and '.join(sorted(options))}"
             )
         if address is not None and (not isinstance(address, str) or not address):
             raise TypeError(f"address must be a non-empty string, not {address!r}")

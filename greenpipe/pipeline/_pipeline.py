@@ -247,7 +247,7 @@ class RunOutcomes:
 
     Subclasses set the attributes below and record each outcome through
     :meth:`_count`, :meth:`_call_error_handler` and
-    :meth:`_skip_descendants`; :meth:`_raise_failures` ends the run.
+    :meth:`_skip_descendants`. :meth:`_raise_failures` ends the run.
     """
 
     _pipeline: Pipeline

@@ -1,8 +1,8 @@
 """Stopping a run on Dask: fail-fast, global and per-task timeouts.
 
 Bodies that must start before something else happens signal through a
-``distributed.Event``; the timeouts below are real time, because Dask runs
-on the real clock, and kept short.
+``distributed.Event``. The timeouts below are real time, because Dask runs
+on the real clock, and they are kept short.
 """
 
 from __future__ import annotations

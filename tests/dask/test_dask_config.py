@@ -216,5 +216,18 @@ def test_gevent_patched_process_gets_clear_error():
         "for example a subprocess, and keep gevent in the task bodies, which run on the "
         "Dask workers"
     )
-    assert "socket" in modules and "threading" in modules
+    assert "'socket'" in modules
+    assert "'threading'" in modules
     assert loaded == "False"
+
+
+def test_dask_module_names_match_all():
+    public = {name for name in dir(greenpipe.dask) if not name.startswith("_")}
+
+    assert set(greenpipe.dask.__all__) == {
+        "GeventPatchedError",
+        "RemoteTaskError",
+        "check_unpatched",
+        "execute",
+    }
+    assert set(greenpipe.dask.__all__) <= public

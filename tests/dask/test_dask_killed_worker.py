@@ -1,7 +1,7 @@
 """A worker process that dies mid-graph: Dask retries the task, or gives up.
 
 Each test gets a two-process cluster of its own, because the bodies here
-end their worker process with ``os._exit``; the nanny then starts a new
+end their worker process with ``os._exit``. The nanny then starts a new
 one. Files under ``tmp_path`` count the attempts across processes.
 """
 
