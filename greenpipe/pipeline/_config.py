@@ -284,7 +284,8 @@ class PipelineConfig:
                 or ``"continue"``.
             on_error: Called as ``on_error(task_name, exception)`` for every
                 failed task, in the order the failures were seen, from a
-                worker thread of the pipeline, before
+                worker thread of the pipeline (with the Dask backend, from
+                the thread that called :meth:`Pipeline.execute`), before
                 :meth:`Pipeline.execute` returns. An exception it raises is
                 logged at ERROR and the handler is not called again.
 

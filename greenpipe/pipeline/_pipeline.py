@@ -123,7 +123,8 @@ class Pipeline:
 
         ``completed`` counts the tasks that succeeded, failed, were
         cancelled or were skipped; ``total`` is the number of tasks of the
-        run. The callback runs in a worker thread of the pipeline, one call
+        run. The callback runs in a worker thread of the pipeline (with the
+        Dask backend, in the thread that called :meth:`execute`), one call
         at a time, with ``completed`` growing; every call happens before
         :meth:`execute` returns. It must not block. An exception it raises
         is logged at ERROR and the callback is not called again.
