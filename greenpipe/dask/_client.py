@@ -145,6 +145,9 @@ class _DaskRun(RunOutcomes):
         self._stopped_by: BaseException | None = None
         self._first_failure: Task | None = None
         self._grace_deadline: float | None = None
+        self._skip_reason = ""
+        # Keys whose error came from an ancestor not recorded yet.
+        self._inherited: set[str] = set()
 
     # -- driving the run -----------------------------------------------------------
 
@@ -261,15 +264,24 @@ class _DaskRun(RunOutcomes):
     def _record_error(self, future: Any, error: BaseException, traceback: Any) -> None:
         task = self._tasks[future.key]
         if isinstance(error, TaskFailure):
-            if error.key != future.key:
-                # Inherited from an ancestor, whose own outcome decides.
-                return
-            self._settle(future.key)
+            inherited = error.key != future.key
+        else:
+            inherited = any(parent.state is not TaskState.SUCCEEDED for parent in task._parents)
+        if inherited:
+            # The ancestor's own outcome decides: it skips its descendants,
+            # or it stopped the run, which skips what did not run.
+            if self._stopping:
+                self._settle(future.key)
+                task._skip(self._skip_reason)
+                self._count(1)
+            else:
+                self._inherited.add(future.key)
+            return
+
+        self._settle(future.key)
+        if isinstance(error, TaskFailure):
             self._record_failure(task, error)
             return
-        if any(parent.state is not TaskState.SUCCEEDED for parent in task._parents):
-            return
-        self._settle(future.key)
         if traceback is not None and error.__traceback__ is None:
             error = error.with_traceback(traceback)
         self._failed(task, error)
@@ -349,15 +361,22 @@ class _DaskRun(RunOutcomes):
         else:
             assert self._first_failure is not None
             reason = f"the pipeline stopped after task {self._first_failure.name!r} failed"
+        self._skip_reason = reason
         logger.debug("pipeline %r: stopping; %s", self._config.name, reason)
 
-        queued = [key for key in self._pending if key not in running_keys]
+        # A future that is done already keeps its outcome, which is in the
+        # batch being handled or waiting in the queue.
+        queued = {
+            key
+            for key in self._pending
+            if key not in running_keys and not self._futures[key].done()
+        }
         if queued:
             self._client.cancel([self._futures[key] for key in queued])
         skipped = 0
         for task in self._order:
             key = self._keys[task]
-            if key in queued and task.state not in FINAL_STATES:
+            if (key in queued or key in self._inherited) and task.state not in FINAL_STATES:
                 self._settle(key)
                 task._skip(reason)
                 skipped += 1
