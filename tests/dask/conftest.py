@@ -1,7 +1,7 @@
 """Dask clusters for the backend tests, bound to 127.0.0.1 only.
 
 ``dask_client`` is a client of a cluster whose workers run as threads of
-the test process, shared by the tests of this folder. ``process_client``
+the test process, shared by the tests of one module. ``process_client``
 is a client of a two-process ``LocalCluster`` shared by one test module;
 ``fresh_process_cluster`` starts one for a single test that may kill its
 workers. Dask starts its own threads (event loops, thread pools), so the
@@ -53,7 +53,10 @@ def local_cluster(*, processes: bool, **config: Any) -> Iterator[Any]:
         yield client
 
 
-@pytest.fixture(scope="package")
+# NOTE: module scope, because this folder is no package (a tests/dask
+# package would shadow Dask itself), and a package-scoped fixture would
+# keep the cluster running, busy with heartbeats, through later test files.
+@pytest.fixture(scope="module")
 def dask_client() -> Iterator[Any]:
     with local_cluster(processes=False) as client:
         yield client

@@ -9,8 +9,10 @@ import traceback
 import pytest
 
 import greenpipe
+from greenpipe._errors import ExceptionGroup
 from greenpipe.dask import RemoteTaskError
 from greenpipe.pipeline import Pipeline, PipelineConfig, TaskState, make_task
+from greenpipe.pipeline._errors import add_note
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -47,7 +49,7 @@ def parse(scope, text):
         int(text)
     except ValueError as error:
         failure = ParseError(f"cannot parse {text!r}", line=7)
-        failure.add_note("from the body")
+        add_note(failure, "from the body")
         raise failure from error
     return int(text)
 
@@ -258,6 +260,8 @@ def test_clusters_listen_on_loopback_only(dask_client, process_client):
 
     for pid in pids:
         process = psutil.Process(pid)
-        connections = process.net_connections(kind="inet")
+        # psutil renamed connections() to net_connections() in version 6.
+        list_connections = getattr(process, "net_connections", None) or process.connections
+        connections = list_connections(kind="inet")
         listening = {conn.laddr.ip for conn in connections if conn.status == psutil.CONN_LISTEN}
         assert listening == {"127.0.0.1"}, (pid, listening)
