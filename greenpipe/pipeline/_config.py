@@ -189,8 +189,8 @@ class PipelineConfig:
         timeout therefore fires at most one interval late, but a task that
         never reaches a blocking call (a busy loop) is only cancelled once
         it does. Turning the
-        watchdog off turns all of these checks off, so it cannot be combined
-        with a global or per-task timeout.
+        watchdog off turns all of these checks off, so on the local backend
+        it cannot be combined with a global or per-task timeout.
 
         Args:
             enabled: Whether the watchdog runs.
@@ -350,8 +350,9 @@ class PipelineConfig:
 
         With ``"dask"``, give at most one of ``address``, ``scheduler_file``
         and ``client``. With none of them, the run uses the current default
-        Dask client (the last ``distributed.Client`` created in this
-        process, or the worker's client inside a Dask task). A client made
+        Dask client (the last ``distributed.Client`` created in this process
+        without ``set_as_default=False``, or the worker's client inside a
+        Dask task). A client made
         from ``address`` or ``scheduler_file`` is opened for each run and
         closed after it; a given ``client`` is borrowed and left open.
 
@@ -443,8 +444,8 @@ class PipelineConfig:
         """Check that the settings fit together.
 
         Raises:
-            ValueError: A timeout is set while the watchdog is off, or a
-                clock is set for the Dask backend.
+            ValueError: A timeout is set while the watchdog of the local
+                backend is off, or a clock is set for the Dask backend.
         """
         if self.backend == "dask" and self.clock is not None:
             raise ValueError(
@@ -452,7 +453,8 @@ class PipelineConfig:
                 "Dask backend measures timeouts in real time on the client and "
                 "the workers; remove the clock or use with_backend('local')"
             )
-        if self.watchdog:
+        # The Dask backend enforces its timeouts without the watchdog.
+        if self.watchdog or self.backend == "dask":
             return
         for name in ("global_timeout", "task_timeout"):
             if getattr(self, name) is not None:

@@ -231,3 +231,17 @@ def test_dask_module_names_match_all():
         "execute",
     }
     assert set(greenpipe.dask.__all__) <= public
+
+
+def test_dask_timeouts_need_no_watchdog():
+    config = (
+        PipelineConfig()
+        .with_backend("dask", client=FakeClient())
+        .with_watchdog(False)
+        .with_global_timeout(5)
+        .with_task_timeout(1)
+    )
+
+    Pipeline(config)
+    with pytest.raises(ValueError, match=r"^global_timeout needs the watchdog, which is off"):
+        Pipeline(config.with_backend("local"))
