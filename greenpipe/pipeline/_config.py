@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import enum
+import importlib.util
 import math
 import os
 import random
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Optional, Union
 
 __all__ = [
+    "BACKENDS",
+    "DEFAULT_CANCEL_GRACE",
     "DEFAULT_DEADLOCK_TIMEOUT",
     "DEFAULT_HOLD_THRESHOLD",
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_WATCHDOG_INTERVAL",
+    "DaskOptions",
     "ErrorHandler",
     "FailurePolicy",
     "PipelineConfig",
@@ -26,6 +31,9 @@ DEFAULT_IDLE_TIMEOUT = 300.0
 DEFAULT_DEADLOCK_TIMEOUT = 600.0
 DEFAULT_WATCHDOG_INTERVAL = 1.0
 DEFAULT_HOLD_THRESHOLD = 1.0
+DEFAULT_CANCEL_GRACE = 10.0
+
+BACKENDS = ("local", "dask")
 
 
 class FailurePolicy(enum.Enum):
@@ -40,6 +48,34 @@ class FailurePolicy(enum.Enum):
 
     FAIL_FAST = "fail_fast"
     CONTINUE = "continue"
+
+
+@dataclass(frozen=True)
+class DaskOptions:
+    """Connection and executor settings of the Dask backend.
+
+    Set them with :meth:`PipelineConfig.with_backend`.
+
+    At most one of ``address``, ``scheduler_file`` and ``client`` is set.
+    With none of them, a run uses the current default Dask client.
+
+    Attributes:
+        address: The scheduler's address, such as ``"tcp://10.0.0.5:8786"``.
+        scheduler_file: Path of the JSON file that ``dask scheduler
+            --scheduler-file`` writes.
+        client: A connected ``distributed.Client``, which the run borrows
+            and never closes.
+        task_threads: Worker threads of the executor that runs each task
+            body inside a Dask worker.
+        cancel_grace: Seconds the client waits, after it cancelled a run,
+            for the running bodies to end.
+    """
+
+    address: Optional[str] = None
+    scheduler_file: Optional[str] = None
+    client: Any = None
+    task_threads: int = 1
+    cancel_grace: float = DEFAULT_CANCEL_GRACE
 
 
 def positive_seconds(value: Any, name: str) -> float:
@@ -103,11 +139,13 @@ class PipelineConfig:
         self.error_handler: Optional[ErrorHandler] = None
         self.clock: Any = None
         self.rng: Optional[random.Random] = None
+        self.backend = "local"
+        self.dask: Optional[DaskOptions] = None
 
     def __repr__(self) -> str:
         return (
             f"<PipelineConfig {self.name!r} threads={self.threads} "
-            f"policy={self.failure_policy.value}>"
+            f"policy={self.failure_policy.value} backend={self.backend}>"
         )
 
     def with_name(self, name: str) -> PipelineConfig:
@@ -151,8 +189,8 @@ class PipelineConfig:
         timeout therefore fires at most one interval late, but a task that
         never reaches a blocking call (a busy loop) is only cancelled once
         it does. Turning the
-        watchdog off turns all of these checks off, so it cannot be combined
-        with a global or per-task timeout.
+        watchdog off turns all of these checks off, so on the local backend
+        it cannot be combined with a global or per-task timeout.
 
         Args:
             enabled: Whether the watchdog runs.
@@ -246,7 +284,8 @@ class PipelineConfig:
                 or ``"continue"``.
             on_error: Called as ``on_error(task_name, exception)`` for every
                 failed task, in the order the failures were seen, from a
-                worker thread of the pipeline, before
+                worker thread of the pipeline (with the Dask backend, from
+                the thread that called :meth:`Pipeline.execute`), before
                 :meth:`Pipeline.execute` returns. An exception it raises is
                 logged at ERROR and the handler is not called again.
 
@@ -290,13 +329,132 @@ class PipelineConfig:
         self.rng = rng
         return self
 
+    def with_backend(
+        self,
+        name: str,
+        *,
+        address: str | None = None,
+        scheduler_file: str | os.PathLike[str] | None = None,
+        client: Any = None,
+        task_threads: int = 1,
+        cancel_grace: Duration = DEFAULT_CANCEL_GRACE,
+    ) -> PipelineConfig:
+        """Choose where the tasks run: ``"local"`` (the default) or ``"dask"``.
+
+        The local backend runs every task on one executor in this process.
+        The Dask backend submits each task as one Dask task to a
+        ``distributed`` cluster, and each body runs on an executor of its
+        own inside a Dask worker. ``docs/dask.md`` describes the semantics.
+        This call only records the choice: nothing connects and Dask is not
+        imported until the pipeline runs.
+
+        With ``"dask"``, give at most one of ``address``, ``scheduler_file``
+        and ``client``. With none of them, the run uses the current default
+        Dask client (the last ``distributed.Client`` created in this process
+        without ``set_as_default=False``, or the worker's client inside a
+        Dask task). A client made
+        from ``address`` or ``scheduler_file`` is opened for each run and
+        closed after it; a given ``client`` is borrowed and left open.
+
+        Args:
+            name: ``"local"`` or ``"dask"``.
+            address: The Dask scheduler's address.
+            scheduler_file: The scheduler file the Dask scheduler wrote.
+            client: A connected ``distributed.Client``.
+            task_threads: Worker threads of the executor that runs each task
+                body on a Dask worker. One is enough for bodies that wait on
+                I/O; :meth:`with_compute_threads` applies to the local
+                backend only.
+            cancel_grace: When a run stops (a failure under the fail-fast
+                policy, the global timeout), the client cancels the running
+                bodies and waits this long for them to end. A body still
+                running then is left to finish on its worker, because Dask
+                cannot interrupt a running task, and counts as cancelled.
+
+        Raises:
+            ValueError: ``name`` is not a known backend, options are given
+                for the local backend, more than one of ``address``,
+                ``scheduler_file`` and ``client`` is given, ``task_threads``
+                is below 1, or ``cancel_grace`` is not positive.
+            TypeError: An option has the wrong type.
+            ImportError: ``"dask"`` is chosen but ``distributed`` is not
+                installed.
+        """
+        if name not in BACKENDS:
+            choices = ", ".join(repr(backend) for backend in BACKENDS)
+            raise ValueError(f"backend must be one of {choices}, not {name!r}")
+        options: dict[str, Any] = {
+            "address": address,
+            "scheduler_file": scheduler_file,
+            "client": client,
+        }
+        options = {key: value for key, value in options.items() if value is not None}
+        if name == "local":
+            if task_threads != 1:
+                options["task_threads"] = task_threads
+            if cancel_grace != DEFAULT_CANCEL_GRACE:
+                options["cancel_grace"] = cancel_grace
+            if options:
+                listed = ", ".join(sorted(options))
+                raise ValueError(
+                    f"the local backend takes no options; remove {listed} "
+                    "or use with_backend('dask', ...)"
+                )
+            self.backend = "local"
+            self.dask = None
+            return self
+
+        if len(options) > 1:
+            raise ValueError(
+                "give at most one of address, scheduler_file and client, "
+                f"not {' and '.join(sorted(options))}"
+            )
+        if address is not None and (not isinstance(address, str) or not address):
+            raise TypeError(f"address must be a non-empty string, not {address!r}")
+        if scheduler_file is not None:
+            if not isinstance(scheduler_file, (str, os.PathLike)):
+                raise TypeError(
+                    f"scheduler_file must be a path (str or os.PathLike), not {scheduler_file!r}"
+                )
+            scheduler_file = os.fspath(scheduler_file)
+        if client is not None and not callable(getattr(client, "submit", None)):
+            raise TypeError(f"client must be a distributed.Client, not {client!r}")
+        if isinstance(task_threads, bool) or not isinstance(task_threads, int):
+            raise TypeError(f"task_threads must be an int, not {task_threads!r}")
+        if task_threads < 1:
+            raise ValueError(f"task_threads must be >= 1, not {task_threads!r}")
+        grace = positive_seconds(cancel_grace, "cancel_grace")
+        if importlib.util.find_spec("distributed") is None:
+            raise ImportError(
+                "the dask backend needs Dask's distributed scheduler, which is not "
+                "installed; install it with: pip install 'greenpipe[dask]'"
+            )
+
+        self.backend = "dask"
+        self.dask = DaskOptions(
+            address=address,
+            scheduler_file=scheduler_file,
+            client=client,
+            task_threads=task_threads,
+            cancel_grace=grace,
+        )
+        return self
+
     def validate(self) -> None:
         """Check that the settings fit together.
 
         Raises:
-            ValueError: A timeout is set while the watchdog is off.
+            ValueError: A timeout is set while the watchdog of the local
+                backend is off, or a clock is set for the Dask backend.
         """
-        if self.watchdog:
+        if self.backend == "dask" and self.clock is not None:
+            raise ValueError(
+                "with_clock() works only with the local backend, because the "
+                "Dask backend measures timeouts in real time on the client and "
+                "the workers; remove the clock or use with_backend('local')"
+            )
+        # The Dask backend enforces its timeouts without the watchdog.
+        if self.watchdog or self.backend == "dask":
             return
         for name in ("global_timeout", "task_timeout"):
             if getattr(self, name) is not None:

@@ -36,7 +36,7 @@ from ._watchdog import Watchdog, format_holder
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Pipeline", "ProgressCallback"]
+__all__ = ["Pipeline", "ProgressCallback", "RunOutcomes"]
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -123,7 +123,8 @@ class Pipeline:
 
         ``completed`` counts the tasks that succeeded, failed, were
         cancelled or were skipped; ``total`` is the number of tasks of the
-        run. The callback runs in a worker thread of the pipeline, one call
+        run. The callback runs in a worker thread of the pipeline (with the
+        Dask backend, in the thread that called :meth:`execute`), one call
         at a time, with ``completed`` growing; every call happens before
         :meth:`execute` returns. It must not block. An exception it raises
         is logged at ERROR and the callback is not called again.
@@ -169,7 +170,10 @@ class Pipeline:
         """Run every task of the pipeline and wait for the end.
 
         Blocking: blocks the calling thread (a gevent greenlet parks) until
-        every task has ended. Call it from a plain thread or from a gevent
+        every task has ended. With the Dask backend
+        (:meth:`PipelineConfig.with_backend`) the tasks run on the cluster
+        and this call waits for their outcomes; ``docs/dask.md`` lists what
+        differs there. Call it from a plain thread or from a gevent
         greenlet. From a task of another executor, offload it with
         ``scope.spawn_io(pipeline.execute)``, or that executor may take the
         wait for a deadlock.
@@ -203,6 +207,12 @@ class Pipeline:
         for task in order:
             task._pipeline = self
         config = self._config
+        if config.backend == "dask":
+            # Imported here so that Dask is loaded only when it is used.
+            from ..dask._client import execute_on_dask
+
+            return execute_on_dask(self, order)
+
         logger.debug(
             "pipeline %r: running %d tasks on %d threads", self.name, len(order), config.threads
         )
@@ -233,7 +243,91 @@ def _topological_order(tasks: list[Task], pipeline: str) -> list[Task]:
     return order
 
 
-class _Run:
+class RunOutcomes:
+    """Bookkeeping of task outcomes shared by the local and the Dask runs.
+
+    Subclasses set the attributes below and record each outcome through
+    :meth:`_count`, :meth:`_call_error_handler` and
+    :meth:`_skip_descendants`. :meth:`_raise_failures` ends the run.
+    """
+
+    _pipeline: Pipeline
+    _config: PipelineConfig
+    _order: list[Task]
+    _failures: list[tuple[Task, BaseException]]
+    _completed: int
+    _progress: ProgressCallback | None
+    _on_error: Callable[[str, BaseException], None] | None
+
+    def _skip_descendants(self, failed: Task) -> int:
+        skipped = 0
+        queue = deque(failed._children)
+        while queue:
+            task = queue.popleft()
+            if task.state is TaskState.PENDING:
+                task._skip(f"it depends on task {failed.name!r}, which did not succeed")
+                skipped += 1
+                queue.extend(task._children)
+        return skipped
+
+    def _count(self, finished: int) -> None:
+        self._completed += finished
+        callback = self._progress
+        if callback is None:
+            return
+        try:
+            callback(self._completed, len(self._order))
+        except Exception:
+            logger.exception(
+                "progress callback of pipeline %r failed; it is disabled", self._config.name
+            )
+            self._progress = None
+
+    def _call_error_handler(self, task: Task, error: BaseException) -> None:
+        handler = self._on_error
+        if handler is None:
+            return
+        try:
+            handler(task.name, error)
+        except Exception:
+            logger.exception(
+                "error handler of pipeline %r failed; it is disabled", self._config.name
+            )
+            self._on_error = None
+
+    def _raise_failures(self, stopped_by: BaseException | None) -> None:
+        failures = self._failures
+        if stopped_by is not None:
+            # Tasks cancelled by the stop are not failures of their own.
+            failures = [(t, e) for t, e in failures if not isinstance(e, Cancelled)]
+        if self._config.failure_policy is FailurePolicy.FAIL_FAST and failures:
+            first_task, first = failures[0]
+            for task, error in failures[1:]:
+                add_note(
+                    first,
+                    f"task {task.name!r} also failed while the pipeline was stopping: "
+                    f"{type(error).__name__}: {error}",
+                )
+            failures = [(first_task, first)]
+        errors = [error for _, error in failures]
+        if stopped_by is not None:
+            errors.append(stopped_by)
+        if not errors:
+            return
+        if len(errors) == 1:
+            raised = errors[0]
+        else:
+            message = f"{len(errors)} failures in pipeline {self._config.name!r}"
+            if all(isinstance(error, Exception) for error in errors):
+                raised = ExceptionGroup(message, errors)
+            else:
+                raised = BaseExceptionGroup(message, errors)
+        for holder in self._pipeline._holders:
+            add_note(raised, format_holder(holder))
+        raise raised
+
+
+class _Run(RunOutcomes):
     """The state of one execution of a pipeline."""
 
     def __init__(self, pipeline: Pipeline, order: list[Task], executor: Executor) -> None:
@@ -379,17 +473,6 @@ class _Run:
                 future.cancel()
         self._count(1 + skipped)
 
-    def _skip_descendants(self, failed: Task) -> int:
-        skipped = 0
-        queue = deque(failed._children)
-        while queue:
-            task = queue.popleft()
-            if task.state is TaskState.PENDING:
-                task._skip(f"it depends on task {failed.name!r}, which did not succeed")
-                skipped += 1
-                queue.extend(task._children)
-        return skipped
-
     def _finish_unrecorded(self, stopped_by: BaseException | None) -> None:
         # After a stop, the scheduler may not have seen every outcome; the
         # root scope joined all tasks, so every future here is done.
@@ -416,59 +499,3 @@ class _Run:
                 task._skip(reason)
         if pending:
             self._count(len(pending))
-
-    def _count(self, finished: int) -> None:
-        self._completed += finished
-        callback = self._progress
-        if callback is None:
-            return
-        try:
-            callback(self._completed, len(self._order))
-        except Exception:
-            logger.exception(
-                "progress callback of pipeline %r failed; it is disabled", self._config.name
-            )
-            self._progress = None
-
-    def _call_error_handler(self, task: Task, error: BaseException) -> None:
-        handler = self._on_error
-        if handler is None:
-            return
-        try:
-            handler(task.name, error)
-        except Exception:
-            logger.exception(
-                "error handler of pipeline %r failed; it is disabled", self._config.name
-            )
-            self._on_error = None
-
-    def _raise_failures(self, stopped_by: BaseException | None) -> None:
-        failures = self._failures
-        if stopped_by is not None:
-            # Tasks cancelled by the stop are not failures of their own.
-            failures = [(t, e) for t, e in failures if not isinstance(e, Cancelled)]
-        if self._config.failure_policy is FailurePolicy.FAIL_FAST and failures:
-            first_task, first = failures[0]
-            for task, error in failures[1:]:
-                add_note(
-                    first,
-                    f"task {task.name!r} also failed while the pipeline was stopping: "
-                    f"{type(error).__name__}: {error}",
-                )
-            failures = [(first_task, first)]
-        errors = [error for _, error in failures]
-        if stopped_by is not None:
-            errors.append(stopped_by)
-        if not errors:
-            return
-        if len(errors) == 1:
-            raised = errors[0]
-        else:
-            message = f"{len(errors)} failures in pipeline {self._config.name!r}"
-            if all(isinstance(error, Exception) for error in errors):
-                raised = ExceptionGroup(message, errors)
-            else:
-                raised = BaseExceptionGroup(message, errors)
-        for holder in self._pipeline._holders:
-            add_note(raised, format_holder(holder))
-        raise raised
