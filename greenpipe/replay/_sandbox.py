@@ -538,11 +538,18 @@ def prepare_root(root: str, *, create: bool = True) -> Optional[str]:
                 f"The replay root {root!r} is not empty and was not created by "
                 "a replay. Choose a new or empty folder."
             )
-    elif create:
+    if not create:
+        return None
+
+    marker = os.path.join(real, ROOT_MARKER)
+    try:
         os.makedirs(real, exist_ok=True)
-    if create:
-        marker = os.path.join(real, ROOT_MARKER)
         if not os.path.lexists(marker):
             with open(marker, "w", encoding="utf-8") as stream:
                 stream.write("This folder is a greenpipe replay root.\n")
+    except OSError as exc:
+        return (
+            f"Cannot create the replay root {root!r}: {exc.strerror or exc}. "
+            "Choose a folder that can be created and written."
+        )
     return None
