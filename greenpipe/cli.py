@@ -325,6 +325,8 @@ def format_summary(summary: ReplaySummary) -> str:
             extra.append(f"short writes {s.short_writes:,}")
         if s.implicit_opens:
             extra.append(f"implicit opens {s.implicit_opens:,}")
+        if s.descriptors_reopened:
+            extra.append(f"reopened past the descriptor limit {s.descriptors_reopened:,}")
         if s.probes_not_found:
             extra.append(f"stat/access/opendir that found nothing {s.probes_not_found:,}")
         if s.late_events:
