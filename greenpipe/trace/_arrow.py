@@ -85,29 +85,41 @@ class _Literal(str):
     """JSON text pushed on the stack of :func:`_dump_deep` as it is."""
 
 
+# Shared, so that the stack of a deeply nested value holds references only.
+_OPEN_OBJECT = _Literal("{")
+_CLOSE_OBJECT = _Literal("}")
+_OPEN_ARRAY = _Literal("[")
+_CLOSE_ARRAY = _Literal("]")
+_COMMA = _Literal(",")
+
+
 def _dump_deep(value: Any) -> str:
     """Return ``value`` (decoded JSON) as JSON text, without recursion."""
     parts: List[str] = []
     stack: List[Any] = [value]
+    keys: Dict[str, _Literal] = {}
     while stack:
         item = stack.pop()
         if isinstance(item, _Literal):
             parts.append(item)
         elif isinstance(item, dict):
-            stack.append(_Literal("}"))
+            stack.append(_CLOSE_OBJECT)
             for number, (key, child) in enumerate(reversed(list(item.items()))):
                 stack.append(child)
-                stack.append(_Literal(json.dumps(str(key)) + ":"))
+                text = keys.get(key)
+                if text is None:
+                    text = keys[key] = _Literal(json.dumps(str(key)) + ":")
+                stack.append(text)
                 if number < len(item) - 1:
-                    stack.append(_Literal(","))
-            stack.append(_Literal("{"))
+                    stack.append(_COMMA)
+            stack.append(_OPEN_OBJECT)
         elif isinstance(item, list):
-            stack.append(_Literal("]"))
+            stack.append(_CLOSE_ARRAY)
             for number, child in enumerate(reversed(item)):
                 stack.append(child)
                 if number < len(item) - 1:
-                    stack.append(_Literal(","))
-            stack.append(_Literal("["))
+                    stack.append(_COMMA)
+            stack.append(_OPEN_ARRAY)
         else:
             parts.append(json.dumps(item))
     return "".join(parts)

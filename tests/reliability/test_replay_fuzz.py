@@ -103,6 +103,8 @@ def _check_real_replay(path: str, folder: str) -> None:
     assert not summary.interrupted
 
 
+# A failing example is a whole trace file; print it even when it is long.
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")
 @pytest.mark.timeout(120)
 @fuzz
 @given(trace_files(max_mutations=6))
