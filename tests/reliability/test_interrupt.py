@@ -2,7 +2,7 @@
 
 The replay runs in a subprocess through the command's entry point, so that
 the process can report which descriptors are still open when the command
-returns. The signal is sent once the replay holds every traced file open,
+returns. The signal is sent once the replay keeps every traced file open,
 which the test sees in ``/proc/PID/fd``.
 """
 
