@@ -17,6 +17,7 @@ These complement the byte-level damage and random bytes of
 from __future__ import annotations
 
 import gzip
+import os
 import re
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -24,6 +25,15 @@ from typing import Dict, List, Tuple
 from hypothesis import strategies as st
 
 DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+def examples(default: int) -> int:
+    """Return the examples per fuzz test: ``GREENPIPE_FUZZ_EXAMPLES`` or ``default``.
+
+    CI runs the defaults; a longer fuzzing run sets the variable, for
+    example to 2000.
+    """
+    return int(os.environ.get("GREENPIPE_FUZZ_EXAMPLES", default))
 
 _SOURCES = {
     "cm1": "hariharan-devarajan_dftracer/examples/dfanalyzer/test-trace-distributed/"

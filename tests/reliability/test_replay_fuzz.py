@@ -28,7 +28,7 @@ from greenpipe.replay._sandbox import ROOT_MARKER
 from greenpipe.trace import TraceReader
 
 from replay.conftest import snapshot
-from ._corpus import trace_files
+from ._corpus import examples, trace_files
 
 BUDGET = 64 * 1024
 #: Cap on the bytes a fuzzed replay moves, because a mutated size can
@@ -36,7 +36,7 @@ BUDGET = 64 * 1024
 MAX_BYTES = 4 * 1024 * 1024
 
 fuzz = settings(
-    max_examples=25,
+    max_examples=examples(25),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

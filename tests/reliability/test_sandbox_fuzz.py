@@ -23,8 +23,10 @@ from greenpipe.replay._sandbox import NAME_MAX, ROOT_MARKER
 
 from replay.conftest import call, write_trace
 
+from ._corpus import examples
+
 property_settings = settings(
-    max_examples=300,
+    max_examples=examples(300),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
@@ -105,7 +107,7 @@ def _is_surrogate(char: str) -> bool:
     return 0xD800 <= ord(char) <= 0xDFFF
 
 
-@settings(property_settings, max_examples=100)
+@settings(property_settings, max_examples=examples(100))
 @given(st.lists(traced_paths, min_size=1, max_size=6))
 def test_sandbox_calls_stay_inside(paths: List[str]) -> None:
     with tempfile.TemporaryDirectory() as folder:
@@ -210,7 +212,9 @@ def _event(operation: str, ts: int, path: str, other: str, fd: int) -> Dict[str,
 
 
 @pytest.mark.timeout(120)
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(
     st.lists(
         st.tuples(_OPERATIONS, _LINKED_PATHS, _LINKED_PATHS, st.integers(3, 5)),

@@ -29,7 +29,7 @@ from greenpipe.trace._stats import (
     REASON_UNFINISHED_JOIN,
 )
 
-from ._corpus import trace_files
+from ._corpus import examples, trace_files
 
 KNOWN_REASONS = {
     REASON_CUT_BY_DAMAGE,
@@ -47,7 +47,7 @@ BUDGET = 64 * 1024
 UNCOVERED = 192 * 1024 + 16 * (BUDGET // 2)
 
 fuzz = settings(
-    max_examples=40,
+    max_examples=examples(40),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
