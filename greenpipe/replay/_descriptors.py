@@ -25,8 +25,8 @@ system calls while holding it.
 
 from __future__ import annotations
 
-import collections
 import errno
+import itertools
 import logging
 import os
 import resource
@@ -65,8 +65,9 @@ class Handle:
     therefore never has its descriptor closed, or reused for another file,
     during its call.
 
-    ``fd`` is -1 while the handle is recycled; ``flags`` are the flags that
-    reopen it and ``pinned`` forbids recycling it.
+    ``fd`` is -1 while the handle is recycled. ``flags`` reopen it,
+    ``pinned`` forbids recycling it, and ``last_use`` orders handles from
+    least to most recently used.
     """
 
     __slots__ = (
@@ -81,6 +82,7 @@ class Handle:
         "closed",
         "flags",
         "pinned",
+        "last_use",
     )
 
     def __init__(
@@ -104,6 +106,7 @@ class Handle:
         self.closed = False
         self.flags = flags & _REOPEN_FLAGS
         self.pinned = False
+        self.last_use = 0
 
 
 class ProcessTable:
@@ -217,6 +220,10 @@ class ProcessTable:
         return list(handles.values())
 
 
+def _last_use(handle: Handle) -> int:
+    return handle.last_use
+
+
 def default_open_limit() -> Optional[int]:
     """Return how many traced files a replay may keep open at once.
 
@@ -251,14 +258,17 @@ class DescriptorCache:
         self.sandbox = sandbox
         self.limit = limit
         self.lock = allocate_lock()
-        #: Handles with a real descriptor, least recently used first.
-        self._open: collections.OrderedDict[Handle, None] = collections.OrderedDict()
+        #: Handles with a real descriptor.
+        self._open: Dict[Handle, None] = {}
         #: Handles whose descriptor was recycled.
         self._parked: Dict[Handle, None] = {}
         #: Descriptors closed to make room, and handles reopened since.
         self.recycled = 0
         self.reopened = 0
         self._warned = False
+        # use() stamps handles without the lock: next() of itertools.count
+        # is atomic in CPython, and a late stamp only blurs the LRU order.
+        self._clock = itertools.count(1)
 
     # -- descriptors entering and leaving -------------------------------------
 
@@ -275,6 +285,7 @@ class DescriptorCache:
 
     def track(self, handle: Handle) -> None:
         """Start tracking the real descriptor of a new ``handle``."""
+        handle.last_use = next(self._clock)
         with self.lock:  # type: ignore[attr-defined]
             self._open[handle] = None
 
@@ -304,9 +315,14 @@ class DescriptorCache:
             OSError: reopening failed, for example because another program
                 removed the file.
         """
+        handle.last_use = next(self._clock)
+        fd = handle.fd
+        if fd >= 0:
+            # A held handle is never recycled, so its descriptor stays valid
+            # without the lock until the caller releases it.
+            return fd
         with self.lock:  # type: ignore[attr-defined]
             if handle.fd >= 0:
-                self._open.move_to_end(handle)
                 return handle.fd
             fd = self._reopen(handle)
             if stats is not None:
@@ -362,11 +378,13 @@ class DescriptorCache:
             pass
 
     def _recycle_one(self) -> bool:
-        for handle in self._open:
-            if handle.users == 0 and not handle.pinned:
-                break
-        else:
+        # A scan for the least recently used idle handle costs O(open
+        # files), but only past the limit; the common path of use() stays
+        # free of locks and list updates.
+        idle = [handle for handle in self._open if handle.users == 0 and not handle.pinned]
+        if not idle:
             return False
+        handle = min(idle, key=_last_use)
         del self._open[handle]
         self._parked[handle] = None
         fd = handle.fd

@@ -187,3 +187,30 @@ def test_low_rlimit_nofile_completes(tmp_path: Path) -> None:
     assert completed.stderr == ""
     assert len(list(root.glob("t1.*/f*"))) == 300
     assert {path.stat().st_size for path in root.glob("t1.*/f*")} == {110}
+
+
+def test_least_recently_used_recycled_first(tmp_path: Path) -> None:
+    from greenpipe.replay._descriptors import DescriptorCache, Handle
+    from greenpipe.replay._sandbox import PathSandbox
+
+    with PathSandbox(tmp_path) as sandbox:
+        cache = DescriptorCache(sandbox, limit=2)
+        handles = {}
+        for name in ("a", "b"):
+            flags = os.O_RDWR | os.O_CREAT
+            handles[name] = Handle(cache.open(f"/{name}", flags), f"/{name}", False, False, None, 1, flags)
+            cache.track(handles[name])
+        handles["a"].users = 1
+        cache.use(handles["a"])
+        handles["a"].users = 0
+        flags = os.O_RDWR | os.O_CREAT
+        handles["c"] = Handle(cache.open("/c", flags), "/c", False, False, None, 1, flags)
+        cache.track(handles["c"])
+        recycled = [name for name, handle in handles.items() if handle.fd < 0]
+        reopened = cache.use(handles["b"])
+        cache.drain()
+
+    assert recycled == ["b"]
+    assert reopened >= 0
+    assert cache.recycled == 2
+    assert cache.reopened == 1
