@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 
 from greenpipe.trace import MAX_BAD_LINES_KEPT, TraceReader
 from greenpipe.trace import _arrow  # noqa: F401  imported before memory is traced
+from greenpipe.trace import _decode
 from greenpipe.trace._stats import (
     REASON_CUT_BY_DAMAGE,
     REASON_INVALID_FIELD,
@@ -137,6 +138,36 @@ def test_reader_accounts_for_every_line(trace: Tuple[str, bytes]) -> None:
         stats.lines + too_long
     )
     assert counts["raw"] <= stats.bytes_inflated
+
+
+def _decode_with(path: str, pure: bool) -> Tuple[list, object, object]:
+    previous = _decode.PURE_PYTHON
+    _decode.PURE_PYTHON = pure
+    try:
+        reader = TraceReader(path, memory_budget=BUDGET, prefetch=False)
+        events = list(reader.iter_events(include_metadata=True))
+        return events, reader.statistics(), reader.metadata()
+    finally:
+        _decode.PURE_PYTHON = previous
+
+
+@pytest.mark.skipif(_decode._speedups is None, reason="the compiled decoder is not built")
+@pytest.mark.timeout(90)
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")
+@fuzz
+@given(trace_files())
+def test_compiled_and_pure_decoders_agree(trace: Tuple[str, bytes]) -> None:
+    suffix, content = trace
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "t" + suffix)
+        with open(path, "wb") as stream:
+            stream.write(content)
+        fast_events, fast_stats, fast_metadata = _decode_with(path, pure=False)
+        pure_events, pure_stats, pure_metadata = _decode_with(path, pure=True)
+
+    assert fast_events == pure_events
+    assert fast_stats == pure_stats
+    assert fast_metadata == pure_metadata
 
 
 @pytest.mark.timeout(60)
