@@ -299,9 +299,18 @@ class StreamRunner:
             self.stats.skip(event.name, calls.REASON_UNKNOWN_FD)
             return None
 
+        # Open for writing even for a read: later calls of the trace may
+        # write through the same descriptor. Fall back to reading only where
+        # writing is not allowed (a folder, a file with other hard links).
         writing = op in calls.WRITE_OPS or op == "ftruncate"
-        flags = os.O_RDWR if writing else os.O_RDONLY
-        real_fd = self.context.descriptors.open(event.path, flags)
+        flags = os.O_RDWR
+        try:
+            real_fd = self.context.descriptors.open(event.path, flags)
+        except (IsADirectoryError, PermissionError):
+            if writing:
+                raise
+            flags = os.O_RDONLY
+            real_fd = self.context.descriptors.open(event.path, flags)
         handle = Handle(real_fd, event.path, False, stdio, fd, event.tid, flags)
         handle.users = 1
         self._held.append(handle)
