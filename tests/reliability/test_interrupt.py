@@ -45,7 +45,7 @@ sys.exit(code)
 """
 
 
-def _slow_trace(folder: Path) -> Path:
+def _slow_trace(folder: Path, name: str = "slow.pfw") -> Path:
     """Open every file at once, then read them 5 ms apart for 10 s of trace time."""
     events = [
         call("open64", number + 1, fname=f"/data/f{number}", flags=os.O_RDWR | os.O_CREAT, ret=10 + number)
@@ -59,7 +59,7 @@ def _slow_trace(folder: Path) -> Path:
         call("close", 10**8 + number, fname=f"/data/f{number}", fd=10 + number, ret=0)
         for number in range(OPEN_FILES)
     ]
-    return write_trace(folder / "slow.pfw", events)
+    return write_trace(folder / name, events)
 
 
 def _open_under(pid: int, root: Path) -> List[str]:
@@ -113,3 +113,52 @@ def test_sigint_closes_descriptors_and_summarises(tmp_path: Path) -> None:
     assert summary["calls"]["open64"] == OPEN_FILES
     assert 0 < summary["events_replayed"] < OPEN_FILES * 2 + READS
     assert summary["failed"] == {}
+
+
+def _children(pid: int) -> List[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stream:
+                fields = stream.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+@pytest.mark.timeout(120)
+def test_sigint_stops_worker_processes(tmp_path: Path) -> None:
+    traces = [_slow_trace(tmp_path, f"slow{number}.pfw") for number in range(2)]
+    root = (tmp_path / "root").resolve()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "greenpipe", "replay", *map(str, traces), "--root", str(root),
+         "--timing", "original", "--processes", "2", "--threads", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        workers: List[int] = []
+        while sum(len(_open_under(pid, root)) for pid in workers) < 2 * OPEN_FILES:
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the workers never opened every file"
+            workers = _children(process.pid)
+            time.sleep(0.01)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+    assert process.returncode == 130
+    assert "Traceback" not in err
+    assert out.startswith("greenpipe replay (interrupted): 2 trace file(s)")
+    assert len(workers) == 2
+    assert [pid for pid in workers if os.path.exists(f"/proc/{pid}")] == []
