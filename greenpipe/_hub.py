@@ -437,7 +437,6 @@ class Worker:
         self._tick_scheduled = False
         self._async: Any = None
         self._continue_timer: Any = None
-        self._main_glet: Any = None
         self._started = RealEvent()
         self.stopped = RealEvent()
         self._start_error: BaseException | None = None
@@ -457,7 +456,6 @@ class Worker:
             _tls.worker = self
             self.ghub = gevent.get_hub()
             self.loop = self.ghub.loop
-            self._main_glet = getcurrent()
             self._async = self.loop.async_()
             self._async.start(self._on_signal)
             self._continue_timer = self.loop.timer(0.0)
@@ -501,7 +499,12 @@ class Worker:
             self._async = None
         self._continue_timer.close()
         self._close_runners()
-        self._main_glet.switch()
+        # Leave the loop the way gevent expects: the hub greenlet then
+        # throws LoopExit into main() and ends cleanly when main() destroys
+        # it. Switching to main() from here left the hub greenlet
+        # suspended in this callback, and with it the worker and its
+        # executor, for the life of the process.
+        self.loop.break_()
 
     # -- cross-thread entry points -----------------------------------------
 
@@ -703,7 +706,10 @@ class Worker:
         # In the hub greenlet: end the idle runners so no greenlet outlives
         # its thread.
         runners, self._free_runners = self._free_runners, []
-        for glet in runners:
+        # A runner removes itself from this same list as it ends, so iterate
+        # over a copy: iterating the list itself skipped every other runner,
+        # which then stayed suspended after its thread exited.
+        for glet in tuple(runners):
             glet.throw(GreenletExit)
 
 

@@ -54,6 +54,11 @@ def _number_list(kind: Callable[[str], T], what: str) -> Callable[[str], List[T]
                 values.append(kind(part))
             except ValueError:
                 raise argparse.ArgumentTypeError(f"{part!r} is not a valid {what}") from None
+        if not values:
+            # An empty list would silently filter nothing.
+            raise argparse.ArgumentTypeError(
+                f"{text!r} names no {what}; give one or more, separated by commas"
+            )
         return values
 
     return parse
@@ -196,6 +201,10 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
     Raises:
         UsageError: the arguments contradict each other.
     """
+    if args.root == "":
+        raise UsageError("The option --root got an empty folder name ''. Give a new or empty folder.")
+    if args.json == "":
+        raise UsageError("The option --json got an empty file name ''. Give a file name or '-'.")
     if not args.dry_run and not args.root:
         raise UsageError("The option --root DIR is required unless --dry-run is given.")
     if args.start is not None and args.end is not None and args.end <= args.start:
@@ -316,6 +325,8 @@ def format_summary(summary: ReplaySummary) -> str:
             extra.append(f"short writes {s.short_writes:,}")
         if s.implicit_opens:
             extra.append(f"implicit opens {s.implicit_opens:,}")
+        if s.descriptors_reopened:
+            extra.append(f"reopened past the descriptor limit {s.descriptors_reopened:,}")
         if s.probes_not_found:
             extra.append(f"stat/access/opendir that found nothing {s.probes_not_found:,}")
         if s.late_events:
@@ -396,13 +407,16 @@ def _write_json(summary: ReplaySummary, target: str, stdout: TextIO) -> None:
 
 
 def _configure_logging(verbosity: int, stderr: TextIO) -> Optional[logging.Handler]:
-    if not verbosity:
-        return None
     handler = logging.StreamHandler(stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("greenpipe")
     root.addHandler(handler)
-    root.setLevel(logging.INFO if verbosity == 1 else logging.DEBUG)
+    if not verbosity:
+        # Warnings repeat what the summary or the error message reports.
+        # Without a handler, Python's last-resort handler would print them.
+        handler.setLevel(logging.ERROR)
+    else:
+        root.setLevel(logging.INFO if verbosity == 1 else logging.DEBUG)
     return handler
 
 

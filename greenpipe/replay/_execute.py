@@ -16,6 +16,10 @@ position the replayer tracks per handle (starting at 0, advanced by what
 the call moved, set by ``lseek``/``fseek``), so streams sharing a handle
 never race on the kernel's file offset.
 
+Limits. The real descriptors of all streams stay under the process's
+``RLIMIT_NOFILE``: past it the least recently used idle one is closed
+and reopened on its next use (see ``_descriptors``).
+
 Bytes. Reads ask for the traced request (``count``, or ``size * count``
 for ``fread``); writes write that many zero bytes, because traces record
 sizes, never data.
@@ -34,6 +38,7 @@ from .._compat import allocate_lock
 from .._scope import sleep
 from ..trace import Event
 from . import _calls as calls
+from ._descriptors import DescriptorCache, Handle, ProcessTable, default_open_limit
 from ._sandbox import PathSandbox, SandboxError
 from ._summary import StreamStats
 
@@ -44,150 +49,6 @@ logger = logging.getLogger(__name__)
 MAX_CHUNK = 16 * 1024 * 1024
 #: Events each stream holds back to run them in start-time order.
 DEFAULT_REORDER_WINDOW = 256
-
-
-class Handle:
-    """An open descriptor of the replay and its emulated file position.
-
-    ``users`` counts the streams in the middle of a call on the descriptor
-    and ``closed`` records a replayed ``close``. The real descriptor is
-    closed only when it is closed in the trace and no stream uses it. A
-    stream of another thread that found the handle just before the close
-    therefore never has its descriptor closed, or reused for another file,
-    during its call.
-    """
-
-    __slots__ = (
-        "fd",
-        "path",
-        "position",
-        "append",
-        "stdio",
-        "traced_fd",
-        "tid",
-        "users",
-        "closed",
-    )
-
-    def __init__(
-        self, fd: int, path: str, append: bool, stdio: bool, traced_fd: Optional[int], tid: int
-    ) -> None:
-        self.fd = fd
-        self.path = path
-        self.position = 0
-        self.append = append
-        self.stdio = stdio
-        self.traced_fd = traced_fd
-        self.tid = tid
-        self.users = 0
-        self.closed = False
-
-
-class ProcessTable:
-    """Open handles of one traced process, shared by its threads' streams.
-
-    Threads: every method takes the table's lock, so streams on different
-    workers may use it; no method blocks while holding it.
-    """
-
-    def __init__(self) -> None:
-        self._lock = allocate_lock()
-        self._by_fd: Dict[int, Handle] = {}
-        self._by_thread_path: Dict[Tuple[bool, int, str], List[Handle]] = {}
-        self._by_path: Dict[Tuple[bool, str], List[Handle]] = {}
-
-    def add(self, handle: Handle) -> Optional[Handle]:
-        """Register ``handle``; return a displaced handle to close now, if any.
-
-        A displaced handle that a stream is still using is closed by that
-        stream's :meth:`release` instead.
-        """
-        with self._lock:
-            stale = None
-            if handle.traced_fd is not None:
-                stale = self._by_fd.pop(handle.traced_fd, None)
-                if stale is not None:
-                    self._unindex(stale)
-                    stale.closed = True
-                    if stale.users:
-                        stale = None
-                self._by_fd[handle.traced_fd] = handle
-            self._by_thread_path.setdefault(
-                (handle.stdio, handle.tid, handle.path), []
-            ).append(handle)
-            self._by_path.setdefault((handle.stdio, handle.path), []).append(handle)
-            return stale
-
-    def _unindex(self, handle: Handle) -> None:
-        for table, key in (
-            (self._by_thread_path, (handle.stdio, handle.tid, handle.path)),
-            (self._by_path, (handle.stdio, handle.path)),
-        ):
-            found = table.get(key)  # type: ignore[attr-defined]
-            if found is not None:
-                try:
-                    found.remove(handle)
-                except ValueError:
-                    pass
-                if not found:
-                    del table[key]  # type: ignore[attr-defined]
-
-    def find(
-        self, stdio: bool, tid: int, fd: Optional[int], path: Optional[str]
-    ) -> Optional[Handle]:
-        """Return the handle an event refers to, held for the caller, or ``None``.
-
-        By traced descriptor first (when the path, if any, agrees), then
-        the newest handle of this thread on the path, then the newest of
-        any thread of the process on the path. The caller must pass a
-        returned handle to :meth:`release` when its call is done.
-        """
-        with self._lock:
-            handle = self._find_locked(stdio, tid, fd, path)
-            if handle is not None:
-                handle.users += 1
-            return handle
-
-    def _find_locked(
-        self, stdio: bool, tid: int, fd: Optional[int], path: Optional[str]
-    ) -> Optional[Handle]:
-        if fd is not None and not stdio:
-            handle = self._by_fd.get(fd)
-            if handle is not None and (path is None or handle.path == path):
-                return handle
-        if path is None:
-            return None
-        found = self._by_thread_path.get((stdio, tid, path))
-        if found:
-            return found[-1]
-        found = self._by_path.get((stdio, path))
-        if found:
-            return found[-1]
-        return None
-
-    def release(self, handle: Handle) -> bool:
-        """Drop one hold on ``handle``; return whether its fd must be closed now."""
-        with self._lock:
-            handle.users -= 1
-            return handle.closed and handle.users == 0
-
-    def remove(self, handle: Handle) -> None:
-        """Forget ``handle`` after its replayed ``close``; the last release closes it."""
-        with self._lock:
-            if handle.traced_fd is not None and self._by_fd.get(handle.traced_fd) is handle:
-                del self._by_fd[handle.traced_fd]
-            self._unindex(handle)
-            handle.closed = True
-
-    def drain(self) -> List[Handle]:
-        """Forget and return every handle still open."""
-        with self._lock:
-            handles = {id(h): h for hs in self._by_path.values() for h in hs}
-            handles.update({id(h): h for h in self._by_fd.values()})
-            self._by_fd.clear()
-            self._by_thread_path.clear()
-            self._by_path.clear()
-        return list(handles.values())
 
 
 class ByteBudget:
@@ -221,6 +82,11 @@ class ReplayContext:
         speed: ``None`` to replay as fast as possible, else the factor by
             which traced gaps are divided (1.0 keeps them).
         window: events each stream holds back for reordering.
+        descriptors: the real descriptors, recycled past ``max_open``.
+
+    Args:
+        max_open: most traced files open at once; by default what
+            ``RLIMIT_NOFILE`` leaves (:func:`default_open_limit`).
     """
 
     def __init__(
@@ -230,11 +96,14 @@ class ReplayContext:
         budget: Optional[ByteBudget] = None,
         speed: Optional[float] = None,
         window: int = DEFAULT_REORDER_WINDOW,
+        max_open: Optional[int] = None,
     ) -> None:
         self.sandbox = sandbox
         self.budget = budget or ByteBudget(None)
         self.speed = speed
         self.window = max(1, window)
+        limit = max_open if max_open is not None else default_open_limit()
+        self.descriptors = DescriptorCache(sandbox, limit)
         self._tables: Dict[Tuple[str, int], ProcessTable] = {}
         self._lock = allocate_lock()
         self._zeros = bytes(64 * 1024)
@@ -245,7 +114,7 @@ class ReplayContext:
         table = self._tables.get(key)
         if table is None:
             with self._lock:
-                table = self._tables.setdefault(key, ProcessTable())
+                table = self._tables.setdefault(key, ProcessTable(self.descriptors.lock))
         return table
 
     def zeros(self, size: int) -> memoryview:
@@ -262,12 +131,8 @@ class ReplayContext:
             tables = list(self._tables.values())
         closed = 0
         for table in tables:
-            for handle in table.drain():
-                try:
-                    os.close(handle.fd)
-                except OSError:
-                    pass
-                closed += 1
+            closed += len(table.drain())
+        self.descriptors.drain()
         return closed
 
 
@@ -410,7 +275,11 @@ class StreamRunner:
         while held:
             handle = held.pop()
             if self.table.release(handle):
-                os.close(handle.fd)
+                self.context.descriptors.close(handle)
+
+    def _fd(self, handle: Handle) -> int:
+        """Return the real descriptor of a held handle, reopening it if recycled."""
+        return self.context.descriptors.use(handle, self.stats)
 
     def _handle(self, event: Event, op: str, stdio: bool) -> Optional[Handle]:
         """Find the handle of a descriptor call, opening the path if needed.
@@ -430,10 +299,19 @@ class StreamRunner:
             self.stats.skip(event.name, calls.REASON_UNKNOWN_FD)
             return None
 
+        # Open for writing even for a read: later calls of the trace may
+        # write through the same descriptor. Fall back to reading only where
+        # writing is not allowed (a folder, a file with other hard links).
         writing = op in calls.WRITE_OPS or op == "ftruncate"
-        flags = os.O_RDWR if writing else os.O_RDONLY
-        real_fd = self.context.sandbox.open(event.path, flags)
-        handle = Handle(real_fd, event.path, False, stdio, fd, event.tid)
+        flags = os.O_RDWR
+        try:
+            real_fd = self.context.descriptors.open(event.path, flags)
+        except (IsADirectoryError, PermissionError):
+            if writing:
+                raise
+            flags = os.O_RDONLY
+            real_fd = self.context.descriptors.open(event.path, flags)
+        handle = Handle(real_fd, event.path, False, stdio, fd, event.tid, flags)
         handle.users = 1
         self._held.append(handle)
         self._register(handle)
@@ -441,12 +319,10 @@ class StreamRunner:
         return handle
 
     def _register(self, handle: Handle) -> None:
+        self.context.descriptors.track(handle)
         stale = self.table.add(handle)
         if stale is not None:
-            try:
-                os.close(stale.fd)
-            except OSError:
-                pass
+            self.context.descriptors.close(stale)
 
     def _open(self, event: Event, op: str) -> None:
         args = event.args
@@ -464,7 +340,7 @@ class StreamRunner:
         try:
             # O_APPEND is emulated: on Linux, pwrite on an O_APPEND descriptor
             # ignores its offset, which would break the emulated positions.
-            fd = self.context.sandbox.open(path, flags & ~os.O_APPEND, mode)
+            fd = self.context.descriptors.open(path, flags & ~os.O_APPEND, mode)
         except SandboxError as exc:
             if "O_TMPFILE" in str(exc):
                 self.stats.skip(event.name, calls.REASON_TMPFILE)
@@ -474,7 +350,7 @@ class StreamRunner:
         traced_fd = None if stdio else calls.arg_int(args, "ret")
         if traced_fd is not None and traced_fd < 0:
             traced_fd = None
-        handle = Handle(fd, path, bool(flags & os.O_APPEND), stdio, traced_fd, event.tid)
+        handle = Handle(fd, path, bool(flags & os.O_APPEND), stdio, traced_fd, event.tid, flags)
         self._register(handle)
         self.stats.done(event.name, elapsed)
 
@@ -489,7 +365,7 @@ class StreamRunner:
         self.table.remove(handle)
         started = time.perf_counter()
         if self.table.release(handle):
-            os.close(handle.fd)
+            self.context.descriptors.close(handle)
         # NOTE: when another thread's stream is in a call on this descriptor,
         # that stream closes it when its call ends; the time here excludes it.
         self.stats.done(event.name, time.perf_counter() - started)
@@ -521,10 +397,11 @@ class StreamRunner:
             self._buffer = bytearray(min(max(size, 2 * len(self._buffer)), MAX_CHUNK))
         view = memoryview(self._buffer)
         total = 0
+        fd = self._fd(handle)
         started = time.perf_counter()
         while total < size:
             want = min(size - total, MAX_CHUNK)
-            got = os.preadv(handle.fd, [view[:want]], position + total)
+            got = os.preadv(fd, [view[:want]], position + total)
             total += got
             if got < want:
                 break
@@ -543,15 +420,16 @@ class StreamRunner:
         if found is None:
             return
         handle, size, offset = found
+        fd = self._fd(handle)
         started = time.perf_counter()
         if offset is None and handle.append:
-            handle.position = os.fstat(handle.fd).st_size
+            handle.position = os.fstat(fd).st_size
         position = handle.position if offset is None else offset
 
         total = 0
         while total < size:
             want = min(size - total, MAX_CHUNK)
-            got = os.pwrite(handle.fd, self.context.zeros(want), position + total)
+            got = os.pwrite(fd, self.context.zeros(want), position + total)
             total += got
             if got < want:
                 break
@@ -571,6 +449,7 @@ class StreamRunner:
             return
         offset = calls.arg_int(event.args, "offset") or 0
         whence = calls.arg_int(event.args, "whence") or 0
+        fd = self._fd(handle)
         started = time.perf_counter()
         if whence == os.SEEK_CUR:
             target = handle.position + offset
@@ -579,7 +458,7 @@ class StreamRunner:
             target = offset
         # The kernel validates the target and computes SEEK_END and
         # SEEK_DATA/SEEK_HOLE; data calls never use its offset.
-        handle.position = os.lseek(handle.fd, target, whence)
+        handle.position = os.lseek(fd, target, whence)
         self.stats.done(event.name, time.perf_counter() - started)
 
     def _tell(self, event: Event, op: str) -> None:
@@ -592,11 +471,12 @@ class StreamRunner:
         handle = self._handle(event, op, False)
         if handle is None:
             return
+        fd = self._fd(handle)
         started = time.perf_counter()
         if event.name == "fdatasync":
-            os.fdatasync(handle.fd)
+            os.fdatasync(fd)
         else:
-            os.fsync(handle.fd)
+            os.fsync(fd)
         self.stats.done(event.name, time.perf_counter() - started)
 
     def _ftruncate(self, event: Event, op: str) -> None:
@@ -607,16 +487,18 @@ class StreamRunner:
         handle = self._handle(event, op, False)
         if handle is None:
             return
+        fd = self._fd(handle)
         started = time.perf_counter()
-        os.ftruncate(handle.fd, length)
+        os.ftruncate(fd, length)
         self.stats.done(event.name, time.perf_counter() - started)
 
     def _fstat(self, event: Event, op: str) -> None:
         handle = self._handle(event, op, False)
         if handle is None:
             return
+        fd = self._fd(handle)
         started = time.perf_counter()
-        os.fstat(handle.fd)
+        os.fstat(fd)
         self.stats.done(event.name, time.perf_counter() - started)
 
     # -- paths ------------------------------------------------------------------
@@ -626,33 +508,53 @@ class StreamRunner:
         if path is None:
             self.stats.skip(event.name, calls.REASON_NO_TARGET)
             return
-        sandbox = self.context.sandbox
+        call = self._path_operation(event, op, path)
+        if call is None:
+            return
+
+        descriptors = self.context.descriptors
+        if op in ("unlink", "remove", "rename"):
+            # A recycled handle on the path could not be reopened afterwards.
+            descriptors.pin_below(path)
+            if op == "rename":
+                target = second_path(event)
+                assert target is not None
+                descriptors.pin_below(target)
         started = time.perf_counter()
+        descriptors.retry(call)
+        self.stats.done(event.name, time.perf_counter() - started)
+
+    def _path_operation(
+        self, event: Event, op: str, path: str
+    ) -> Optional[Callable[[], Any]]:
+        """Return the sandbox call replaying ``event``, or ``None`` after a skip."""
+        sandbox = self.context.sandbox
         if op == "stat" or op == "access":
-            sandbox.stat(path)
-        elif op == "mkdir":
-            sandbox.mkdir(path, calls.open_mode("mkdir", event.args))
-        elif op == "rmdir":
-            sandbox.rmdir(path)
-        elif op == "unlink":
-            sandbox.unlink(path)
-        elif op == "remove":
-            sandbox.remove(path)
-        elif op == "opendir":
-            sandbox.list_dir(path)
-        elif op == "truncate":
+            return lambda: sandbox.stat(path)
+        if op == "mkdir":
+            mode = calls.open_mode("mkdir", event.args)
+            return lambda: sandbox.mkdir(path, mode)
+        if op == "rmdir":
+            return lambda: sandbox.rmdir(path)
+        if op == "unlink":
+            return lambda: sandbox.unlink(path)
+        if op == "remove":
+            return lambda: sandbox.remove(path)
+        if op == "opendir":
+            return lambda: sandbox.list_dir(path)
+        if op == "truncate":
             length = calls.arg_int(event.args, "length")
             if length is None:
                 self.stats.skip(event.name, calls.REASON_NO_SIZE)
-                return
-            sandbox.truncate(path, length)
-        elif op == "rename":
+                return None
+            return lambda: sandbox.truncate(path, length)
+        if op == "rename":
             target = second_path(event)
             if target is None:
                 self.stats.skip(event.name, calls.REASON_NO_TARGET)
-                return
-            sandbox.rename(path, target)
-        self.stats.done(event.name, time.perf_counter() - started)
+                return None
+            return lambda: sandbox.rename(path, target)
+        raise AssertionError(f"no path operation for {op!r}")
 
 
 #: Key under which the decode stage stores a resolved second path

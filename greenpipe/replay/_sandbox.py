@@ -98,7 +98,8 @@ def map_components(traced: str) -> Components:
 
     Raises:
         SandboxError: ``traced`` contains a NUL byte, which no real path
-            can contain.
+            can contain, or a lone surrogate outside U+DC80 to U+DCFF,
+            which ``os.fsencode`` cannot turn into bytes.
     """
     if "\x00" in traced:
         raise SandboxError(f"the traced path {traced!r} contains a NUL byte")
@@ -111,7 +112,15 @@ def map_components(traced: str) -> Components:
             if parts:
                 parts.pop()
             continue
-        name = os.fsencode(segment)
+        try:
+            name = os.fsencode(segment)
+        except UnicodeEncodeError:
+            # Only the surrogates U+DC80 to U+DCFF stand for bytes; any
+            # other lone surrogate has no file name to map to.
+            raise SandboxError(
+                f"the traced path {traced!r} contains a lone surrogate that "
+                "is not an undecodable byte"
+            ) from None
         if len(name) > NAME_MAX:
             name = _shorten(name)
         parts.append(name)
@@ -529,11 +538,18 @@ def prepare_root(root: str, *, create: bool = True) -> Optional[str]:
                 f"The replay root {root!r} is not empty and was not created by "
                 "a replay. Choose a new or empty folder."
             )
-    elif create:
+    if not create:
+        return None
+
+    marker = os.path.join(real, ROOT_MARKER)
+    try:
         os.makedirs(real, exist_ok=True)
-    if create:
-        marker = os.path.join(real, ROOT_MARKER)
         if not os.path.lexists(marker):
             with open(marker, "w", encoding="utf-8") as stream:
                 stream.write("This folder is a greenpipe replay root.\n")
+    except OSError as exc:
+        return (
+            f"Cannot create the replay root {root!r}: {exc.strerror or exc}. "
+            "Choose a folder that can be created and written."
+        )
     return None

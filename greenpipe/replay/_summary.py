@@ -88,6 +88,7 @@ class StreamStats:
         "late",
         "implicit_opens",
         "probes_not_found",
+        "descriptors_reopened",
         "calls",
         "latency",
     )
@@ -109,6 +110,7 @@ class StreamStats:
         self.late = 0
         self.implicit_opens = 0
         self.probes_not_found = 0
+        self.descriptors_reopened = 0
         self.calls: Counter[str] = Counter()
         self.latency: Dict[str, LatencyHistogram] = {}
 
@@ -225,6 +227,8 @@ class ReplaySummary:
         implicit_opens: files opened by the replayer because a call used a
             descriptor whose ``open`` was not replayed yet, not seen, or
             ran in another stream.
+        descriptors_reopened: files reopened because their descriptor had
+            been closed to stay under the process's descriptor limit.
         trace_span_us: traced time from the first start to the last end,
             the longest over the files, in microseconds.
         wall_seconds: wall time of the replay itself (after preparation).
@@ -269,6 +273,7 @@ class ReplaySummary:
     late_events: int
     implicit_opens: int
     probes_not_found: int
+    descriptors_reopened: int
     trace_span_us: int
     wall_seconds: float
     latency: Mapping[str, Mapping[str, float]]
@@ -365,6 +370,7 @@ def build_summary(
             late=stream.late,
             implicit_opens=stream.implicit_opens,
             probes_not_found=stream.probes_not_found,
+            descriptors_reopened=stream.descriptors_reopened,
         )
         row = per_file.setdefault(
             stream.file,
@@ -427,6 +433,7 @@ def build_summary(
         late_events=totals["late"],
         implicit_opens=totals["implicit_opens"],
         probes_not_found=totals["probes_not_found"],
+        descriptors_reopened=totals["descriptors_reopened"],
         trace_span_us=max((c.span_us() for c in counters), default=0),
         wall_seconds=wall_seconds,
         latency={

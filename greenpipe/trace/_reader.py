@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from . import _decode
@@ -38,7 +39,8 @@ class TraceReader:
     ``.pfw.gz``; index side-cars (``.zindex``, ``.idx``) and other files
     are skipped and listed in :meth:`statistics`. Files are read one after
     the other, sorted by their path relative to the folder. A single file
-    is read whatever its name; gzip is recognised by its magic bytes.
+    is read whatever its name; gzip is recognised by its magic bytes. A
+    device or socket is never read: it is listed as skipped.
 
     Every iterator starts a new pass over the files. Lines that cannot be
     used never stop a pass: they are counted per file with their line
@@ -111,6 +113,14 @@ class TraceReader:
 
     def _find_files(self) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
         if not os.path.isdir(self._path):
+            mode = os.stat(self._path).st_mode
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
+                # A device such as /dev/zero never ends, so reading it would
+                # never finish. Pipes stay readable for process substitution.
+                logger.warning(
+                    "%s is a device or socket, not a trace file; skipped", self._path
+                )
+                return (), (self._path,)
             return (self._path,), ()
 
         found: List[Tuple[str, str]] = []
@@ -275,7 +285,8 @@ class TraceReader:
         Columns: ``name``, ``category``, ``phase``, ``path``, ``hostname``
         (string), ``pid``, ``tid``, ``ts``, ``dur``, ``id`` (int64) and
         ``args`` (the arguments as a JSON string, because their keys differ
-        from event to event and hash values can exceed int64). Metadata
+        from event to event and hash values can exceed int64). A ``pid``,
+        ``tid``, ``ts`` or ``dur`` outside the int64 range is null. Metadata
         events are not included. A batch never mixes two files.
 
         Args:

@@ -108,6 +108,10 @@ class TraceStatistics:
     damaged_files: int
 
 
+def _line_number(kept: Tuple[int, str]) -> int:
+    return kept[0]
+
+
 class FileRecord:
     """Mutable counters filled while one file is read; frozen on demand."""
 
@@ -175,6 +179,10 @@ class FileRecord:
             unresolved_hashes=self.unresolved_hashes,
             bad_lines=self.bad_count,
             bad_line_reasons=types.MappingProxyType(dict(self.bad_reasons)),
-            first_bad_lines=tuple(BadLine(n, r) for n, r in self.bad_kept),
+            # The reader counts a line cut by damage at the end of the file,
+            # which can come before the decoder's last bad lines.
+            first_bad_lines=tuple(
+                BadLine(n, r) for n, r in sorted(self.bad_kept, key=_line_number)
+            ),
             damage=self.damage,
         )

@@ -311,3 +311,27 @@ def test_rename_resolves_the_new_path_by_hash(tmp_path: Path, sandbox_dirs) -> N
     assert not (root / "data" / "old.bin").exists()
     assert (root / "data" / "new.bin").stat().st_size == 64
     assert snapshot(outside) == before
+
+
+def test_implicit_open_for_read_allows_write(tmp_path: Path, sandbox_dirs) -> None:
+    root, outside = sandbox_dirs
+    # A descriptor opened before the trace started is read, then written.
+    trace = write_trace(
+        tmp_path / "i.pfw",
+        [
+            call("read", 10, fname="/f", fd=5, count=10, ret=10),
+            call("write", 20, fname="/f", fd=5, count=30, ret=30),
+            call("read", 30, fname="/linked", fd=6, count=4, ret=4),
+        ],
+    )
+    (root / ROOT_MARKER).write_text("")
+    os.link(outside / "keep.txt", root / "linked")
+    before = snapshot(outside)
+
+    summary = _replay(trace, root, threads=1)
+
+    assert snapshot(outside) == before
+    assert summary.failed == {}
+    assert summary.events_replayed == 3
+    assert summary.implicit_opens == 2
+    assert (root / "f").stat().st_size == 40
