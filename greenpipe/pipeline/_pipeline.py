@@ -265,20 +265,32 @@ class _Run:
             self._watchdog.start()
         runtime_deadlock: DeadlockError | None = None
         root_error: BaseException | None = None
+        interrupted: BaseException | None = None
         try:
             root.result()
         except DeadlockError as error:
             runtime_deadlock = error
         except BaseException as error:
-            root_error = error
+            if root.done():
+                root_error = error
+            else:
+                # The wait itself was interrupted (Ctrl-C raises
+                # KeyboardInterrupt here) while the run goes on: stop it so
+                # every task's finally blocks run, then re-raise.
+                interrupted = error
+                root.cancel()
+                root.exception()
         finally:
             if config.watchdog:
                 self._watchdog.stop()
         self._pipeline._holders = self._watchdog.holders()
-        stopped_by = runtime_deadlock or self._watchdog.tripped
+        # A root error means that the runtime ended the scheduler itself, for
+        # example with a SystemExit that a gevent greenlet raised on a
+        # worker. The tasks cancelled on the way count as stopped.
+        stopped_by = runtime_deadlock or self._watchdog.tripped or interrupted or root_error
         self._finish_unrecorded(stopped_by)
-        if stopped_by is None and root_error is not None:  # pragma: no cover - a bug
-            raise root_error
+        if interrupted is not None:
+            raise interrupted
         self._raise_failures(stopped_by)
         destination = self._pipeline._destination
         return destination.get() if destination is not None else None
