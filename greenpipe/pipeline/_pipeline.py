@@ -27,7 +27,7 @@ from typing import Any, Callable
 from .._channel import Channel
 from .._errors import BaseExceptionGroup, Cancelled, DeadlockError, ExceptionGroup
 from .._executor import Executor, HubHolder
-from .._scope import CoroScope, SpawnFuture
+from .._scope import CoroScope, SpawnFuture, shield
 from .._task import coroutine
 from ._config import FailurePolicy, PipelineConfig
 from ._errors import add_note
@@ -320,7 +320,12 @@ class _Run:
                 task = self._events.receive()
                 assert task is not None
                 future = self._running.pop(task)
-                if self._record(task, future):
+                # Reading a done future is still a cancellation point. A stop
+                # arriving now must not cut the recording short, or the
+                # outcome of this task, already off the books, would be lost.
+                with shield():
+                    succeeded = self._record(task, future)
+                if succeeded:
                     for child in task._children:
                         remaining[child] -= 1
                         if remaining[child] == 0 and child.state is TaskState.PENDING:
@@ -469,7 +474,9 @@ class _Run:
                 )
             failures = [(first_task, first)]
         errors = [error for _, error in failures]
-        if stopped_by is not None:
+        # A SystemExit raised by a task is both its failure and what
+        # stopped the run; it is reported once.
+        if stopped_by is not None and all(error is not stopped_by for error in errors):
             errors.append(stopped_by)
         if not errors:
             return
