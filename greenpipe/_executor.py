@@ -654,23 +654,34 @@ class Executor:
         logger.debug("%s", report)
         self._fail_roots(DeadlockError(report), tasks)
 
+    def _fail_run(self, error: BaseException) -> bool:
+        """End the run with ``error``: a SystemExit or KeyboardInterrupt.
+
+        Like asyncio, which lets these two leave the event loop (see
+        ``Task.__step`` in ``asyncio/tasks.py``), greenpipe treats them as a
+        request to stop the program rather than as the failure of one task. Every live task is cancelled and the root
+        tasks raise ``error`` to their callers, even when a sibling of the
+        task that raised it would otherwise keep its scope open forever.
+        Safe from any thread. Returns whether any task was still alive.
+        """
+        with self._lock:
+            tasks = list(self._tasks)
+        self._fail_roots(error, tasks)
+        return bool(tasks)
+
     def _worker_error(self, worker: Worker, error: BaseException) -> None:
         """Fail the run with ``error``, which escaped ``worker``'s gevent hub.
 
         The caller is ``worker``'s thread, right after gevent threw the
         error out of its hub.
         """
-        with self._lock:
-            tasks = list(self._tasks)
-        if not tasks:
+        if not self._fail_run(error):
             logger.error(
                 "%r: a gevent greenlet raised %s after every task had ended",
                 worker,
                 type(error).__name__,
                 exc_info=(type(error), error, error.__traceback__),
             )
-            return
-        self._fail_roots(error, tasks)
 
     def _fail_roots(self, error: BaseException, tasks: list[Any]) -> None:
         # The tasks directly under a detached scope (from submit(), run() or

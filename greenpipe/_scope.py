@@ -327,6 +327,8 @@ class SpawnFuture(_FutureBase[T]):
         cancelled = isinstance(exc, Cancelled)
         self._glet_done()
         self._finish(value, exc, cancelled)
+        if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            self._executor._fail_run(exc)
 
     def _call_body(self, scope: CoroScope) -> Any:
         body = self._body

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from typing import Any
+from typing import Any, Callable
 
 import greenpipe
 from greenpipe import Pipeline, PipelineConfig, make_channel, make_task
@@ -43,12 +43,19 @@ class Ledger:
     Args:
         fail_stage: The stage that raises, or ``None``.
         fail_after: How many items that stage handles before it raises.
+        make_error: Builds the exception from the stage name.
     """
 
-    def __init__(self, fail_stage: str | None = None, fail_after: int = 0) -> None:
+    def __init__(
+        self,
+        fail_stage: str | None = None,
+        fail_after: int = 0,
+        make_error: Callable[[str], BaseException] = StageError,
+    ) -> None:
         self.fail_stage = fail_stage
         self.fail_after = fail_after
-        self.raised: list[StageError] = []
+        self.make_error = make_error
+        self.raised: list[BaseException] = []
         self.entered: list[str] = []
         self.finalized: list[str] = []
         self.sent: dict[str, list[int]] = {"numbers": [], "squares": []}
@@ -58,7 +65,7 @@ class Ledger:
 
     def _check_failure(self, stage: str, handled: int) -> None:
         if stage == self.fail_stage and handled == self.fail_after:
-            error = StageError(stage)
+            error = self.make_error(stage)
             self.raised.append(error)
             raise error
 
@@ -103,8 +110,8 @@ class Ledger:
         try:
             handled = 0
             while (value := squares.receive()) is not None:
-                self._check_failure("sink", handled)
                 self.received["squares"].append(value)
+                self._check_failure("sink", handled)
                 self.collected.append(value)
                 greenpipe.sleep(0)
                 handled += 1

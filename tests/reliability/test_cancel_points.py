@@ -7,10 +7,10 @@ ends before its ``k``-th switch. With one worker and a seeded scheduler,
 switch ``k`` is the same point of the program in every run, so together
 the runs place the cancellation at each blocking point once.
 
-After each run: the run stopped (the per-test timeout and the deadlock
-check catch a hang), every ``finally`` block that started has run, every
-channel has ended with nobody parked on it, no item was duplicated and no
-item appeared from nowhere.
+After each run, the run has stopped (the per-test timeout and the
+deadlock check catch a hang) and every ``finally`` block that started has
+run. Every channel has ended with no sender or receiver parked on it, and
+no item was duplicated or appeared from nowhere.
 """
 
 from __future__ import annotations
