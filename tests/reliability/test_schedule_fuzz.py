@@ -254,6 +254,68 @@ def test_channel_close_drops_no_accepted_item(seed, threads):
     assert stats.parked_receivers == 0
 
 
+@by_seed
+@by_threads
+def test_channel_timeouts_lose_no_item(seed, threads):
+    """A timed-out send or receive moves no item, and a completed one moves one."""
+    plan = random.Random(seed)
+    capacity = plan.choice((1, 2))
+    producer_count = plan.randint(1, 3)
+    consumer_count = plan.randint(1, 3)
+    counts = [plan.randint(1, 15) for _ in range(producer_count)]
+    # Virtual seconds: the time limits and pauses collide often, so a
+    # timer often fires in the same instant as a hand-off.
+    send_limits = [[plan.choice((None, 1, 2)) for _ in range(c)] for c in counts]
+    send_pauses = [[plan.choice((0, 1, 2)) for _ in range(c)] for c in counts]
+    receive_limits = [plan.choice((1, 2, 3)) for _ in range(consumer_count)]
+    receive_pauses = [plan.choice((0, 1, 2)) for _ in range(consumer_count)]
+    channel = make_channel(capacity)
+    accepted: list[tuple[int, int]] = []
+    timed_out_sends: list[tuple[int, int]] = []
+    received: list[tuple[int, int]] = []
+    receive_timeouts = [0]
+
+    def produce(scope, slot, index):
+        with slot:
+            for number in range(counts[index]):
+                item = (index, number)
+                try:
+                    assert slot.send(item, timeout=send_limits[index][number])
+                except TimeoutError:
+                    timed_out_sends.append(item)
+                else:
+                    accepted.append(item)
+                greenpipe.sleep(send_pauses[index][number])
+
+    def consume(scope, index):
+        while True:
+            try:
+                item = channel.receive(timeout=receive_limits[index])
+            except TimeoutError:
+                receive_timeouts[0] += 1
+                continue
+            if item is None:
+                return
+            received.append(item)
+            greenpipe.sleep(receive_pauses[index])
+
+    def root(scope):
+        slots = [channel.producer() for _ in range(producer_count)]
+        for index in range(consumer_count):
+            scope.spawn(consume, index, name=f"consumer-{index}")
+        for index, slot in enumerate(slots):
+            scope.spawn(produce, slot, index, name=f"producer-{index}")
+
+    _, error = run_fuzzed(root, seed=seed, threads=threads, clock=VirtualClock())
+
+    assert error is None
+    assert _drain(channel) == []
+    assert len(set(received)) == len(received), "an item was received twice"
+    assert Counter(received) == Counter(accepted)
+    assert not set(timed_out_sends) & set(received), "a timed-out send was delivered"
+    assert len(accepted) + len(timed_out_sends) == sum(counts)
+
+
 # -- scopes ------------------------------------------------------------------
 
 
@@ -268,10 +330,18 @@ class NodePlan:
     yields: int = 0
     fails: bool = False
     generator: bool = False
+    cancel_child: int | None = None
+    cancel_scope: bool = False
 
 
-def make_tree(plan: random.Random, max_nodes: int) -> tuple[NodePlan, int]:
-    """Build a random task tree of at most ``max_nodes`` nodes."""
+def make_tree(
+    plan: random.Random, max_nodes: int, cancels: bool = False
+) -> tuple[NodePlan, int]:
+    """Build a random task tree of at most ``max_nodes`` nodes.
+
+    With ``cancels``, some nodes cancel one of their children or the scope
+    in which they spawned their children.
+    """
     counter = [0]
 
     def build(depth: int) -> NodePlan:
@@ -282,11 +352,17 @@ def make_tree(plan: random.Random, max_nodes: int) -> tuple[NodePlan, int]:
         node.fails = plan.random() < 0.3
         node.generator = plan.random() < 0.3
         if depth < 4:
-            for _ in range(plan.choice((0, 1, 2, 3))):
+            # The root always has children, or many plans would be one task.
+            fanout = plan.choice((2, 3)) if depth == 0 else plan.choice((0, 1, 2, 3))
+            for _ in range(fanout):
                 if counter[0] >= max_nodes:
                     break
                 node.children.append(build(depth + 1))
         node.awaited = [i for i in range(len(node.children)) if plan.random() < 0.4]
+        if cancels and node.children and plan.random() < 0.25:
+            node.cancel_child = plan.randrange(len(node.children))
+        if cancels and plan.random() < 0.1:
+            node.cancel_scope = True
         return node
 
     return build(0), counter[0]
@@ -301,6 +377,19 @@ class TreeRun:
         self.raised: list[int] = []
         self.caught: list[BaseException] = []
 
+    def catch(self, error: BaseException) -> None:
+        # Cancellations are expected in a tree that cancels, so only
+        # failures count.
+        self.caught.extend(e for e in error_leaves(error) if not isinstance(e, Cancelled))
+
+    @staticmethod
+    def cancel_planned(scope, node: NodePlan, futures: list) -> None:
+        if node.cancel_child is not None:
+            greenpipe.sleep(0)
+            futures[node.cancel_child].cancel()
+        if node.cancel_scope:
+            scope.cancel()
+
     def body(self, node: NodePlan):
         return self.generator_node if node.generator else self.plain_node
 
@@ -311,7 +400,7 @@ class TreeRun:
                 try:
                     scope.scope(self.spawn_and_await, node)
                 except (NodeError, BaseExceptionGroup) as error:
-                    self.caught.extend(error_leaves(error))
+                    self.catch(error)
             else:
                 self.spawn_and_await(scope, node)
             for _ in range(node.yields):
@@ -332,11 +421,17 @@ class TreeRun:
             scope.spawn(self.body(child), child, name=f"node-{child.node_id}")
             for child in node.children
         ]
+        self.cancel_planned(scope, node, futures)
         for index in node.awaited:
             try:
                 assert futures[index].result() == node.children[index].node_id
             except (NodeError, BaseExceptionGroup) as error:
-                self.caught.extend(error_leaves(error))
+                self.catch(error)
+            except Cancelled:
+                # A child that was cancelled; if this task was cancelled too,
+                # its next blocking call raises again.
+                if not futures[index].cancelled():
+                    raise
 
     def generator_node(self, scope, node: NodePlan):
         self.entered.append(node.node_id)
@@ -345,12 +440,16 @@ class TreeRun:
                 scope.spawn(self.body(child), child, name=f"node-{child.node_id}")
                 for child in node.children
             ]
+            self.cancel_planned(scope, node, futures)
             for index in node.awaited:
                 try:
                     value = yield futures[index]
                     assert value == node.children[index].node_id
                 except (NodeError, BaseExceptionGroup) as error:
-                    self.caught.extend(error_leaves(error))
+                    self.catch(error)
+                except Cancelled:
+                    if not futures[index].cancelled():
+                        raise
             for _ in range(node.yields):
                 yield greenpipe.timeout(0)
             if node.fails:
@@ -375,6 +474,24 @@ def test_scope_tree_loses_no_exception(seed, threads):
     assert sorted(run.entered) == list(range(size))
     assert sorted(run.finalized) == list(range(size))
     reported = failure_ids(run.caught) + failure_ids(error_leaves(error))
+    assert Counter(reported) == Counter(run.raised), "a failure was lost or reported twice"
+
+
+@by_seed
+@by_threads
+def test_scope_tree_with_cancels_loses_no_exception(seed, threads):
+    """Failures that happen in a tree that also cancels are each reported once."""
+    plan = random.Random(seed)
+    tree, size = make_tree(plan, max_nodes=40, cancels=True)
+    run = TreeRun()
+
+    _, error = run_fuzzed(run.body(tree), tree, seed=seed, threads=threads)
+
+    assert Counter(run.entered) == Counter(run.finalized), "a finally block did not run"
+    assert set(run.entered) <= set(range(size))
+    assert len(set(run.entered)) == len(run.entered), "a task body ran twice"
+    leaves = [leaf for leaf in error_leaves(error) if not isinstance(leaf, Cancelled)]
+    reported = failure_ids(run.caught) + failure_ids(leaves)
     assert Counter(reported) == Counter(run.raised), "a failure was lost or reported twice"
 
 
