@@ -659,10 +659,13 @@ class Executor:
 
         Like asyncio, which lets these two leave the event loop (see
         ``Task.__step`` in ``asyncio/tasks.py``), greenpipe treats them as a
-        request to stop the program rather than as the failure of one task. Every live task is cancelled and the root
-        tasks raise ``error`` to their callers, even when a sibling of the
-        task that raised it would otherwise keep its scope open forever.
-        Safe from any thread. Returns whether any task was still alive.
+        request to stop the program rather than as the failure of one task.
+        Every live task is cancelled and the root tasks raise ``error`` to
+        their callers, even when a sibling of the task that raised it would
+        otherwise keep its scope open forever. A root task raises ``error``
+        alone, without the failures of other tasks that end meanwhile, as
+        it does after a deadlock. Safe from any thread. Returns whether any
+        task was still alive.
         """
         with self._lock:
             tasks = list(self._tasks)
