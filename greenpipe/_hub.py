@@ -331,6 +331,9 @@ class GeventWaiter(Waiter):
         # A wake-up from another thread arrives as a threadsafe callback,
         # which does not keep the loop running. This watcher does, so gevent
         # does not raise LoopExit while the greenlet waits.
+        # NOTE: on the main thread, a SIGINT that the kernel gives to another
+        # thread, or _thread.interrupt_main(), is not seen while this loop
+        # sleeps, so it does not end the wait. A SIGINT to the main thread does.
         keepalive = loop.async_()
         keepalive.start(_do_nothing)
         timer = None

@@ -196,6 +196,23 @@ def test_sigint_during_run_cancels_tasks(tmp_path, interrupt):
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("interrupt", ["parent"])
+def test_sigint_during_run_from_gevent_caller(tmp_path, interrupt):
+    """The caller waits in its gevent hub, not on a lock.
+
+    Only a SIGINT that reaches the main thread is covered: see the note in
+    ``GeventWaiter.park``.
+    """
+    body = "import gevent\ngevent.get_hub()\n" + textwrap.dedent(RUN_SCRIPT)
+    status, lines, err = run_interrupted(tmp_path, body, interrupt)
+
+    assert status == 128 + signal.SIGINT, err
+    assert err.rstrip().endswith("KeyboardInterrupt"), err
+    expected = ["receiver-0", "receiver-1", "receiver-2", "root", "ticker"]
+    assert field(lines, "finalized") == expected
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("interrupt", ["parent", "io_thread"])
 def test_sigint_during_executor_run_stops_root(tmp_path, interrupt):
     status, lines, err = run_interrupted(tmp_path, EXECUTOR_SCRIPT, interrupt)
