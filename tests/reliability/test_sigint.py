@@ -155,6 +155,8 @@ def run_interrupted(tmp_path, body: str, interrupt: str) -> tuple[int, list[str]
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A process group of its own, so a hung script dies with its shell.
+        start_new_session=True,
     )
     try:
         ready = process.stdout.readline().split()
@@ -163,7 +165,7 @@ def run_interrupted(tmp_path, body: str, interrupt: str) -> tuple[int, list[str]
             os.kill(int(ready[1]), signal.SIGINT)
         out, err = process.communicate(timeout=CHILD_TIMEOUT)
     except BaseException:
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)
         out, err = process.communicate()
         pytest.fail(f"the script hung or failed to start; stdout {out!r}, stderr {err!r}")
     lines = out.splitlines()
