@@ -322,11 +322,15 @@ class Executor:
 
         Blocking: parks the calling greenlet (or blocks the calling thread
         when it has no gevent hub) until the task ends. It must not be
-        called from a task of this executor.
+        called from a task of this executor. When the wait itself is
+        interrupted (a ``KeyboardInterrupt`` from Ctrl-C, a ``gevent.kill``),
+        the task is cancelled and waited for, so its ``finally`` blocks
+        have run before that exception reaches the caller.
 
         Raises:
             DeadlockError: Every task waited with nothing left to wake them.
-            BaseException: Whatever the task raised.
+            BaseException: Whatever the task raised, or whatever
+                interrupted the wait.
         """
         if current_worker() is not None and current_worker().executor is self:
             raise RuntimeError(
@@ -334,7 +338,13 @@ class Executor:
                 "use scope.spawn() or scope.scope() there"
             )
         future = self.submit(fn, *args, name=name)
-        return future.result()
+        try:
+            return future.result()
+        except BaseException:
+            if not future.done():
+                future.cancel()
+                future.exception()
+            raise
 
     def open_scope(self) -> Any:
         """Return a :class:`CoroScope` for code that is not a task.
@@ -641,16 +651,50 @@ class Executor:
         return "\n".join(lines)
 
     def _declare_deadlock(self, report: str, tasks: list[Any]) -> None:
+        logger.debug("%s", report)
+        self._fail_roots(DeadlockError(report), tasks)
+
+    def _fail_run(self, error: BaseException) -> bool:
+        """End the run with ``error``: a SystemExit or KeyboardInterrupt.
+
+        Like asyncio, which lets these two leave the event loop (see
+        ``Task.__step`` in ``asyncio/tasks.py``), greenpipe treats them as a
+        request to stop the program rather than as the failure of one task.
+        Every live task is cancelled and the root tasks raise ``error`` to
+        their callers, even when a sibling of the task that raised it would
+        otherwise keep its scope open forever. A root task raises ``error``
+        alone, without the failures of other tasks that end meanwhile, as
+        it does after a deadlock. Safe from any thread. Returns whether any
+        task was still alive.
+        """
+        with self._lock:
+            tasks = list(self._tasks)
+        self._fail_roots(error, tasks)
+        return bool(tasks)
+
+    def _worker_error(self, worker: Worker, error: BaseException) -> None:
+        """Fail the run with ``error``, which escaped ``worker``'s gevent hub.
+
+        The caller is ``worker``'s thread, right after gevent threw the
+        error out of its hub.
+        """
+        if not self._fail_run(error):
+            logger.error(
+                "%r: a gevent greenlet raised %s after every task had ended",
+                worker,
+                type(error).__name__,
+                exc_info=(type(error), error, error.__traceback__),
+            )
+
+    def _fail_roots(self, error: BaseException, tasks: list[Any]) -> None:
         # The tasks directly under a detached scope (from submit(), run() or
         # open_scope()) carry the error to whoever waits on them; then
         # every task is cancelled so its finally blocks run.
-        error = DeadlockError(report)
-        logger.debug("%s", report)
         for task in tasks:
             parent = task._parent_scope
             if parent._task is None:
-                task._deadlock = error
-                parent._deadlock = error
+                task._executor_error = error
+                parent._executor_error = error
         for task in tasks:
             task.cancel()
 

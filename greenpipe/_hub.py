@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
-from ._compat import RealEvent, get_ident, perf_counter, thread_local
+from ._compat import RealEvent, get_ident, monotonic, perf_counter, thread_local
 from ._errors import Cancelled
 
 if TYPE_CHECKING:
@@ -55,6 +55,11 @@ _raw_switch = greenlet.switch
 
 # Idle runner greenlets kept per worker for reuse.
 _MAX_FREE_RUNNERS = 64
+
+# Seconds between checks for a pending signal while a plain thread waits.
+# gevent's libuv loop checks every 300 ms (SIGNAL_CHECK_INTERVAL_MS in
+# gevent/libuv/loop.py). A shorter interval makes Ctrl-C respond sooner.
+_SIGNAL_CHECK_INTERVAL = 0.1
 
 
 class _TimedOut:
@@ -258,7 +263,7 @@ class ThreadWaiter(Waiter):
 
     def park(self, timeout: float | None = None, shield: bool = False) -> Any:
         try:
-            signalled = self._event.wait(timeout)
+            signalled = self._wait_in_slices(timeout)
         except BaseException:
             self._recover()
             raise
@@ -269,6 +274,24 @@ class ThreadWaiter(Waiter):
         if self.exc is not None:
             raise self.exc
         return self.value
+
+    def _wait_in_slices(self, timeout: float | None) -> bool:
+        # Python runs signal handlers only in the main thread, between
+        # bytecodes. A signal that the kernel hands to another thread, or
+        # ``_thread.interrupt_main()``, does not wake a main thread blocked
+        # on a lock, so the wait wakes up now and then to let a pending
+        # KeyboardInterrupt surface.
+        if timeout is None:
+            while not self._event.wait(_SIGNAL_CHECK_INTERVAL):
+                pass
+            return True
+        deadline = monotonic() + timeout
+        while True:
+            remaining = deadline - monotonic()
+            if remaining <= 0:
+                return self._event.is_set()
+            if self._event.wait(min(remaining, _SIGNAL_CHECK_INTERVAL)):
+                return True
 
 
 class GeventWaiter(Waiter):
@@ -308,6 +331,9 @@ class GeventWaiter(Waiter):
         # A wake-up from another thread arrives as a threadsafe callback,
         # which does not keep the loop running. This watcher does, so gevent
         # does not raise LoopExit while the greenlet waits.
+        # NOTE: on the main thread, a SIGINT that the kernel gives to another
+        # thread, or _thread.interrupt_main(), is not seen while this loop
+        # sleeps, so it does not end the wait. A SIGINT to the main thread does.
         keepalive = loop.async_()
         keepalive.start(_do_nothing)
         timer = None
@@ -467,11 +493,21 @@ class Worker:
         self._started.set()
         logger.debug("%r started", self)
         try:
-            self.ghub.switch()
-        except LoopExit:
-            pass
-        except BaseException:  # pragma: no cover - a bug in the hub
-            logger.exception("%r stopped by an error", self)
+            while True:
+                try:
+                    self.ghub.switch()
+                except LoopExit:
+                    break
+                except BaseException as error:
+                    # gevent throws a system error (SystemExit,
+                    # KeyboardInterrupt) that one of its greenlets on this
+                    # thread raised into the hub's parent, which is this
+                    # greenlet. Leaving here would strand every task of
+                    # this hub, so the executor fails its root tasks with
+                    # the error and this hub keeps running their cleanup.
+                    self.executor._worker_error(self, error)
+                    continue
+                break
         finally:
             _tls.worker = None
             try:

@@ -87,7 +87,7 @@ class _FutureBase(Generic[T]):
         "_retrieved",
         "_lock",
         "_lot",
-        "_deadlock",
+        "_executor_error",
         "_on_done",
         "__weakref__",
     )
@@ -101,7 +101,7 @@ class _FutureBase(Generic[T]):
         self._retrieved = False
         self._lock = allocate_lock()
         self._lot: ParkingLot | None = None
-        self._deadlock: BaseException | None = None
+        self._executor_error: BaseException | None = None
         self._on_done: list[Callable[[Any], None]] | None = None
 
     def done(self) -> bool:
@@ -127,8 +127,8 @@ class _FutureBase(Generic[T]):
         """
         self._wait_done(timeout)
         self._retrieved = True
-        if self._deadlock is not None:
-            raise self._deadlock
+        if self._executor_error is not None:
+            raise self._executor_error
         if self._exc is not None:
             raise self._exc
         return self._value  # type: ignore[no-any-return]
@@ -245,7 +245,7 @@ class SpawnFuture(_FutureBase[T]):
         self._retrieved = False
         self._lock = allocate_lock()
         self._lot: ParkingLot | None = None
-        self._deadlock: BaseException | None = None
+        self._executor_error: BaseException | None = None
         self._on_done: list[Callable[[Any], None]] | None = None
         self._seq = next(_task_ids)
         self._executor = executor
@@ -327,6 +327,8 @@ class SpawnFuture(_FutureBase[T]):
         cancelled = isinstance(exc, Cancelled)
         self._glet_done()
         self._finish(value, exc, cancelled)
+        if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            self._executor._fail_run(exc)
 
     def _call_body(self, scope: CoroScope) -> Any:
         body = self._body
@@ -492,7 +494,7 @@ class CoroScope:
         "_active",
         "_closed",
         "_fail_fast",
-        "_deadlock",
+        "_executor_error",
         "__weakref__",
     )
 
@@ -514,7 +516,7 @@ class CoroScope:
         self._active = False
         self._closed = False
         self._fail_fast = False
-        self._deadlock: BaseException | None = None
+        self._executor_error: BaseException | None = None
 
     @classmethod
     def _detached(cls, executor: Any) -> CoroScope:
@@ -861,8 +863,8 @@ class CoroScope:
         if exc is not None:
             self.cancel()
         self._join(shield=True, close=True)
-        if self._deadlock is not None:
-            raise self._deadlock
+        if self._executor_error is not None:
+            raise self._executor_error
         errors = self._take_failures()
         if errors:
             if exc is not None:

@@ -27,7 +27,7 @@ from typing import Any, Callable
 from .._channel import Channel
 from .._errors import BaseExceptionGroup, Cancelled, DeadlockError, ExceptionGroup
 from .._executor import Executor, HubHolder
-from .._scope import CoroScope, SpawnFuture
+from .._scope import CoroScope, SpawnFuture, shield
 from .._task import coroutine
 from ._config import FailurePolicy, PipelineConfig
 from ._errors import add_note
@@ -310,7 +310,9 @@ class RunOutcomes:
                 )
             failures = [(first_task, first)]
         errors = [error for _, error in failures]
-        if stopped_by is not None:
+        # A SystemExit raised by a task is both its failure and what
+        # stopped the run; it is reported once.
+        if stopped_by is not None and all(error is not stopped_by for error in errors):
             errors.append(stopped_by)
         if not errors:
             return
@@ -359,20 +361,32 @@ class _Run(RunOutcomes):
             self._watchdog.start()
         runtime_deadlock: DeadlockError | None = None
         root_error: BaseException | None = None
+        interrupted: BaseException | None = None
         try:
             root.result()
         except DeadlockError as error:
             runtime_deadlock = error
         except BaseException as error:
-            root_error = error
+            if root.done():
+                root_error = error
+            else:
+                # The wait itself was interrupted (Ctrl-C raises
+                # KeyboardInterrupt here) while the run goes on: stop it so
+                # every task's finally blocks run, then re-raise.
+                interrupted = error
+                root.cancel()
+                root.exception()
         finally:
             if config.watchdog:
                 self._watchdog.stop()
         self._pipeline._holders = self._watchdog.holders()
-        stopped_by = runtime_deadlock or self._watchdog.tripped
+        # A root error means that the runtime ended the scheduler itself, for
+        # example with a SystemExit that a gevent greenlet raised on a
+        # worker. The tasks cancelled on the way count as stopped.
+        stopped_by = runtime_deadlock or self._watchdog.tripped or interrupted or root_error
         self._finish_unrecorded(stopped_by)
-        if stopped_by is None and root_error is not None:  # pragma: no cover - a bug
-            raise root_error
+        if interrupted is not None:
+            raise interrupted
         self._raise_failures(stopped_by)
         destination = self._pipeline._destination
         return destination.get() if destination is not None else None
@@ -402,7 +416,12 @@ class _Run(RunOutcomes):
                 task = self._events.receive()
                 assert task is not None
                 future = self._running.pop(task)
-                if self._record(task, future):
+                # Reading a done future is still a cancellation point. A stop
+                # arriving now must not cut the recording short, or the
+                # outcome of this task, already off the books, would be lost.
+                with shield():
+                    succeeded = self._record(task, future)
+                if succeeded:
                     for child in task._children:
                         remaining[child] -= 1
                         if remaining[child] == 0 and child.state is TaskState.PENDING:
