@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import gevent
 import pytest
-from squares_pipeline import (
+from .squares_pipeline import (
     PIPELINE_NAME,
     STAGES,
     Ledger,

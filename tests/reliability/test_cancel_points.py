@@ -16,9 +16,9 @@ no item was duplicated or appeared from nowhere.
 from __future__ import annotations
 
 import pytest
-from fuzz_support import run_fuzzed
+from .fuzz_support import run_fuzzed
 from greenlet import getcurrent, greenlet
-from squares_pipeline import (
+from .squares_pipeline import (
     EXPECTED,
     ITEMS,
     PIPELINE_NAME,

@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
-from fuzz_support import error_leaves, run_fuzzed, stress_seeds
+from .fuzz_support import error_leaves, run_fuzzed, stress_seeds
 
 import greenpipe
 from greenpipe import AsyncGenerator, Cancelled, make_channel

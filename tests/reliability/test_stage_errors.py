@@ -15,8 +15,8 @@ from __future__ import annotations
 import traceback
 
 import pytest
-from fuzz_support import run_fuzzed
-from squares_pipeline import (
+from .fuzz_support import run_fuzzed
+from .squares_pipeline import (
     PIPELINE_NAME,
     STAGES,
     Ledger,
