@@ -574,6 +574,7 @@ def _decode(
     accept = None if event_filter.plain else event_filter.accept
     take = None if limit.limit is None else limit.take
     second_path_calls = SECOND_PATH_CALLS
+    application = 0  # kept in a local, written to the counters at the end
     with producer.guard():
         try:
             for event in decoder.iter_events(iter(raw)):
@@ -588,7 +589,7 @@ def _decode(
                     counters.filtered += 1
                     continue
                 if event.category not in io_categories:
-                    counters.application += 1
+                    application += 1
                     continue
                 if take is not None and not take():
                     counters.filtered += 1
@@ -608,6 +609,7 @@ def _decode(
                 producer.send(batch)
         finally:
             counters.events = seen
+            counters.application += application
             counters.first_ts = first_ts
             counters.last_end = last_end
             counters.bad_lines = decoder.bad_lines

@@ -49,6 +49,7 @@ each.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import os
 import select
@@ -121,6 +122,9 @@ def worker_main(connection_fd: int, cancel_fd: int, log_level: int) -> None:
     logging alone.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The worker process runs nothing else: keep the collector off the
+    # objects of start-up, as the command does.
+    gc.freeze()
     if log_level:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s[%(process)d]: %(message)s"))

@@ -69,6 +69,7 @@ static const char *const key_texts[K_KINDS] = {
 
 #define KEY_SLOTS 256
 #define ORDER_SLOTS 16
+#define RECENT_SLOTS 32
 
 typedef struct {
     PyObject *key;
@@ -101,6 +102,11 @@ typedef struct {
      * kinds: writers put the keys of every line in the same order. */
     PyObject *order_keys[ORDER_SLOTS];
     int order_kinds[ORDER_SLOTS];
+    /* Names and categories seen lately, handed out again in place of
+     * equal new strings: their hash is then computed once, not at every
+     * set or dict lookup a consumer makes. */
+    PyObject *recent_names[RECENT_SLOTS];
+    PyObject *recent_categories[RECENT_SLOTS];
     LastHit last_file;
     LastHit last_host;
 } FastDecoder;
@@ -417,6 +423,35 @@ resolve_args(FastDecoder *self, PyObject *args, int normalise,
     return DONE;
 }
 
+/* Replace *field by an equal ASCII string from cache, or remember it. */
+static void
+reuse_string(PyObject **cache, PyObject **field)
+{
+    PyObject *value = *field;
+    if (!PyUnicode_CheckExact(value) || !PyUnicode_IS_ASCII(value)) {
+        return;
+    }
+    Py_ssize_t length = PyUnicode_GET_LENGTH(value);
+    if (length == 0 || length > 64) {
+        return;
+    }
+    const unsigned char *text = PyUnicode_1BYTE_DATA(value);
+    size_t slot = ((size_t)length * 31u + text[0] * 7u + text[length - 1]) %
+                  RECENT_SLOTS;
+    PyObject *known = cache[slot];
+    if (known == value) {
+        return;
+    }
+    if (known != NULL && PyUnicode_GET_LENGTH(known) == length &&
+        memcmp(PyUnicode_1BYTE_DATA(known), text, (size_t)length) == 0) {
+        Py_INCREF(known);
+        Py_SETREF(*field, known);
+        return;
+    }
+    Py_INCREF(value);
+    Py_XSETREF(cache[slot], value);
+}
+
 /*
  * Build the Event of one parsed line. Returns DONE with a new Event in
  * *event, FALLBACK when the slow path must decide, FAILED on error. When
@@ -479,6 +514,9 @@ build_event(FastDecoder *self, PyObject *data, PyObject **event)
         Py_INCREF(found[i]);
         fields[i] = found[i];
     }
+
+    reuse_string(self->recent_names, &fields[F_NAME]);
+    reuse_string(self->recent_categories, &fields[F_CATEGORY]);
 
     PyObject *phase = fields[F_PHASE];
     if (PyUnicode_CheckExact(phase)) {
@@ -794,6 +832,10 @@ FastDecoder_clear(FastDecoder *self)
     }
     for (int i = 0; i < ORDER_SLOTS; i++) {
         Py_CLEAR(self->order_keys[i]);
+    }
+    for (int i = 0; i < RECENT_SLOTS; i++) {
+        Py_CLEAR(self->recent_names[i]);
+        Py_CLEAR(self->recent_categories[i]);
     }
     forget_hits(self);
     return 0;
