@@ -140,9 +140,9 @@ class DaskReplayer:
         client: Any = None,
         shard_function: Callable[[ReplayShard, Any], ShardResult] = run_shard_in_subroot,
     ) -> None:
-        given = [name for name, value in (("address", address), ("scheduler_file", scheduler_file), ("client", client)) if value is not None]
-        if len(given) > 1:
-            raise ValueError(f"give at most one of address, scheduler_file and client, not {' and '.join(given)}")
+        chosen = [name for name, value in (("address", address), ("scheduler_file", scheduler_file), ("client", client)) if value is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"give at most one of address, scheduler_file and client, not {' and '.join(chosen)}")
         self.inputs = list(inputs)
         self.options = options
         self._dask = DaskOptions(address=address, scheduler_file=scheduler_file, client=client)

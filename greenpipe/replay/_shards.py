@@ -33,9 +33,9 @@ lost, so :func:`run_shard_in_subroot` replays a shard into a sub-root of
 its own, ``ROOT/.shards/<lowest file index>``, which it clears and
 prepares from the shard's own plan each time it starts. A retried shard
 then does the same I/O as its first run, never twice as much. The price
-is the cross-file effects described above: files of different shards no
+is the cross-file effects described above. Files of different shards no
 longer meet, so ranks in different shards that use the same file each
-replay on a copy of their own, and the counts of such a replay may
+replay on a copy of their own. The counts of such a replay may then
 differ from a run that shares one root.
 """
 
@@ -63,7 +63,7 @@ from ._summary import FileCounters, Preparation, ReplaySummary, StreamStats, bui
 
 #: The passes a shard can run.
 PHASES = ("plan", "dry-run", "replay")
-#: Folder under the replay root that holds the sub-root of each shard
+#: Folder under the replay root that contains the sub-root of each shard
 #: replayed by :func:`run_shard_in_subroot`.
 SUBROOT_FOLDER = ".shards"
 
@@ -271,9 +271,9 @@ def _clear_subroot(root: str, files: Sequence[Tuple[int, str]]) -> str:
     """Make the folder of the sub-roots and remove the shard's old sub-root.
 
     Only a real folder on the root's device, with no mount point inside,
-    that is empty or carries the root marker is removed; anything else
-    raises :class:`SandboxError`, so no file that a replay did not make is
-    ever deleted.
+    that is empty or contains the root marker is removed. Anything else
+    raises :class:`SandboxError`, so that no file a replay did not make
+    is deleted.
     """
     subroot = subroot_of(root, files)
     folder = os.path.dirname(subroot)

@@ -1,9 +1,9 @@
 """Trace replay on a Dask cluster: the same counts as a local replay.
 
 Each summary from the cluster is compared with a single-process replay of
-the same input, leaving out what differs between any two runs (wall
-times, latency values, the per-process rows) and the paths that name the
-sub-root of a shard (the prepared examples). Every count is compared
+the same input. The comparison leaves out what differs between any two
+runs (wall times, latency values, the per-process rows) and the prepared
+examples, which name the sub-root of a shard. Every count is compared
 exactly.
 """
 
