@@ -18,12 +18,15 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, TextIO, Tuple, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Protocol, Sequence, TextIO, Tuple, TypeVar, Union
 
 from . import __version__
 from .replay import ReplayError, ReplayOptions, ReplayProgress, Replayer, ReplaySummary
 from .replay._processes import ShardedReplayer, usable_cores
 from .replay._sandbox import SandboxError
+
+if TYPE_CHECKING:
+    from .dask._replay import DaskReplayer
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     filters.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
     filters.add_argument("--max-events", type=_non_negative, metavar="N", help="stop reading after N POSIX and STDIO events passed the filters")
     filters.add_argument("--max-bytes", type=_non_negative, metavar="BYTES", help="skip data calls once the replayed reads and writes reach this many bytes")
+
+    cluster = rep.add_argument_group(
+        "cluster (the root and the traces must be reachable under the same paths on every worker)"
+    ).add_mutually_exclusive_group()
+    cluster.add_argument("--dask", metavar="ADDRESS", help="run the shards, one per trace file, on the Dask scheduler at ADDRESS (for example tcp://host:8786); each shard replays into ROOT/.shards/<file index>")
+    cluster.add_argument("--scheduler-file", metavar="FILE", help="as --dask, with the scheduler named by the file that 'dask scheduler --scheduler-file' wrote")
 
     output = rep.add_argument_group("output")
     output.add_argument("--json", metavar="FILE", help="also write the summary as JSON to FILE ('-' for standard output)")
@@ -421,6 +430,43 @@ def _configure_logging(verbosity: int, stderr: TextIO) -> Optional[logging.Handl
     return handler
 
 
+def _dask_replayer(args: argparse.Namespace, options: ReplayOptions) -> DaskReplayer:
+    """Build the replayer of ``--dask`` or ``--scheduler-file``; Dask is imported here only.
+
+    Raises:
+        UsageError: a cluster option has a bad value or is combined with
+            ``--processes``, or this process cannot run a Dask client.
+    """
+    if args.processes is not None:
+        raise UsageError(
+            f"The option --processes ({args.processes}) applies to local replays; "
+            "drop it with --dask or --scheduler-file."
+        )
+    if args.scheduler_file is not None and not os.path.isfile(args.scheduler_file):
+        raise UsageError(
+            f"The scheduler file {args.scheduler_file!r} was not found. Give the file "
+            "that 'dask scheduler --scheduler-file' wrote."
+        )
+    from .dask import GeventPatchedError, check_unpatched
+
+    try:
+        check_unpatched()
+        from .dask._replay import DaskReplayer, check_address
+
+        if args.dask is not None:
+            check_address(args.dask)
+    except GeventPatchedError as exc:
+        raise UsageError(f"{str(exc)[0].upper()}{str(exc)[1:]}.") from None
+    except ImportError as exc:
+        raise UsageError(
+            f"--dask and --scheduler-file need Dask's distributed package ({exc}). "
+            "Install it with: pip install 'greenpipe[dask]'."
+        ) from None
+    except ValueError as exc:
+        raise UsageError(f"Argument --dask: {exc}.") from None
+    return DaskReplayer(args.traces, options, address=args.dask, scheduler_file=args.scheduler_file)
+
+
 def _run_replay(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     options = options_from_args(args)
     if args.json and args.json != "-":
@@ -428,9 +474,11 @@ def _run_replay(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int
             open(args.json, "a", encoding="utf-8").close()
         except OSError as exc:
             raise UsageError(f"Cannot write the JSON summary to {args.json}: {exc.strerror}. Choose a writable file.") from None
+    replayer: Union[Replayer, ShardedReplayer, "DaskReplayer"]
     processes = usable_cores() if args.processes is None else args.processes
-    replayer: Union[Replayer, ShardedReplayer]
-    if processes == 1:
+    if args.dask is not None or args.scheduler_file is not None:
+        replayer = _dask_replayer(args, options)
+    elif processes == 1:
         replayer = Replayer(args.traces, options)
     else:
         replayer = ShardedReplayer(args.traces, options, processes)

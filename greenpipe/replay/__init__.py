@@ -12,7 +12,8 @@ programs that build their own pipeline (``examples/replay_trace.py``).
 trace files over worker processes. Each worker runs
 :func:`run_shard` on a :class:`ReplayShard` and returns a
 :class:`ShardResult`; both pickle, so a cluster engine can run the same
-function.
+function. :func:`run_shard_in_subroot` replays a shard into a sub-root
+of its own, so that an engine may run it again after losing a worker.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from ._shards import ShardResult as ShardResult
 from ._shards import merge_results as merge_results
 from ._shards import partition_files as partition_files
 from ._shards import run_shard as run_shard
+from ._shards import run_shard_in_subroot as run_shard_in_subroot
 from ._summary import Preparation as Preparation
 from ._summary import ReplaySummary as ReplaySummary
 from ._summary import StreamStats as StreamStats
@@ -63,4 +65,5 @@ __all__ = [
     "prepare_root",
     "replay",
     "run_shard",
+    "run_shard_in_subroot",
 ]

@@ -27,26 +27,45 @@ all the files in one shard (see :func:`partition_files`).
 Idempotence. Plan and dry-run shards only read, so running one twice
 gives the same result. A replay shard writes into the shared root, so a
 second run of it finds the files of the first (an ``O_EXCL`` open or a
-``mkdir`` then fails). Within one machine a shard never runs twice. A
-cluster engine that retries tasks after a worker is lost must replay
-into a fresh root instead of retrying a replay shard on the same root.
+``mkdir`` then fails, an appending write doubles). Within one machine a
+shard never runs twice. A cluster engine retries a task whose worker was
+lost, so :func:`run_shard_in_subroot` replays a shard into a sub-root of
+its own, ``ROOT/.shards/<lowest file index>``, which it clears and
+prepares from the shard's own plan each time it starts. A retried shard
+then does the same I/O as its first run, never twice as much. The price
+is the cross-file effects described above. Files of different shards no
+longer meet, so ranks in different shards that use the same file each
+replay on a copy of their own. The counts of such a replay may then
+differ from a run that shares one root.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import stat
 import time
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ._options import ReplayOptions
-from ._pipeline import ReplayProgress, Replayer, peak_rss_bytes, problem_counters
+from ._pipeline import (
+    InsufficientSpaceError,
+    ReplayError,
+    ReplayProgress,
+    Replayer,
+    peak_rss_bytes,
+    problem_counters,
+)
 from ._plan import Plan
-from ._sandbox import PathSandbox
+from ._sandbox import ROOT_MARKER, PathSandbox, SandboxError, mount_points_under, prepare_root
 from ._summary import FileCounters, Preparation, ReplaySummary, StreamStats, build_summary
 
 #: The passes a shard can run.
 PHASES = ("plan", "dry-run", "replay")
+#: Folder under the replay root that contains the sub-root of each shard
+#: replayed by :func:`run_shard_in_subroot`.
+SUBROOT_FOLDER = ".shards"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +117,8 @@ class ShardResult:
         wall_seconds: time the pass took.
         peak_rss_bytes: peak resident set size of the process that ran
             the shard, measured when it ended.
+        preparation: what the shard prepared in its own sub-root, for a
+            shard run by :func:`run_shard_in_subroot`; ``None`` otherwise.
     """
 
     phase: str
@@ -107,6 +128,7 @@ class ShardResult:
     interrupted: bool = False
     wall_seconds: float = 0.0
     peak_rss_bytes: int = 0
+    preparation: Optional[Preparation] = None
 
 
 class ShardRun:
@@ -184,6 +206,107 @@ def run_shard(shard: ReplayShard) -> ShardResult:
         SandboxError: the root of a replay shard cannot be opened.
     """
     return ShardRun(shard).run()
+
+
+def subroot_of(root: str, files: Sequence[Tuple[int, str]]) -> str:
+    """Return the sub-root of the shard of ``files`` under the replay ``root``.
+
+    The name is the lowest file index of the shard, which no other shard
+    of the same partition holds.
+    """
+    lowest = min(index for index, _ in files)
+    return os.path.join(os.path.realpath(root), SUBROOT_FOLDER, str(lowest))
+
+
+def run_shard_in_subroot(shard: ReplayShard, plan: Plan) -> ShardResult:
+    """Replay ``shard`` into a sub-root of its own, cleared and prepared first.
+
+    The sub-root is :func:`subroot_of` ``shard.options.root`` and the
+    shard's files. Each call marks the root (as a local replay does),
+    removes the sub-root left by an earlier run of the same shard, marks
+    a new one, prepares it from ``plan``, and replays the shard into it.
+    Running the same shard twice, as a cluster engine does after losing
+    a worker, therefore leaves the same files as running it once.
+
+    Args:
+        shard: a replay shard whose ``options.root`` is the replay root.
+        plan: the plan of the shard's own files, from their plan shard.
+
+    Blocking: makes its system calls and runs its executor in the calling
+    thread.
+
+    Raises:
+        ReplayError: the root or the sub-root cannot be used.
+        InsufficientSpaceError: the shard's bytes to write exceed the free
+            space under the sub-root and ``options.force`` is false.
+        SandboxError: a sub-root left by an earlier run is not a folder
+            that a replay made.
+    """
+    if shard.phase != "replay":
+        raise ValueError(f"run_shard_in_subroot() takes a replay shard, not a {shard.phase} shard")
+    root = shard.options.root
+    assert root is not None
+    message = prepare_root(root)
+    if message is not None:
+        raise ReplayError(message)
+    subroot = _clear_subroot(root, shard.files)
+    message = prepare_root(subroot)
+    if message is not None:
+        raise ReplayError(message)
+    with PathSandbox(subroot) as sandbox:
+        needed = plan.write_bytes
+        if shard.options.max_bytes is not None:
+            needed = min(needed, shard.options.max_bytes)
+        free = shutil.disk_usage(sandbox.root).free
+        if needed > free and not shard.options.force:
+            raise InsufficientSpaceError(needed, free, sandbox.root)
+        preparation = plan.prepare(sandbox)
+    inner = dataclasses.replace(shard, options=dataclasses.replace(shard.options, root=subroot))
+    result = run_shard(inner)
+    result.preparation = preparation
+    return result
+
+
+def _clear_subroot(root: str, files: Sequence[Tuple[int, str]]) -> str:
+    """Make the folder of the sub-roots and remove the shard's old sub-root.
+
+    Only a real folder on the root's device, with no mount point inside,
+    that is empty or contains the root marker is removed. Anything else
+    raises :class:`SandboxError`, so that no file a replay did not make
+    is deleted.
+    """
+    subroot = subroot_of(root, files)
+    folder = os.path.dirname(subroot)
+    device = os.stat(os.path.dirname(folder)).st_dev
+    try:
+        os.mkdir(folder)
+    except FileExistsError:
+        pass
+    _check_own_folder(folder, device)
+    try:
+        _check_own_folder(subroot, device)
+    except FileNotFoundError:
+        return subroot
+    if mount_points_under(subroot):
+        raise SandboxError(f"the shard sub-root {subroot!r} contains a mount point; remove it by hand")
+    entries = os.listdir(subroot)
+    if entries and ROOT_MARKER not in entries:
+        raise SandboxError(
+            f"the shard sub-root {subroot!r} is not empty and was not made by a replay; "
+            "remove it by hand or choose a new root"
+        )
+    # shutil.rmtree removes through directory descriptors on Linux and never
+    # follows a symlink inside the tree.
+    shutil.rmtree(subroot)
+    return subroot
+
+
+def _check_own_folder(path: str, device: int) -> None:
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise SandboxError(f"{path!r} is not a folder; remove it or choose a new root")
+    if info.st_dev != device:
+        raise SandboxError(f"{path!r} is on another device than the replay root; remove it by hand")
 
 
 def partition_files(

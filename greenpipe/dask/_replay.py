@@ -1,0 +1,419 @@
+"""Replay trace files as shards on a Dask distributed cluster.
+
+:class:`DaskReplayer` runs the three steps of a multi-process replay
+(plan, prepare, replay) with Dask tasks in place of worker processes.
+Each trace file is one shard, so the cluster balances the load and a
+lost worker costs one file. (``max_events`` and ``max_bytes`` count
+across all files, so with either cap every file goes in one shard.)
+
+A dry run is one round of dry-run shards. A real replay is a round of
+plan shards, then a round of replay shards. Each replay shard runs
+:func:`~greenpipe.replay._shards.run_shard_in_subroot` with the plan of
+its own files: it clears its sub-root under the replay root, prepares it
+and replays into it, so that a shard that Dask retries after losing a
+worker does its I/O once. The client merges the results in file order
+into the summary a local replay returns.
+
+Nothing here imports Dask at module level; :meth:`DaskReplayer.run`
+imports it after checking that ``gevent.monkey`` patched nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+import time
+import uuid
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import cloudpickle
+
+from .._memory import compute_memory_budget
+from ..pipeline._config import DaskOptions
+from ..replay._options import ReplayOptions
+from ..replay._pipeline import ReplayError, ReplayProgress, peak_rss_bytes, require_trace_files
+from ..replay._plan import MAX_EXAMPLES
+from ..replay._sandbox import prepare_root
+from ..replay._shards import (
+    ReplayShard,
+    ShardResult,
+    anchors_of,
+    merge_results,
+    partition_files,
+    run_shard,
+    run_shard_in_subroot,
+)
+from ..replay._summary import Preparation, ReplaySummary
+from ._client import connect
+from ._remote import dumps_by_value
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DaskReplayer", "check_address"]
+
+#: Seconds between two checks for a cancellation while shards run.
+POLL_INTERVAL = 0.1
+
+
+def check_address(address: str) -> None:
+    """Check the syntax of a Dask scheduler address without connecting.
+
+    Raises:
+        ValueError: the address is empty, has an unknown scheme, or lacks
+            the host or port that its scheme needs.
+    """
+    if not address:
+        raise ValueError("the Dask scheduler address '' is empty; give one such as tcp://host:8786")
+    from distributed.comm.addressing import parse_address, parse_host_port
+    from distributed.comm.registry import get_backend
+
+    try:
+        scheme, location = parse_address(address)
+        get_backend(scheme)
+        if scheme in ("tcp", "tls"):
+            parse_host_port(location)
+    except ValueError as error:
+        raise ValueError(
+            f"the Dask scheduler address {address!r} is invalid ({error}); "
+            "give one such as tcp://host:8786"
+        ) from None
+
+
+def _run_on_worker(function: Any, *args: Any) -> Tuple[ShardResult, str, int]:
+    """Run a shard function on a Dask worker; add the worker's address and budget.
+
+    ``function`` is a callable, or a callable pickled by value (bytes).
+    """
+    from distributed import get_worker
+
+    if isinstance(function, bytes):
+        function = cloudpickle.loads(function)
+    result = function(*args)
+    return result, get_worker().address, compute_memory_budget()
+
+
+@dataclasses.dataclass
+class _WorkerRow:
+    files: int = 0
+    memory_budget_bytes: int = 0
+    peak_rss_bytes: int = 0
+
+
+class DaskReplayer:
+    """Replays traces with their files spread over the workers of a Dask cluster.
+
+    The same interface as :class:`~greenpipe.replay.Replayer`: call
+    :meth:`run` once; :meth:`cancel` and :meth:`progress` may be called
+    from any thread while it runs. The counters of the summary equal
+    those of a local replay of the same inputs when the files of
+    different shards touch disjoint paths, which holds for a dry run
+    always. See ``docs/replay.md`` for what the sub-roots change.
+
+    Args:
+        inputs: trace files and folders, read by the client to list the
+            files and by the workers to replay them, so every worker must
+            reach them under the same paths.
+        options: what to replay and how. ``options.root`` must be a path
+            that every worker reaches, on a file system they share.
+        address: the scheduler's address, such as ``tcp://host:8786``.
+        scheduler_file: the file that ``dask scheduler --scheduler-file``
+            wrote.
+        client: a connected ``distributed.Client``, borrowed for the run.
+        shard_function: the function that runs a replay shard on a
+            worker, :func:`run_shard_in_subroot` unless a test replaces it.
+            Any other function travels by value (cloudpickle).
+
+    Raises:
+        ValueError: more than one of ``address``, ``scheduler_file`` and
+            ``client`` is given.
+    """
+
+    def __init__(
+        self,
+        inputs: Sequence[str],
+        options: ReplayOptions,
+        *,
+        address: Optional[str] = None,
+        scheduler_file: Optional[str] = None,
+        client: Any = None,
+        shard_function: Callable[[ReplayShard, Any], ShardResult] = run_shard_in_subroot,
+    ) -> None:
+        chosen = [name for name, value in (("address", address), ("scheduler_file", scheduler_file), ("client", client)) if value is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"give at most one of address, scheduler_file and client, not {' and '.join(chosen)}")
+        self.inputs = list(inputs)
+        self.options = options
+        self._dask = DaskOptions(address=address, scheduler_file=scheduler_file, client=client)
+        self._shard_function: Any = shard_function
+        if shard_function is not run_shard_in_subroot:
+            self._shard_function = dumps_by_value([shard_function], [shard_function])[0]
+        self._cancelled = threading.Event()
+        self._phase = "plan"
+        self._phase_started = time.monotonic()
+        self._events_done = 0
+        self._events_total = 0
+        self._bytes_done = 0
+        self._bytes_total = 0
+        self._workers: Dict[str, _WorkerRow] = {}
+        self._failures: List[Tuple[Tuple[Tuple[int, str], ...], str]] = []
+
+    # -- control from other threads ---------------------------------------------
+
+    def cancel(self) -> None:
+        """Stop the replay soon; :meth:`run` returns a partial summary.
+
+        Shards that have not started are cancelled through Dask. A shard
+        already running on a worker runs to its end, but its result is
+        not waited for. Never blocks; safe from any thread and from a
+        signal handler.
+        """
+        self._cancelled.set()
+
+    def progress(self) -> ReplayProgress:
+        """Return a snapshot of the progress, which advances as shards finish; never blocks."""
+        return ReplayProgress(
+            self._phase,
+            self._events_done,
+            self._events_total,
+            self._bytes_done,
+            self._bytes_total,
+            time.monotonic() - self._phase_started,
+        )
+
+    def _set_phase(self, phase: str, events_total: int = 0, bytes_total: int = 0) -> None:
+        self._phase = phase
+        self._events_done = self._bytes_done = 0
+        self._events_total = events_total
+        self._bytes_total = bytes_total
+        self._phase_started = time.monotonic()
+
+    # -- the run ------------------------------------------------------------------
+
+    def run(self) -> ReplaySummary:
+        """Plan and replay (or dry-run) the files on the cluster; return the summary.
+
+        Blocking: returns when every shard has ended or, after
+        :meth:`cancel`, once the unstarted shards are cancelled.
+
+        Raises:
+            ReplayError: no input contains a trace, the root cannot be
+                used, or the scheduler cannot be reached.
+            GeventPatchedError: this process is patched by ``gevent.monkey``.
+            ImportError: Dask's ``distributed`` package is not installed.
+        """
+        files, problems = require_trace_files(self.inputs)
+        options = self.options
+        if not options.dry_run:
+            assert options.root is not None
+            # The workers create and mark the root; the client only rejects
+            # a root that it can see is wrong.
+            message = prepare_root(options.root, create=False)
+            if message is not None:
+                raise ReplayError(message)
+        groups = partition_files(files, max(len(files), 1), options)
+        with self._connect() as client:
+            run_id = uuid.uuid4().hex[:12]
+            logger.info(
+                "replaying %d trace files as %d shards on Dask scheduler %s",
+                len(files), len(groups), client.scheduler.address,
+            )
+            if options.dry_run:
+                self._set_phase("dry-run")
+                started = time.monotonic()
+                shards = [ReplayShard("dry-run", group, options) for group in groups]
+                results = self._round(client, run_id, [(run_shard, (shard,)) for shard in shards], groups)
+                preparation = Preparation()
+            else:
+                results, preparation, started = self._run_real(client, run_id, groups)
+        wall = time.monotonic() - started
+        self._set_phase("done")
+        summary = merge_results(
+            files,
+            options,
+            [result for result in results if result is not None],
+            wall_seconds=wall,
+            preparation=preparation,
+            problems=problems,
+            failed_files=[item for group, _ in self._failures for item in group],
+            worker_failures=[message for _, message in self._failures],
+            interrupted=self._cancelled.is_set(),
+        )
+        return dataclasses.replace(summary, processes=self._process_rows())
+
+    def _connect(self) -> Any:
+        if self._dask.address is not None:
+            try:
+                check_address(self._dask.address)
+            except ValueError as error:
+                raise ReplayError(f"{str(error)[0].upper()}{str(error)[1:]}.") from None
+        return _ReportingConnection(self._dask)
+
+    def _run_real(
+        self, client: Any, run_id: str, groups: List[Tuple[Tuple[int, str], ...]]
+    ) -> Tuple[List[Optional[ShardResult]], Preparation, float]:
+        options = self.options
+        self._set_phase("plan")
+        started = time.monotonic()
+        plan_shards = [ReplayShard("plan", group, options) for group in groups]
+        planned = self._round(client, run_id, [(run_shard, (shard,)) for shard in plan_shards], groups)
+        if self._cancelled.is_set():
+            return [], Preparation(), started
+
+        calls: List[Optional[Tuple[Callable[..., ShardResult], Tuple[Any, ...]]]] = []
+        events_total = bytes_total = 0
+        for group, result in zip(groups, planned):
+            # A shard whose plan failed is not replayed; its failure is reported.
+            if result is None or result.plan is None:
+                calls.append(None)
+                continue
+            plan = result.plan
+            events_total += plan.events
+            bytes_total += plan.write_bytes
+            shard = ReplayShard("replay", group, options, anchors_of(plan, group))
+            calls.append((self._shard_function, (shard, plan)))
+        if options.max_bytes is not None:
+            bytes_total = min(bytes_total, options.max_bytes)
+        self._set_phase("replay", events_total, bytes_total)
+        started = time.monotonic()
+        results = self._round(client, run_id, calls, groups)
+        return results, _merge_preparations(results), started
+
+    def _round(
+        self,
+        client: Any,
+        run_id: str,
+        calls: Sequence[Optional[Tuple[Callable[..., ShardResult], Tuple[Any, ...]]]],
+        groups: List[Tuple[Tuple[int, str], ...]],
+    ) -> List[Optional[ShardResult]]:
+        """Run ``calls[i]`` for ``groups[i]`` as Dask tasks; ``None`` for failures."""
+        results: List[Optional[ShardResult]] = [None] * len(calls)
+        finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        futures: Dict[Any, int] = {}
+        for number, call in enumerate(calls):
+            if call is None or self._cancelled.is_set():
+                continue
+            function, args = call
+            lowest = groups[number][0][0]
+            future = client.submit(
+                _run_on_worker,
+                function,
+                *args,
+                key=f"greenpipe-replay/{self._phase}-{lowest}-{run_id}",
+                pure=False,
+            )
+            futures[future] = number
+            future.add_done_callback(finished.put)
+
+        pending = set(futures)
+        while pending:
+            if self._cancelled.is_set():
+                logger.info("replay cancelled: cancelling %d unfinished shards", len(pending))
+                client.cancel(list(pending))
+                break
+            try:
+                future = finished.get(timeout=POLL_INTERVAL)
+            except queue.Empty:
+                continue
+            pending.discard(future)
+            number = futures[future]
+            self._collect(future, groups[number], number, results)
+        return results
+
+    def _collect(
+        self,
+        future: Any,
+        group: Tuple[Tuple[int, str], ...],
+        number: int,
+        results: List[Optional[ShardResult]],
+    ) -> None:
+        if future.status == "cancelled":
+            return
+        files_text = ", ".join(path for _, path in group)
+        error = future.exception() if future.status == "error" else None
+        if error is not None:
+            logger.error("shard of %s failed on Dask: %s: %s", files_text, type(error).__name__, error)
+            self._failures.append((group, f"{files_text}: the Dask task raised {type(error).__name__}: {error}"))
+            return
+        result, address, budget = future.result()
+        results[number] = result
+        row = self._workers.setdefault(address, _WorkerRow())
+        row.memory_budget_bytes = budget
+        row.peak_rss_bytes = max(row.peak_rss_bytes, result.peak_rss_bytes)
+        if result.phase != "plan":
+            row.files += len(group)
+        if result.plan is not None:
+            self._events_done += result.plan.events
+        else:
+            self._events_done += sum(counters.events for _, counters in result.files)
+        self._bytes_done += sum(stream.bytes_read + stream.bytes_written for stream in result.streams)
+
+    def _process_rows(self) -> Tuple[Dict[str, Any], ...]:
+        # The client reads no trace, so its budget row is 0 as in a local
+        # multi-process replay; each Dask worker reports its own budget.
+        rows: List[Dict[str, Any]] = [
+            {"role": "main", "files": 0, "memory_budget_bytes": 0, "peak_rss_bytes": peak_rss_bytes()}
+        ]
+        for address in sorted(self._workers):
+            row = self._workers[address]
+            rows.append(
+                {
+                    "role": "dask-worker",
+                    "address": address,
+                    "files": row.files,
+                    "memory_budget_bytes": row.memory_budget_bytes,
+                    "peak_rss_bytes": row.peak_rss_bytes,
+                }
+            )
+        return tuple(rows)
+
+
+class _ReportingConnection:
+    """:func:`connect` whose connection errors become a :class:`ReplayError`."""
+
+    def __init__(self, options: DaskOptions) -> None:
+        self._context = connect(options)
+        self._options = options
+
+    def __enter__(self) -> Any:
+        try:
+            return self._context.__enter__()
+        except OSError as error:
+            where = self._options.address or self._options.scheduler_file
+            raise ReplayError(
+                f"Cannot connect to the Dask scheduler of {where}: {error}. "
+                "Check that the scheduler runs and that the address or scheduler file is right."
+            ) from None
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        return self._context.__exit__(*exc_info)
+
+
+def _merge_preparations(results: Sequence[Optional[ShardResult]]) -> Preparation:
+    """Add up what the shards prepared, each in its own sub-root."""
+    files = folders = total = 0
+    examples: List[str] = []
+    failures: List[str] = []
+    for result in results:
+        if result is None or result.preparation is None:
+            continue
+        prepared = result.preparation
+        files += prepared.files
+        folders += prepared.folders
+        total += prepared.bytes
+        examples.extend(prepared.examples)
+        failures.extend(prepared.failures)
+    return Preparation(
+        files=files,
+        folders=folders,
+        bytes=total,
+        examples=tuple(examples[:MAX_EXAMPLES]),
+        failures=tuple(failures[:MAX_EXAMPLES]),
+    )
+
+
+def replay_on_dask(inputs: Sequence[str], options: ReplayOptions, **connection: Any) -> ReplaySummary:
+    """Replay ``inputs`` on a Dask cluster; see :class:`DaskReplayer`."""
+    return DaskReplayer(inputs, options, **connection).run()
+
