@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import queue
+import shutil
 import threading
 import time
 import uuid
@@ -33,7 +35,13 @@ import cloudpickle
 from .._memory import compute_memory_budget
 from ..pipeline._config import DaskOptions
 from ..replay._options import ReplayOptions
-from ..replay._pipeline import ReplayError, ReplayProgress, peak_rss_bytes, require_trace_files
+from ..replay._pipeline import (
+    InsufficientSpaceError,
+    ReplayError,
+    ReplayProgress,
+    peak_rss_bytes,
+    require_trace_files,
+)
 from ..replay._plan import MAX_EXAMPLES
 from ..replay._sandbox import prepare_root
 from ..replay._shards import (
@@ -55,6 +63,24 @@ __all__ = ["DaskReplayer", "check_address"]
 
 #: Seconds between two checks for a cancellation while shards run.
 POLL_INTERVAL = 0.1
+
+
+def free_bytes_near(root: str) -> Optional[int]:
+    """Return the free bytes of the file system that contains ``root``.
+
+    The root may not exist yet on this machine, because the workers create
+    it, so the nearest folder above it that exists is measured. Returns
+    ``None`` when nothing on the way can be measured.
+    """
+    path = os.path.abspath(root)
+    while True:
+        try:
+            return shutil.disk_usage(path).free
+        except OSError:
+            parent = os.path.dirname(path)
+            if parent == path:
+                return None
+            path = parent
 
 
 def check_address(address: str) -> None:
@@ -275,6 +301,12 @@ class DaskReplayer:
             calls.append((self._shard_function, (shard, plan)))
         if options.max_bytes is not None:
             bytes_total = min(bytes_total, options.max_bytes)
+        # Each shard checks its own bytes on its worker; shards that share a
+        # file system can only be checked together here, before any writes.
+        assert options.root is not None
+        free = free_bytes_near(options.root)
+        if free is not None and bytes_total > free and not options.force:
+            raise InsufficientSpaceError(bytes_total, free, options.root)
         self._set_phase("replay", events_total, bytes_total)
         started = time.monotonic()
         results = self._round(client, run_id, calls, groups)

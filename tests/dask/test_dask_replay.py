@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -23,8 +24,10 @@ import orjson
 import pytest
 
 from greenpipe.cli import main
+from greenpipe.dask import _replay as dask_replay
 from greenpipe.dask._replay import DaskReplayer
 from greenpipe.replay import ReplayOptions, Replayer, ReplaySummary
+from greenpipe.replay._pipeline import InsufficientSpaceError
 from greenpipe.replay._sandbox import ROOT_MARKER
 from greenpipe.replay._shards import run_shard_in_subroot
 
@@ -375,3 +378,26 @@ def test_second_run_clears_subroots(dask_client, tmp_path: Path) -> None:
         assert summary.bytes_written == 200
 
     assert (root / ".shards" / "0" / "out" / "rank0.dat").stat().st_size == 100
+
+
+def test_shards_together_must_fit_the_free_space(
+    dask_client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each shard alone fits; the client adds them up before any shard
+    # replays. Only the client's measure is lowered, so the workers'
+    # own checks would let every shard through.
+    monkeypatch.setattr(dask_replay, "free_bytes_near", lambda root: 150)
+    root = tmp_path / "root"
+
+    with pytest.raises(InsufficientSpaceError) as caught:
+        DaskReplayer(appending_traces(tmp_path), ReplayOptions(root=str(root)), client=dask_client).run()
+
+    assert caught.value.needed == 200
+    assert caught.value.available == 150
+    assert not (root / ".shards").exists()
+
+
+def test_free_bytes_near_measures_the_nearest_existing_folder(tmp_path: Path) -> None:
+    missing = tmp_path / "not" / "yet" / "there"
+
+    assert dask_replay.free_bytes_near(str(missing)) == shutil.disk_usage(tmp_path).free
