@@ -28,6 +28,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import cloudpickle
@@ -46,8 +47,10 @@ from ..replay._plan import MAX_EXAMPLES
 from ..replay._sandbox import prepare_root
 from ..replay._shards import (
     ReplayShard,
+    ShardRegistry,
     ShardResult,
     anchors_of,
+    joined_registry,
     merge_results,
     partition_files,
     run_shard,
@@ -107,16 +110,51 @@ def check_address(address: str) -> None:
         ) from None
 
 
-def _run_on_worker(function: Any, *args: Any) -> Tuple[ShardResult, str, int]:
+#: Seconds that cancelled shards get to return their partial counts.
+CANCEL_GRACE = 10.0
+#: Cancelled replay runs a worker remembers, for shards that start late.
+MAX_CANCELLED_RUNS = 64
+
+# The shard registries of the replay runs in this worker process, by run id.
+_registries: "OrderedDict[str, ShardRegistry]" = OrderedDict()
+_registries_lock = threading.Lock()
+
+
+def _registry_of(run_id: str) -> ShardRegistry:
+    with _registries_lock:
+        registry = _registries.get(run_id)
+        if registry is None:
+            registry = _registries[run_id] = ShardRegistry()
+            while len(_registries) > MAX_CANCELLED_RUNS:
+                _registries.popitem(last=False)
+        return registry
+
+
+def cancel_replay_run(run_id: str) -> int:
+    """Cancel the shards of replay ``run_id`` in this worker process.
+
+    Called by the client on every worker through ``Client.run``. Shards of
+    the run that start later are cancelled as they start. Never blocks.
+
+    Returns:
+        The number of shards that were running.
+    """
+    return _registry_of(run_id).cancel()
+
+
+def _run_on_worker(function: Any, run_id: str, *args: Any) -> Tuple[ShardResult, str, int]:
     """Run a shard function on a Dask worker; add the worker's address and budget.
 
-    ``function`` is a callable, or a callable pickled by value (bytes).
+    ``function`` is a callable, or a callable pickled by value (bytes). The
+    shard runs it starts join the registry of ``run_id``, so that
+    :func:`cancel_replay_run` can stop them.
     """
     from distributed import get_worker
 
     if isinstance(function, bytes):
         function = cloudpickle.loads(function)
-    result = function(*args)
+    with joined_registry(_registry_of(run_id)):
+        result = function(*args)
     return result, get_worker().address, compute_memory_budget()
 
 
@@ -190,10 +228,11 @@ class DaskReplayer:
     def cancel(self) -> None:
         """Stop the replay soon; :meth:`run` returns a partial summary.
 
-        Shards that have not started are cancelled through Dask. A shard
-        already running on a worker runs to its end, but its result is
-        not waited for. Never blocks; safe from any thread and from a
-        signal handler.
+        Every worker is asked to stop the run's shards: a running shard
+        stops at its next blocking call and returns its partial counts,
+        which are merged, and a shard that starts later stops at once.
+        Shards still running after ``CANCEL_GRACE`` seconds are left out.
+        Never blocks; safe from any thread and from a signal handler.
         """
         self._cancelled.set()
 
@@ -331,6 +370,7 @@ class DaskReplayer:
             future = client.submit(
                 _run_on_worker,
                 function,
+                run_id,
                 *args,
                 key=f"greenpipe-replay/{self._phase}-{lowest}-{run_id}",
                 pure=False,
@@ -339,9 +379,25 @@ class DaskReplayer:
             future.add_done_callback(finished.put)
 
         pending = set(futures)
+        deadline: Optional[float] = None
         while pending:
-            if self._cancelled.is_set():
-                logger.info("replay cancelled: cancelling %d unfinished shards", len(pending))
+            if deadline is None and self._cancelled.is_set():
+                # Running shards stop at their next blocking call and return
+                # partial counts; shards that start later stop at once.
+                stopped = self._cancel_running(client, run_id)
+                logger.info(
+                    "replay cancelled: %d running shards asked to stop, %d unfinished",
+                    stopped,
+                    len(pending),
+                )
+                deadline = time.monotonic() + CANCEL_GRACE
+            if deadline is not None and time.monotonic() > deadline:
+                logger.warning(
+                    "replay cancelled: %d shards did not stop within %.0f s; "
+                    "their counts are left out",
+                    len(pending),
+                    CANCEL_GRACE,
+                )
                 client.cancel(list(pending))
                 break
             try:
@@ -352,6 +408,15 @@ class DaskReplayer:
             number = futures[future]
             self._collect(future, groups[number], number, results)
         return results
+
+    def _cancel_running(self, client: Any, run_id: str) -> int:
+        """Ask every worker to cancel the run's shards; return how many ran."""
+        try:
+            replies = client.run(cancel_replay_run, run_id, on_error="return")
+        except Exception as error:  # the cluster may be gone already
+            logger.warning("could not ask the Dask workers to stop replay %s: %s", run_id, error)
+            return 0
+        return sum(reply for reply in replies.values() if isinstance(reply, int))
 
     def _collect(
         self,

@@ -41,12 +41,16 @@ differ from a run that shares one root.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
 import stat
+import threading
 import time
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
+
+from .._compat import allocate_lock
 
 from ._options import ReplayOptions
 from ._pipeline import (
@@ -131,6 +135,58 @@ class ShardResult:
     preparation: Optional[Preparation] = None
 
 
+class ShardRegistry:
+    """The shard runs started in threads that joined this registry.
+
+    A cluster engine runs :func:`run_shard` as an opaque task. To stop the
+    shards of one replay, the task's thread joins a registry with
+    :func:`joined_registry`; every :class:`ShardRun` started there is
+    added, and :meth:`cancel` cancels them all, including runs that start
+    afterwards.
+
+    Threads: safe from any thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = allocate_lock()
+        self._runs: Set["ShardRun"] = set()
+        self.cancelled = False
+
+    def add(self, run: "ShardRun") -> None:
+        with self._lock:
+            self._runs.add(run)
+            cancelled = self.cancelled
+        if cancelled:
+            run.cancel()
+
+    def discard(self, run: "ShardRun") -> None:
+        with self._lock:
+            self._runs.discard(run)
+
+    def cancel(self) -> int:
+        """Cancel every run, now and later; return how many were running."""
+        with self._lock:
+            self.cancelled = True
+            runs = list(self._runs)
+        for run in runs:
+            run.cancel()
+        return len(runs)
+
+
+_thread_registry = threading.local()
+
+
+@contextlib.contextmanager
+def joined_registry(registry: ShardRegistry) -> Iterator[ShardRegistry]:
+    """Add the shard runs that the calling thread starts to ``registry``."""
+    previous = getattr(_thread_registry, "registry", None)
+    _thread_registry.registry = registry
+    try:
+        yield registry
+    finally:
+        _thread_registry.registry = previous
+
+
 class ShardRun:
     """One run of a shard, with cancelling and progress for its caller.
 
@@ -163,6 +219,16 @@ class ShardRun:
         Raises:
             SandboxError: the root of a replay shard cannot be opened.
         """
+        registry: Optional[ShardRegistry] = getattr(_thread_registry, "registry", None)
+        if registry is not None:
+            registry.add(self)
+        try:
+            return self._run()
+        finally:
+            if registry is not None:
+                registry.discard(self)
+
+    def _run(self) -> ShardResult:
         shard = self.shard
         replayer = self._replayer
         started = time.monotonic()

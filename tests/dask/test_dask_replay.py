@@ -401,3 +401,51 @@ def test_free_bytes_near_measures_the_nearest_existing_folder(tmp_path: Path) ->
     missing = tmp_path / "not" / "yet" / "there"
 
     assert dask_replay.free_bytes_near(str(missing)) == shutil.disk_usage(tmp_path).free
+
+
+# -- cancelling -----------------------------------------------------------------------
+
+
+def test_cancel_stops_running_shards(process_client, tmp_path: Path) -> None:
+    # Each rank writes once, then waits a minute of trace time for its
+    # second write: cancelling must end that wait on the workers.
+    traces = []
+    for number in range(2):
+        traces.append(write_trace(tmp_path / f"slow{number}.pfw", [
+            call("open64", 10, pid=number + 1, fname=f"/out/slow{number}.dat", flags=APPEND_FLAGS, ret=3),
+            call("write", 20, pid=number + 1, fd=3, count=100, ret=100),
+            call("write", 60_000_000, pid=number + 1, fd=3, count=100, ret=100),
+            call("close", 60_000_010, pid=number + 1, fd=3, ret=0),
+        ]))
+    replayer = DaskReplayer(
+        traces, ReplayOptions(root=str(tmp_path / "root"), timing="original"), client=process_client
+    )
+    outcome: List[Any] = []
+    runner = threading.Thread(target=lambda: outcome.append(replayer.run()))
+    runner.start()
+    def first_writes_done() -> bool:
+        written = list((tmp_path / "root" / ".shards").glob("*/out/slow*.dat"))
+        return len(written) == 2 and all(path.stat().st_size == 100 for path in written)
+
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not first_writes_done():
+            time.sleep(0.05)
+        # Both shards are running and waiting for their second write.
+        assert first_writes_done()
+        started = time.monotonic()
+        replayer.cancel()
+        runner.join(30)
+        stopped_after = time.monotonic() - started
+    finally:
+        replayer.cancel()
+        runner.join(60)
+
+    summary = outcome[0]
+    assert stopped_after < dask_replay.CANCEL_GRACE
+    assert summary.interrupted
+    assert summary.bytes_written == 200
+    assert not summary.worker_failures
+    for number in range(2):
+        subroots = list((tmp_path / "root" / ".shards").glob(f"*/out/slow{number}.dat"))
+        assert [path.stat().st_size for path in subroots] == [100]
