@@ -41,7 +41,14 @@ from typing import Any, Callable
 
 from ._compat import RealEvent, allocate_lock, monotonic, perf_counter, start_new_thread
 from ._errors import DeadlockError, ExecutorShutdownError
-from ._hub import ParkingLot, TaskWaiter, Worker, current_task, current_worker
+from ._hub import (
+    LoopProbe,
+    ParkingLot,
+    TaskWaiter,
+    Worker,
+    current_task,
+    current_worker,
+)
 from ._util import to_seconds
 
 logger = logging.getLogger(__name__)
@@ -50,6 +57,11 @@ _executor_ids = itertools.count(1)
 
 # Most tasks a thief takes from one victim at a time.
 _MAX_STEAL_BATCH = 256
+
+# Shortest time the deadlock monitor waits for a hub to answer a LoopProbe.
+# An idle hub answers within microseconds; the floor keeps a zero or tiny
+# grace period from reading every hub as busy on a loaded machine.
+_MIN_PROBE_WAIT = 0.05
 
 
 @dataclass(frozen=True)
@@ -585,25 +597,41 @@ class Executor:
                 if self._is_quiescent():
                     self._quiet.set()
                 return
-            gevent_busy = self._gevent_watchers_active()
-            if not gevent_busy:
-                report = self._deadlock_report()
-                self._last_deadlock_epoch = self._epoch
-                tasks = list(self._tasks)
-        if gevent_busy:
-            # A gevent greenlet on a worker (a sleep, a socket) may still
-            # wake a task; look again after another grace period.
+        # Asked without the lock: a hub that answers may need it.
+        if self._hubs_have_gevent_work():
+            # A gevent greenlet on a worker (a sleep, a socket, or one that
+            # is running) may still wake a task; look again after another
+            # grace period.
             stop.wait(self.deadlock_grace)
             self._quiet.set()
             return
+        with self._lock:
+            # A greenlet that the probes saw finishing may have woken a task.
+            if not self._is_quiescent() or self._epoch != epoch or self._timers:
+                if self._is_quiescent():
+                    self._quiet.set()
+                return
+            report = self._deadlock_report()
+            self._last_deadlock_epoch = self._epoch
+            tasks = list(self._tasks)
         self._declare_deadlock(report, tasks)
 
-    def _gevent_watchers_active(self) -> bool:
-        # Each worker's loop keeps one watcher of its own (the wake signal)
-        # active; greenpipe timers are counted apart and are zero here.
+    def _hubs_have_gevent_work(self) -> bool:
+        # Each hub answers from its own thread (see LoopProbe for why the
+        # monitor cannot read the loop counters itself). Greenpipe timers
+        # are counted apart and are zero here. A hub that does not answer
+        # in time is running something, so it counts as busy.
+        probes = []
         for worker in self._workers:
-            loop = worker.loop
-            if loop is not None and getattr(loop, "activecnt", 1) > 1:
+            if worker.loop is not None:
+                probe = LoopProbe()
+                worker.request_probe(probe)
+                probes.append(probe)
+        deadline = monotonic() + max(self.deadlock_grace or 0.0, _MIN_PROBE_WAIT)
+        for probe in probes:
+            if not probe.answered.wait(max(deadline - monotonic(), 0.0)):
+                return True
+            if probe.busy:
                 return True
         return False
 

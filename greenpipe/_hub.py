@@ -438,6 +438,40 @@ class ParkingLot:
 # ---------------------------------------------------------------------------
 
 
+class LoopProbe:
+    """A question to a worker hub: does its gevent loop still have work?
+
+    The deadlock monitor asks it of every hub before it declares a
+    deadlock. The hub answers in its own thread, from its wake-signal
+    callback. There, every gevent greenlet of the thread is suspended at a
+    switch point, so each one that can still run is counted: a started
+    watcher or a queued callback in ``activecnt``, an expired watcher whose
+    callback has not run yet in ``pendingcnt``. Read from the monitor's
+    thread instead, the same counters miss a greenlet that is running (it
+    holds the hub and has no watcher) and a timer that libev has already
+    stopped but whose callback still waits for the GIL.
+
+    Attributes:
+        answered: Set once the hub has answered.
+        busy: Whether the loop had more than the worker's own wake-signal
+            watcher, valid once ``answered`` is set.
+    """
+
+    __slots__ = ("answered", "busy")
+
+    def __init__(self) -> None:
+        self.answered = RealEvent()
+        self.busy = False
+
+    def answer(self, loop: Any) -> None:
+        # A loop without these libev counters (libuv) reports no work, as
+        # the monitor always assumed for it.
+        work = getattr(loop, "activecnt", 1) + getattr(loop, "pendingcnt", 0)
+        self.busy = work > 1
+        self.answered.set()
+
+
+
 class Worker:
     """One worker thread and its hub.
 
@@ -460,6 +494,7 @@ class Worker:
         self.tasks_started = 0
         self.steals = 0
         self._signalled = False
+        self._probe: LoopProbe | None = None
         self._tick_scheduled = False
         self._async: Any = None
         self._continue_timer: Any = None
@@ -559,6 +594,11 @@ class Worker:
             if watcher is not None:
                 watcher.send()
 
+    def request_probe(self, probe: LoopProbe) -> None:
+        """Have the hub answer ``probe`` at its next wake signal; safe from any thread."""
+        self._probe = probe
+        self.signal()
+
     def resume(self, waiter: TaskWaiter) -> None:
         """Queue a woken waiter for its task; safe from any thread."""
         self.ready.append(waiter)
@@ -582,6 +622,12 @@ class Worker:
 
     def _on_signal(self) -> None:
         self._signalled = False
+        probe = self._probe
+        if probe is not None:
+            # Answered before ensure_tick(), whose callback would count as
+            # gevent work of its own.
+            self._probe = None
+            probe.answer(self.loop)
         self.ensure_tick()
 
     def _tick(self) -> None:

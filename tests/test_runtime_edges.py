@@ -197,6 +197,42 @@ def test_gevent_greenlet_waker_not_deadlock():
     assert greenpipe.run(main, threads=1, deadlock_grace=0.01) == "released"
 
 
+def test_gevent_greenlet_holding_hub_not_deadlock():
+    """A worker hub busy with a gevent greenlet is not idle, so no deadlock."""
+    with Executor(1, deadlock_grace=0.01) as executor:
+        checks = 0
+        checked_twice = RealEvent()
+        on_quiet = executor._on_quiet
+
+        def counting_on_quiet():
+            nonlocal checks
+            on_quiet()
+            checks += 1
+            if checks == 2:
+                checked_twice.set()
+
+        executor._on_quiet = counting_on_quiet
+
+        def main(scope):
+            seq = Sequencer()
+
+            def releaser():
+                # Hold the hub without switching (a real lock wait, as in a
+                # blocking C call) until the monitor has looked twice at a
+                # state where the only task is parked.
+                assert checked_twice.wait(10), "the deadlock monitor never ran"
+                with seq(0):
+                    pass
+
+            helper = gevent.spawn(releaser)
+            with seq(1):
+                pass
+            helper.join()
+            return "released"
+
+        assert executor.run(main) == "released"
+
+
 def test_deadlock_report_accepts_non_string_names():
     def main(scope):
         box = {}
