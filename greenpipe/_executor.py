@@ -93,7 +93,10 @@ class _RealTimer:
         self._callback = callback
         self._done = False
         self._watcher = worker.loop.timer(delay)
-        self._watcher.start(self._fire)
+        # Measured from the current time, not from the loop's cached time:
+        # a tick resumed by a timer may have run for a whole timeslice, and
+        # a task that holds its hub for longer, since the loop last looked.
+        self._watcher.start(self._fire, update=True)
 
     def _fire(self) -> None:
         if self._done:

@@ -339,7 +339,10 @@ class GeventWaiter(Waiter):
         timer = None
         if timeout is not None:
             timer = loop.timer(timeout)
-            timer.start(self._expire)
+            # libev measures a timer from the loop's cached time, which is
+            # as old as the loop's last iteration: seconds old on a thread
+            # whose hub has not run for a while, so the wait would end early.
+            timer.start(self._expire, update=True)
         self._parked = True
         try:
             self._ghub.switch()

@@ -282,6 +282,49 @@ def test_gevent_timeout_race_no_stray_switch():
     assert all(racer.dead for racer in racers)
 
 
+def test_gevent_waiter_timeout_counts_from_now():
+    """A timeout on a hub whose loop has not run for a while still lasts in full."""
+    with Executor(1) as executor:
+        future = executor.submit(lambda s: greenpipe.sleep(60))
+        # Resumed by a timer rather than by a loop callback, where gevent
+        # would refresh the loop's cached time for every timer started.
+        gevent.sleep(0.001)
+        # Keep the loop from running, as a CPU-bound greenlet would, so its
+        # cached time falls half a second behind.
+        busy_until = time.monotonic() + 0.5
+        while time.monotonic() < busy_until:
+            pass
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            future.result(timeout=0.3)
+        waited = time.monotonic() - started
+
+    assert waited > 0.25
+
+
+def test_task_sleep_counts_from_now():
+    """A task that held its hub for a while still sleeps in full afterwards."""
+
+    def child(scope):
+        # Hold the hub: the loop's cached time falls half a second behind.
+        busy_until = time.monotonic() + 0.5
+        while time.monotonic() < busy_until:
+            pass
+        started = time.monotonic()
+        greenpipe.sleep(0.3)
+        return time.monotonic() - started
+
+    def main(scope):
+        return scope.spawn(child).result()
+
+    # A zero timeslice makes the child start in a scheduler tick that a
+    # timer resumed, where gevent does not refresh the loop's cached time.
+    with Executor(1, timeslice=0) as executor:
+        slept = executor.run(main)
+
+    assert slept > 0.25
+
+
 # -- bad input -------------------------------------------------------------------------
 
 
