@@ -45,14 +45,19 @@ def no_leaked_threads_or_greenlets(request: pytest.FixtureRequest):
 
 @pytest.fixture(autouse=True)
 def destroy_main_gevent_hub():
-    """Drop a gevent hub that a test created in the main thread."""
+    """Drop a gevent hub that a test created in the main thread, with its loop."""
     from gevent._hub_local import get_hub_if_exists
 
     existed = get_hub_if_exists() is not None
     yield
     hub = get_hub_if_exists()
     if hub is not None and not existed:
-        hub.destroy()
+        # The loop goes too. gevent would otherwise hand the same default
+        # loop to the next test's hub, with its time cached when this test
+        # last ran it, and libev measures a new timer from that cached time:
+        # a later test's gevent.joinall(timeout=30) would return at once if
+        # 30 s of other tests had passed since.
+        hub.destroy(destroy_loop=True)
 
 
 def pytest_configure(config: pytest.Config) -> None:
