@@ -58,9 +58,9 @@ _executor_ids = itertools.count(1)
 # Most tasks a thief takes from one victim at a time.
 _MAX_STEAL_BATCH = 256
 
-# Shortest time the deadlock monitor waits for a hub to answer a LoopProbe.
-# An idle hub answers within microseconds; the floor keeps a zero or tiny
-# grace period from reading every hub as busy on a loaded machine.
+# Shortest time in seconds that the deadlock monitor waits for a hub to fill
+# in a LoopProbe. An idle hub takes microseconds, so the floor only keeps a
+# zero or tiny grace period from reading every hub as busy under load.
 _MIN_PROBE_WAIT = 0.05
 
 
@@ -93,9 +93,9 @@ class _RealTimer:
         self._callback = callback
         self._done = False
         self._watcher = worker.loop.timer(delay)
-        # Measured from the current time, not from the loop's cached time:
-        # a tick resumed by a timer may have run for a whole timeslice, and
-        # a task that holds its hub for longer, since the loop last looked.
+        # Measured from the current time, not from the loop's cached time,
+        # because a tick that a timer resumed may have run for a timeslice
+        # (or longer, when a task keeps the hub) since the loop last ran.
         self._watcher.start(self._fire, update=True)
 
     def _fire(self) -> None:
@@ -600,11 +600,11 @@ class Executor:
                 if self._is_quiescent():
                     self._quiet.set()
                 return
-        # Asked without the lock: a hub that answers may need it.
+        # Probed without holding the lock, which the workers need meanwhile.
         if self._hubs_have_gevent_work():
-            # A gevent greenlet on a worker (a sleep, a socket, or one that
-            # is running) may still wake a task; look again after another
-            # grace period.
+            # A gevent greenlet on a worker may still wake a task: one in a
+            # sleep or a socket wait, or one that is running. Look again
+            # after another grace period.
             stop.wait(self.deadlock_grace)
             self._quiet.set()
             return
@@ -620,10 +620,11 @@ class Executor:
         self._declare_deadlock(report, tasks)
 
     def _hubs_have_gevent_work(self) -> bool:
-        # Each hub answers from its own thread (see LoopProbe for why the
-        # monitor cannot read the loop counters itself). Greenpipe timers
-        # are counted apart and are zero here. A hub that does not answer
-        # in time is running something, so it counts as busy.
+        # Each hub fills in its probe from its own thread, because the
+        # monitor's thread cannot read the loop counters reliably (see
+        # LoopProbe). Greenpipe timers are counted apart and are zero here.
+        # A hub that does not fill in its probe in time is running
+        # something, so it counts as busy.
         probes = []
         for worker in self._workers:
             if worker.loop is not None:
@@ -632,7 +633,7 @@ class Executor:
                 probes.append(probe)
         deadline = monotonic() + max(self.deadlock_grace or 0.0, _MIN_PROBE_WAIT)
         for probe in probes:
-            if not probe.answered.wait(max(deadline - monotonic(), 0.0)):
+            if not probe.filled.wait(max(deadline - monotonic(), 0.0)):
                 return True
             if probe.busy:
                 return True

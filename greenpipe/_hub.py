@@ -442,36 +442,38 @@ class ParkingLot:
 
 
 class LoopProbe:
-    """A question to a worker hub: does its gevent loop still have work?
+    """A request to a worker hub to report whether its gevent loop has work.
 
-    The deadlock monitor asks it of every hub before it declares a
-    deadlock. The hub answers in its own thread, from its wake-signal
-    callback. There, every gevent greenlet of the thread is suspended at a
-    switch point, so each one that can still run is counted: a started
-    watcher or a queued callback in ``activecnt``, an expired watcher whose
-    callback has not run yet in ``pendingcnt``. Read from the monitor's
-    thread instead, the same counters miss a greenlet that is running (it
-    holds the hub and has no watcher) and a timer that libev has already
-    stopped but whose callback still waits for the GIL.
+    The deadlock monitor sends one to every hub before it declares a
+    deadlock, and the hub fills it in from its own wake-signal callback.
+    There, every gevent greenlet of the thread is suspended at a switch
+    point, so each one that can still run is counted. A started watcher or
+    a queued callback is in ``activecnt``, and an expired watcher whose
+    callback has not run yet is in ``pendingcnt``. Read from the monitor's
+    thread instead, the same counters miss a greenlet that is running
+    (it keeps the hub busy and has no watcher started). They also miss a
+    timer that libev has already stopped while its callback waits for the
+    GIL.
 
     Attributes:
-        answered: Set once the hub has answered.
+        filled: Set once the hub has filled in ``busy``.
         busy: Whether the loop had more than the worker's own wake-signal
-            watcher, valid once ``answered`` is set.
+            watcher.
     """
 
-    __slots__ = ("answered", "busy")
+    __slots__ = ("filled", "busy")
 
     def __init__(self) -> None:
-        self.answered = RealEvent()
+        self.filled = RealEvent()
         self.busy = False
 
-    def answer(self, loop: Any) -> None:
+    def fill(self, loop: Any) -> None:
+        """Record the gevent work of ``loop``; the caller is the loop's thread."""
         # A loop without these libev counters (libuv) reports no work, as
         # the monitor always assumed for it.
         work = getattr(loop, "activecnt", 1) + getattr(loop, "pendingcnt", 0)
         self.busy = work > 1
-        self.answered.set()
+        self.filled.set()
 
 
 
@@ -598,7 +600,7 @@ class Worker:
                 watcher.send()
 
     def request_probe(self, probe: LoopProbe) -> None:
-        """Have the hub answer ``probe`` at its next wake signal; safe from any thread."""
+        """Have the hub fill in ``probe`` at its next wake signal; safe from any thread."""
         self._probe = probe
         self.signal()
 
@@ -627,10 +629,10 @@ class Worker:
         self._signalled = False
         probe = self._probe
         if probe is not None:
-            # Answered before ensure_tick(), whose callback would count as
-            # gevent work of its own.
+            # Filled in before ensure_tick(), whose callback would count
+            # as gevent work of its own.
             self._probe = None
-            probe.answer(self.loop)
+            probe.fill(self.loop)
         self.ensure_tick()
 
     def _tick(self) -> None:

@@ -52,11 +52,11 @@ def destroy_main_gevent_hub():
     yield
     hub = get_hub_if_exists()
     if hub is not None and not existed:
-        # The loop goes too. gevent would otherwise hand the same default
-        # loop to the next test's hub, with its time cached when this test
-        # last ran it, and libev measures a new timer from that cached time:
-        # a later test's gevent.joinall(timeout=30) would return at once if
-        # 30 s of other tests had passed since.
+        # The loop goes too. gevent would otherwise give the same default
+        # loop to the next test's hub, with the time it cached when this
+        # test last ran it. libev measures a new timer from that cached
+        # time, so a later gevent.joinall(timeout=30) returned at once when
+        # other tests had taken 30 s in between.
         hub.destroy(destroy_loop=True)
 
 

@@ -197,7 +197,7 @@ def test_gevent_greenlet_waker_not_deadlock():
     assert greenpipe.run(main, threads=1, deadlock_grace=0.01) == "released"
 
 
-def test_gevent_greenlet_holding_hub_not_deadlock():
+def test_gevent_greenlet_busy_hub_not_deadlock():
     """A worker hub busy with a gevent greenlet is not idle, so no deadlock."""
     with Executor(1, deadlock_grace=0.01) as executor:
         checks = 0
@@ -217,9 +217,9 @@ def test_gevent_greenlet_holding_hub_not_deadlock():
             seq = Sequencer()
 
             def releaser():
-                # Hold the hub without switching (a real lock wait, as in a
-                # blocking C call) until the monitor has looked twice at a
-                # state where the only task is parked.
+                # Keep the hub busy without switching (a real lock wait, as
+                # in a blocking C call) until the monitor has checked twice
+                # while the only task was parked.
                 assert checked_twice.wait(10), "the deadlock monitor never ran"
                 with seq(0):
                     pass
@@ -306,7 +306,8 @@ def test_task_sleep_counts_from_now():
     """A task that held its hub for a while still sleeps in full afterwards."""
 
     def child(scope):
-        # Hold the hub: the loop's cached time falls half a second behind.
+        # Keep the hub busy, so the loop's cached time falls half a
+        # second behind.
         busy_until = time.monotonic() + 0.5
         while time.monotonic() < busy_until:
             pass
