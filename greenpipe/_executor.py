@@ -41,7 +41,14 @@ from typing import Any, Callable
 
 from ._compat import RealEvent, allocate_lock, monotonic, perf_counter, start_new_thread
 from ._errors import DeadlockError, ExecutorShutdownError
-from ._hub import ParkingLot, TaskWaiter, Worker, current_task, current_worker
+from ._hub import (
+    LoopProbe,
+    ParkingLot,
+    TaskWaiter,
+    Worker,
+    current_task,
+    current_worker,
+)
 from ._util import to_seconds
 
 logger = logging.getLogger(__name__)
@@ -50,6 +57,11 @@ _executor_ids = itertools.count(1)
 
 # Most tasks a thief takes from one victim at a time.
 _MAX_STEAL_BATCH = 256
+
+# Shortest time in seconds that the deadlock monitor waits for a hub to fill
+# in a LoopProbe. An idle hub takes microseconds, so the floor only keeps a
+# zero or tiny grace period from reading every hub as busy under load.
+_MIN_PROBE_WAIT = 0.05
 
 
 @dataclass(frozen=True)
@@ -81,7 +93,10 @@ class _RealTimer:
         self._callback = callback
         self._done = False
         self._watcher = worker.loop.timer(delay)
-        self._watcher.start(self._fire)
+        # Measured from the current time, not from the loop's cached time,
+        # because a tick that a timer resumed may have run for a timeslice
+        # (or longer, when a task keeps the hub) since the loop last ran.
+        self._watcher.start(self._fire, update=True)
 
     def _fire(self) -> None:
         if self._done:
@@ -585,25 +600,42 @@ class Executor:
                 if self._is_quiescent():
                     self._quiet.set()
                 return
-            gevent_busy = self._gevent_watchers_active()
-            if not gevent_busy:
-                report = self._deadlock_report()
-                self._last_deadlock_epoch = self._epoch
-                tasks = list(self._tasks)
-        if gevent_busy:
-            # A gevent greenlet on a worker (a sleep, a socket) may still
-            # wake a task; look again after another grace period.
+        # Probed without holding the lock, which the workers need meanwhile.
+        if self._hubs_have_gevent_work():
+            # A gevent greenlet on a worker may still wake a task: one in a
+            # sleep or a socket wait, or one that is running. Look again
+            # after another grace period.
             stop.wait(self.deadlock_grace)
             self._quiet.set()
             return
+        with self._lock:
+            # A greenlet that the probes saw finishing may have woken a task.
+            if not self._is_quiescent() or self._epoch != epoch or self._timers:
+                if self._is_quiescent():
+                    self._quiet.set()
+                return
+            report = self._deadlock_report()
+            self._last_deadlock_epoch = self._epoch
+            tasks = list(self._tasks)
         self._declare_deadlock(report, tasks)
 
-    def _gevent_watchers_active(self) -> bool:
-        # Each worker's loop keeps one watcher of its own (the wake signal)
-        # active; greenpipe timers are counted apart and are zero here.
+    def _hubs_have_gevent_work(self) -> bool:
+        # Each hub fills in its probe from its own thread, because the
+        # monitor's thread cannot read the loop counters reliably (see
+        # LoopProbe). Greenpipe timers are counted apart and are zero here.
+        # A hub that does not fill in its probe in time is running
+        # something, so it counts as busy.
+        probes = []
         for worker in self._workers:
-            loop = worker.loop
-            if loop is not None and getattr(loop, "activecnt", 1) > 1:
+            if worker.loop is not None:
+                probe = LoopProbe()
+                worker.request_probe(probe)
+                probes.append(probe)
+        deadline = monotonic() + max(self.deadlock_grace or 0.0, _MIN_PROBE_WAIT)
+        for probe in probes:
+            if not probe.filled.wait(max(deadline - monotonic(), 0.0)):
+                return True
+            if probe.busy:
                 return True
         return False
 

@@ -339,7 +339,10 @@ class GeventWaiter(Waiter):
         timer = None
         if timeout is not None:
             timer = loop.timer(timeout)
-            timer.start(self._expire)
+            # libev measures a timer from the loop's cached time, which is
+            # as old as the loop's last iteration: seconds old on a thread
+            # whose hub has not run for a while, so the wait would end early.
+            timer.start(self._expire, update=True)
         self._parked = True
         try:
             self._ghub.switch()
@@ -438,6 +441,42 @@ class ParkingLot:
 # ---------------------------------------------------------------------------
 
 
+class LoopProbe:
+    """A request to a worker hub to report whether its gevent loop has work.
+
+    The deadlock monitor sends one to every hub before it declares a
+    deadlock, and the hub fills it in from its own wake-signal callback.
+    There, every gevent greenlet of the thread is suspended at a switch
+    point, so each one that can still run is counted. A started watcher or
+    a queued callback is in ``activecnt``, and an expired watcher whose
+    callback has not run yet is in ``pendingcnt``. Read from the monitor's
+    thread instead, the same counters miss a greenlet that is running
+    (it keeps the hub busy and has no watcher started). They also miss a
+    timer that libev has already stopped while its callback waits for the
+    GIL.
+
+    Attributes:
+        filled: Set once the hub has filled in ``busy``.
+        busy: Whether the loop had more than the worker's own wake-signal
+            watcher.
+    """
+
+    __slots__ = ("filled", "busy")
+
+    def __init__(self) -> None:
+        self.filled = RealEvent()
+        self.busy = False
+
+    def fill(self, loop: Any) -> None:
+        """Record the gevent work of ``loop``; the caller is the loop's thread."""
+        # A loop without these libev counters (libuv) reports no work, as
+        # the monitor always assumed for it.
+        work = getattr(loop, "activecnt", 1) + getattr(loop, "pendingcnt", 0)
+        self.busy = work > 1
+        self.filled.set()
+
+
+
 class Worker:
     """One worker thread and its hub.
 
@@ -460,6 +499,7 @@ class Worker:
         self.tasks_started = 0
         self.steals = 0
         self._signalled = False
+        self._probe: LoopProbe | None = None
         self._tick_scheduled = False
         self._async: Any = None
         self._continue_timer: Any = None
@@ -559,6 +599,11 @@ class Worker:
             if watcher is not None:
                 watcher.send()
 
+    def request_probe(self, probe: LoopProbe) -> None:
+        """Have the hub fill in ``probe`` at its next wake signal; safe from any thread."""
+        self._probe = probe
+        self.signal()
+
     def resume(self, waiter: TaskWaiter) -> None:
         """Queue a woken waiter for its task; safe from any thread."""
         self.ready.append(waiter)
@@ -582,6 +627,12 @@ class Worker:
 
     def _on_signal(self) -> None:
         self._signalled = False
+        probe = self._probe
+        if probe is not None:
+            # Filled in before ensure_tick(), whose callback would count
+            # as gevent work of its own.
+            self._probe = None
+            probe.fill(self.loop)
         self.ensure_tick()
 
     def _tick(self) -> None:

@@ -45,14 +45,19 @@ def no_leaked_threads_or_greenlets(request: pytest.FixtureRequest):
 
 @pytest.fixture(autouse=True)
 def destroy_main_gevent_hub():
-    """Drop a gevent hub that a test created in the main thread."""
+    """Drop a gevent hub that a test created in the main thread, with its loop."""
     from gevent._hub_local import get_hub_if_exists
 
     existed = get_hub_if_exists() is not None
     yield
     hub = get_hub_if_exists()
     if hub is not None and not existed:
-        hub.destroy()
+        # The loop goes too. gevent would otherwise give the same default
+        # loop to the next test's hub, with the time it cached when this
+        # test last ran it. libev measures a new timer from that cached
+        # time, so a later gevent.joinall(timeout=30) returned at once when
+        # other tests had taken 30 s in between.
+        hub.destroy(destroy_loop=True)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -197,6 +197,42 @@ def test_gevent_greenlet_waker_not_deadlock():
     assert greenpipe.run(main, threads=1, deadlock_grace=0.01) == "released"
 
 
+def test_gevent_greenlet_busy_hub_not_deadlock():
+    """A worker hub busy with a gevent greenlet is not idle, so no deadlock."""
+    with Executor(1, deadlock_grace=0.01) as executor:
+        checks = 0
+        checked_twice = RealEvent()
+        on_quiet = executor._on_quiet
+
+        def counting_on_quiet():
+            nonlocal checks
+            on_quiet()
+            checks += 1
+            if checks == 2:
+                checked_twice.set()
+
+        executor._on_quiet = counting_on_quiet
+
+        def main(scope):
+            seq = Sequencer()
+
+            def releaser():
+                # Keep the hub busy without switching (a real lock wait, as
+                # in a blocking C call) until the monitor has checked twice
+                # while the only task was parked.
+                assert checked_twice.wait(10), "the deadlock monitor never ran"
+                with seq(0):
+                    pass
+
+            helper = gevent.spawn(releaser)
+            with seq(1):
+                pass
+            helper.join()
+            return "released"
+
+        assert executor.run(main) == "released"
+
+
 def test_deadlock_report_accepts_non_string_names():
     def main(scope):
         box = {}
@@ -244,6 +280,50 @@ def test_gevent_timeout_race_no_stray_switch():
 
     assert errors == []
     assert all(racer.dead for racer in racers)
+
+
+def test_gevent_waiter_timeout_counts_from_now():
+    """A timeout on a hub whose loop has not run for a while still lasts in full."""
+    with Executor(1) as executor:
+        future = executor.submit(lambda s: greenpipe.sleep(60))
+        # Resumed by a timer rather than by a loop callback, where gevent
+        # would refresh the loop's cached time for every timer started.
+        gevent.sleep(0.001)
+        # Keep the loop from running, as a CPU-bound greenlet would, so its
+        # cached time falls half a second behind.
+        busy_until = time.monotonic() + 0.5
+        while time.monotonic() < busy_until:
+            pass
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            future.result(timeout=0.3)
+        waited = time.monotonic() - started
+
+    assert waited > 0.25
+
+
+def test_task_sleep_counts_from_now():
+    """A task that held its hub for a while still sleeps in full afterwards."""
+
+    def child(scope):
+        # Keep the hub busy, so the loop's cached time falls half a
+        # second behind.
+        busy_until = time.monotonic() + 0.5
+        while time.monotonic() < busy_until:
+            pass
+        started = time.monotonic()
+        greenpipe.sleep(0.3)
+        return time.monotonic() - started
+
+    def main(scope):
+        return scope.spawn(child).result()
+
+    # A zero timeslice makes the child start in a scheduler tick that a
+    # timer resumed, where gevent does not refresh the loop's cached time.
+    with Executor(1, timeslice=0) as executor:
+        slept = executor.run(main)
+
+    assert slept > 0.25
 
 
 # -- bad input -------------------------------------------------------------------------
