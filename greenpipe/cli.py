@@ -17,8 +17,7 @@ import os
 import signal
 import sys
 import threading
-import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Protocol, Sequence, TextIO, Tuple, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Protocol, Sequence, TextIO, TypeVar, Union
 
 from . import __version__
 from .replay import ReplayError, ReplayOptions, ReplayProgress, Replayer, ReplaySummary

@@ -37,9 +37,9 @@ from .._memory import compute_memory_budget
 from ..pipeline._config import DaskOptions
 from ..replay._options import ReplayOptions
 from ..replay._pipeline import (
-    InsufficientSpaceError,
     ReplayError,
     ReplayProgress,
+    check_free_space,
     peak_rss_bytes,
     require_trace_files,
 )
@@ -338,14 +338,15 @@ class DaskReplayer:
             bytes_total += plan.write_bytes
             shard = ReplayShard("replay", group, options, anchors_of(plan, group))
             calls.append((self._shard_function, (shard, plan)))
-        if options.max_bytes is not None:
-            bytes_total = min(bytes_total, options.max_bytes)
         # Each shard checks its own bytes on its worker; shards that share a
         # file system can only be checked together here, before any writes.
         assert options.root is not None
         free = free_bytes_near(options.root)
-        if free is not None and bytes_total > free and not options.force:
-            raise InsufficientSpaceError(bytes_total, free, options.root)
+        if free is None:
+            if options.max_bytes is not None:
+                bytes_total = min(bytes_total, options.max_bytes)
+        else:
+            bytes_total = check_free_space(bytes_total, options, options.root, free)
         self._set_phase("replay", events_total, bytes_total)
         started = time.monotonic()
         results = self._round(client, run_id, calls, groups)

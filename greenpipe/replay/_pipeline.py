@@ -31,7 +31,7 @@ import os
 import resource
 import shutil
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .._channel import Channel, ChannelProducer, make_channel
 from .._compat import allocate_lock
@@ -316,12 +316,7 @@ class Replayer:
         if self._cancelled:
             return self._finish(files, problems, sandbox.root, 0.0, Preparation())
 
-        needed = plan.write_bytes
-        if options.max_bytes is not None:
-            needed = min(needed, options.max_bytes)
-        free = shutil.disk_usage(sandbox.root).free
-        if needed > free and not options.force:
-            raise InsufficientSpaceError(needed, free, sandbox.root)
+        needed = check_free_space(plan.write_bytes, options, sandbox.root)
 
         self._set_phase("prepare")
         preparation = plan.prepare(sandbox)
@@ -645,6 +640,26 @@ def _resolve_second_path(args: Dict[str, Any], decoder: Decoder) -> None:
     value = decoder.resolve_path(key)
     if value is not None:
         args[SECOND_PATH] = value
+
+
+def check_free_space(
+    write_bytes: int, options: ReplayOptions, root: str, free: Optional[int] = None
+) -> int:
+    """Return the bytes a replay will write, capped by ``options.max_bytes``.
+
+    ``free`` is the free space to compare with; ``None`` measures the file
+    system of ``root``.
+
+    Raises:
+        InsufficientSpaceError: the bytes exceed the free space and
+            ``options.force`` is false.
+    """
+    needed = write_bytes if options.max_bytes is None else min(write_bytes, options.max_bytes)
+    if free is None:
+        free = shutil.disk_usage(root).free
+    if needed > free and not options.force:
+        raise InsufficientSpaceError(needed, free, root)
+    return needed
 
 
 def replay(inputs: Iterable[str], options: ReplayOptions, *, processes: int = 1) -> ReplaySummary:

@@ -53,7 +53,6 @@ import gc
 import logging
 import os
 import select
-import shutil
 import signal
 import socket
 import subprocess
@@ -68,7 +67,7 @@ from .._memory import compute_memory_budget
 from ..trace._decoder import effective_budget
 from ._options import ReplayOptions
 from ._pipeline import (
-    InsufficientSpaceError,
+    check_free_space,
     ReplayError,
     ReplayProgress,
     Replayer,
@@ -481,12 +480,7 @@ class ShardedReplayer:
                 return self._finish(files, problems, [], 0.0, Preparation())
             plan = merge_plans([r for r in planned if r is not None])
 
-            needed = plan.write_bytes
-            if options.max_bytes is not None:
-                needed = min(needed, options.max_bytes)
-            free = shutil.disk_usage(sandbox.root).free
-            if needed > free and not options.force:
-                raise InsufficientSpaceError(needed, free, sandbox.root)
+            needed = check_free_space(plan.write_bytes, options, sandbox.root)
 
             self._set_phase("prepare")
             preparation = plan.prepare(sandbox)

@@ -54,7 +54,7 @@ from .._compat import allocate_lock
 
 from ._options import ReplayOptions
 from ._pipeline import (
-    InsufficientSpaceError,
+    check_free_space,
     ReplayError,
     ReplayProgress,
     Replayer,
@@ -320,12 +320,7 @@ def run_shard_in_subroot(shard: ReplayShard, plan: Plan) -> ShardResult:
     if message is not None:
         raise ReplayError(message)
     with PathSandbox(subroot) as sandbox:
-        needed = plan.write_bytes
-        if shard.options.max_bytes is not None:
-            needed = min(needed, shard.options.max_bytes)
-        free = shutil.disk_usage(sandbox.root).free
-        if needed > free and not shard.options.force:
-            raise InsufficientSpaceError(needed, free, sandbox.root)
+        check_free_space(plan.write_bytes, shard.options, sandbox.root)
         preparation = plan.prepare(sandbox)
     inner = dataclasses.replace(shard, options=dataclasses.replace(shard.options, root=subroot))
     result = run_shard(inner)
