@@ -72,7 +72,8 @@ def vm_hwm_bytes() -> int:
 
 def bare_loop(folder: str) -> Tuple[int, str]:
     """Inflate, split and parse every line of every file; return the count and inflater."""
-    import orjson
+    # The same loop as bench_trace_read.py, which sits beside this script.
+    from bench_trace_read import bare_loop as bare_file_loop
 
     try:
         from isal import isal_zlib as inflater
@@ -82,37 +83,9 @@ def bare_loop(folder: str) -> Tuple[int, str]:
         import zlib as inflater
 
         name = "zlib"
-    loads = orjson.loads
-    error = orjson.JSONDecodeError
     parsed = 0
     for entry in sorted(os.listdir(folder)):
-        carry = b""
-        with open(os.path.join(folder, entry), "rb") as stream:
-            decompressor = inflater.decompressobj(31)
-            while True:
-                data = stream.read(STEP)
-                if not data:
-                    break
-                while data:
-                    block = decompressor.decompress(data, STEP)
-                    if decompressor.eof:
-                        data = decompressor.unused_data
-                        decompressor = inflater.decompressobj(31)
-                    else:
-                        data = decompressor.unconsumed_tail
-                    lines = (carry + block).split(b"\n")
-                    carry = lines.pop()
-                    for line in lines:
-                        try:
-                            loads(line)
-                        except error:
-                            continue
-                        parsed += 1
-        try:
-            loads(carry)
-            parsed += 1
-        except error:
-            pass
+        parsed += bare_file_loop(os.path.join(folder, entry), inflater)
     return parsed, name
 
 
