@@ -170,10 +170,12 @@ class StreamRunner:
         self._last_ts: Optional[int] = None
         # Handles held during the current call; released when it ends.
         self._held: List[Handle] = []
-        # Set for the current call: whether it failed when traced, and the
-        # bytes it moved or, for lseek, the resulting offset.
+        # Set for the current call: whether it failed when traced, the
+        # bytes it moved or, for lseek, the resulting offset, and the traced
+        # path of the handle it used (older traces give a descriptor only).
         self._traced_failed = False
         self._moved: Optional[int] = None
+        self._handle_path: Optional[str] = None
         self._ops: Dict[str, Callable[[Event, str], None]] = {
             "open": self._open,
             "openat": self._open,
@@ -255,6 +257,7 @@ class StreamRunner:
 
         replayed = stats.replayed
         self._traced_failed = traced_failed
+        self._handle_path = None
         try:
             try:
                 self._ops[op](event, op)
@@ -309,7 +312,7 @@ class StreamRunner:
             self._mismatch(event, MISMATCH_CLASS, f"success (ret {ret})", reason)
 
     def _mismatch(self, event: Event, kind: str, expected: str, got: str) -> None:
-        key = event.path or "?"
+        key = event.path or self._handle_path or "?"
         cause = self.stats.causes.get(key)
         # The mapped path is needed once per traced path, not per mismatch.
         path = cause[2] if cause is not None else self.context.sandbox.display(key)
@@ -349,6 +352,7 @@ class StreamRunner:
         handle = self.table.find(stdio, event.tid, fd, event.path)
         if handle is not None:
             self._held.append(handle)
+            self._handle_path = handle.path
             return handle
         if event.path is None:
             reason = calls.REASON_UNKNOWN_FD if fd is not None else calls.REASON_NO_TARGET
@@ -426,6 +430,7 @@ class StreamRunner:
             reason = calls.REASON_UNKNOWN_FD if (fd is not None or event.path) else calls.REASON_NO_TARGET
             self.stats.skip(event.name, reason)
             return
+        self._handle_path = handle.path
         self.table.remove(handle)
         started = time.perf_counter()
         if self.table.release(handle):
