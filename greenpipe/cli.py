@@ -349,8 +349,8 @@ def format_summary(summary: ReplaySummary) -> str:
             + (f"; failures reproduced {s.failures_reproduced:,}" if s.failures_reproduced else "")
         )
         if s.mismatch_cause_count:
-            shown = len(s.mismatch_causes)
-            lines.append(f"  mismatch root causes {s.mismatch_cause_count:,} (first {shown} shown)")
+            listed = len(s.mismatch_causes)
+            lines.append(f"  mismatch root causes {s.mismatch_cause_count:,} (first {listed} listed)")
             for cause in s.mismatch_causes:
                 lines.append(
                     f"    {cause['mismatches']:>9,}  {cause['call']} {cause['path']}: "
@@ -358,7 +358,7 @@ def format_summary(summary: ReplaySummary) -> str:
                 )
     if s.lines:
         lines.append(f"  lines    {s.lines['total']:,} read: " + _format_buckets(s.lines))
-        for bucket in ("filtered", "refused"):
+        for bucket in ("filtered", "rejected"):
             for reason, count in s.line_details.get(bucket, {}).items():
                 lines.append(f"    {count:>9,}  {bucket}: {reason}")
     traced = s.trace_span_us / 1e6

@@ -264,7 +264,7 @@ class StreamRunner:
             finally:
                 self._release_held()
         except SandboxError as exc:
-            # Refused before any system call: nothing ran to compare.
+            # Rejected before any system call, so there is no outcome to compare.
             where = self.context.sandbox.display(event.path) if event.path else "?"
             stats.fail(name, SANDBOX_REASON, f"{name} {where}: {exc.strerror or exc}")
             return

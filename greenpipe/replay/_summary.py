@@ -179,10 +179,9 @@ class StreamStats:
         """Count one executed call whose outcome differs from the trace.
 
         ``kind`` is :data:`MISMATCH_CLASS` or :data:`MISMATCH_BYTES`.
-        Mismatches are grouped by the traced path ``key``: the earliest one
-        (by trace start time) is kept as the cause, with ``path`` (the
-        mapped path), ``expected`` and ``got``; the later ones add to its
-        count.
+        Mismatches are grouped by the traced path ``key``. The earliest one
+        by trace start time is kept as the cause, with ``path`` (the mapped
+        path), ``expected`` and ``got``. The later ones add to its count.
         """
         if kind == MISMATCH_CLASS:
             self.parity_class += 1
@@ -276,7 +275,7 @@ class Preparation:
     failures: Tuple[str, ...] = ()
 
 
-#: Where each physical line of a trace file ends, exactly one per line:
+#: Buckets of the physical lines of a trace file, exactly one per line:
 #:
 #: - ``executed_match``, ``executed_mismatch``, ``executed_no_ret``: calls
 #:   executed, by outcome parity (mismatch of either kind together);
@@ -286,7 +285,7 @@ class Preparation:
 #: - ``unsupported``: POSIX and STDIO calls the replayer cannot execute,
 #:   either by their kind (``mmap``, ``dup``...) or because the trace lacks
 #:   what replaying needs (path, descriptor, size);
-#: - ``refused``: calls refused as unsafe, because the sandbox rejected
+#: - ``rejected``: calls rejected as unsafe, because the sandbox rejected
 #:   their path or because they failed when traced and could change the
 #:   root if replayed;
 #: - ``application``, ``metadata``: events of other categories, and
@@ -305,7 +304,7 @@ LINE_BUCKETS = (
     "not_executed_dry_run",
     "filtered",
     "unsupported",
-    "refused",
+    "rejected",
     "application",
     "metadata",
     "bad",
@@ -390,7 +389,7 @@ class ReplaySummary:
         lines: the input lines by bucket (see :data:`LINE_BUCKETS`), plus
             ``total``, the physical lines read.
         line_details: ``filtered`` by reason, ``unsupported`` by call name
-            and ``refused`` by reason.
+            and ``rejected`` by reason.
     """
 
     inputs: Tuple[str, ...]
@@ -471,15 +470,15 @@ def _add_stream_buckets(
             buckets["filtered"] += count
             details["filtered"][reason] += count
         elif reason == REASON_FAILED_IN_TRACE:
-            buckets["refused"] += count
-            details["refused"][reason] += count
+            buckets["rejected"] += count
+            details["rejected"][reason] += count
         else:
             buckets["unsupported"] += count
             details["unsupported"][name] += count
-    refused = stream.failures.get(SANDBOX_REASON, 0)
-    if refused:
-        buckets["refused"] += refused
-        details["refused"][SANDBOX_REASON] += refused
+    rejected = stream.failures.get(SANDBOX_REASON, 0)
+    if rejected:
+        buckets["rejected"] += rejected
+        details["rejected"][SANDBOX_REASON] += rejected
 
 
 def _add_file_buckets(
@@ -575,7 +574,7 @@ def build_summary(
     totals = Counter[str]()
     buckets: Dict[str, Counter[str]] = {c.path: Counter() for c in counters}
     details: Dict[str, Counter[str]] = {
-        "filtered": Counter(), "unsupported": Counter(), "refused": Counter()
+        "filtered": Counter(), "unsupported": Counter(), "rejected": Counter()
     }
 
     for stream in stream_list:

@@ -97,7 +97,7 @@ def test_traced_success_failing_now_is_mismatch_class(tmp_path: Path) -> None:
     assert (cause["expected"], cause["got"]) == ("success (ret 0)", "ENOTEMPTY")
 
 
-def test_failed_creating_calls_are_refused(tmp_path: Path) -> None:
+def test_failed_creating_calls_rejected(tmp_path: Path) -> None:
     trace = write_trace(
         tmp_path / "t.pfw",
         [
@@ -111,8 +111,8 @@ def test_failed_creating_calls_are_refused(tmp_path: Path) -> None:
 
     assert s.failures_reproduced == 1
     assert s.parity == _parity(match=1)
-    assert s.lines["refused"] == 2
-    assert s.line_details["refused"] == {"the call failed when traced (ret -1)": 2}
+    assert s.lines["rejected"] == 2
+    assert s.line_details["rejected"] == {"the call failed when traced (ret -1)": 2}
     assert not (tmp_path / "root" / "new").exists()
 
 
