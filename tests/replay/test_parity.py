@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 from pathlib import Path
 
 import pytest
 
+from greenpipe.cli import main
 from greenpipe.replay import ReplayOptions, replay
-from greenpipe.replay._summary import LINE_BUCKETS, StreamStats, build_summary, Preparation
+from greenpipe.replay._summary import LINE_BUCKETS, Preparation, StreamStats, build_summary
 from greenpipe.trace import TraceReader
 
 from .conftest import call, write_trace
@@ -251,3 +254,31 @@ def test_buckets_add_up_for_real_traces(tmp_path: Path, dry_run: bool) -> None:
     else:
         assert s.lines["not_executed_dry_run"] == 0
         assert s.lines["executed_match"] > 0
+
+
+def test_cli_prints_parity_and_buckets(tmp_path: Path) -> None:
+    trace = write_trace(
+        tmp_path / "t.pfw",
+        [
+            call("open", 10, fname="/g", flags=O_RDWR_CREAT, mode=0o644, ret=3),
+            call("write", 20, fname="/g", fd=3, count=1000, ret=1000),
+            call("pread", 30, fname="/g", fd=3, count=100, offset=0, ret=10),
+            call("open", 40, fname="/x", flags=O_RDWR_CREAT, ret=-1),
+        ],
+    )
+    root = tmp_path / "root"
+    target = tmp_path / "s.json"
+    out = io.StringIO()
+
+    code = main(["replay", str(trace), "--root", str(root), "--json", str(target)], stdout=out, stderr=io.StringIO())
+
+    text = out.getvalue()
+    assert code == 0
+    assert "  parity   match 2, mismatch-class 0, mismatch-bytes 1, no-ret-recorded 0\n" in text
+    assert f"pread {root / 'g'}: mismatch-bytes, expected 10 bytes, got 100 bytes\n" in text
+    assert "  lines    6 read: executed match 2, executed mismatch 1, rejected 1, ignored 2\n" in text
+    data = json.loads(target.read_text())
+    assert data["parity"]["mismatch-bytes"] == 1
+    assert data["lines"]["total"] == 6
+    assert data["lines"]["unaccounted"] == 0
+    assert data["mismatch_cause_count"] == 1
