@@ -520,6 +520,8 @@ def _merge_causes(streams: Iterable[StreamStats]) -> List[Dict[str, Any]]:
     stream in ``streams``; the counts add up. Pass the streams in a fixed
     order so that the result does not depend on how they were run.
     """
+    # NOTE: shards replayed into sub-roots (Dask) map one traced path to a
+    # different path per shard, so their causes are not merged together.
     merged: Dict[str, Dict[str, Any]] = {}
     for stream in streams:
         for ts, name, path, kind, expected, got, count in stream.causes.values():
