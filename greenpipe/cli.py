@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Protocol, Sequence, TextIO, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional, Protocol, Sequence, TextIO, TypeVar, Union
 
 from . import __version__
 from .replay import ReplayError, ReplayOptions, ReplayProgress, Replayer, ReplaySummary
@@ -342,6 +342,25 @@ def format_summary(summary: ReplaySummary) -> str:
             extra.append(f"events outside the reorder window {s.late_events:,}")
         if extra:
             lines.append("  notes    " + ", ".join(extra))
+    if not s.dry_run and s.parity:
+        lines.append(
+            "  parity   "
+            + ", ".join(f"{name} {count:,}" for name, count in s.parity.items())
+            + (f"; failures reproduced {s.failures_reproduced:,}" if s.failures_reproduced else "")
+        )
+        if s.mismatch_cause_count:
+            listed = len(s.mismatch_causes)
+            lines.append(f"  mismatch root causes {s.mismatch_cause_count:,} (first {listed} listed)")
+            for cause in s.mismatch_causes:
+                lines.append(
+                    f"    {cause['mismatches']:>9,}  {cause['call']} {cause['path']}: "
+                    f"{cause['kind']}, expected {cause['expected']}, got {cause['got']}"
+                )
+    if s.lines:
+        lines.append(f"  lines    {s.lines['total']:,} read: " + _format_buckets(s.lines))
+        for bucket in ("filtered", "rejected"):
+            for reason, count in s.line_details.get(bucket, {}).items():
+                lines.append(f"    {count:>9,}  {bucket}: {reason}")
     traced = s.trace_span_us / 1e6
     lines.append(f"  time     traced {traced:,.3f} s, replay {s.wall_seconds:,.3f} s")
     prep = s.preparation
@@ -391,6 +410,16 @@ def format_summary(summary: ReplaySummary) -> str:
     # Paths and messages come from the trace: escape control characters so
     # that a crafted name cannot add lines or terminal escapes to the output.
     return "\n".join(_printable(line) for line in lines)
+
+
+def _format_buckets(buckets: Mapping[str, int]) -> str:
+    """Return the non-empty line buckets as ``name count`` pairs."""
+    parts = [
+        f"{name.replace('_', ' ')} {count:,}"
+        for name, count in buckets.items()
+        if name != "total" and count
+    ]
+    return ", ".join(parts) or "none"
 
 
 def _printable(text: str) -> str:

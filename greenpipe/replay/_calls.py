@@ -72,6 +72,8 @@ REASON_FCNTL = "the third argument of fcntl is not recorded"
 REASON_LINK = "links are not replayed"
 REASON_METADATA = "attribute changes are not replayed"
 REASON_UNKNOWN = "not a call the replayer knows"
+#: Calls that failed when traced and could change the root if replayed
+#: (see :func:`replays_failed_call`).
 REASON_FAILED_IN_TRACE = "the call failed when traced (ret -1)"
 REASON_NO_TARGET = "no path or descriptor recorded"
 REASON_NO_SIZE = "no size recorded"
@@ -133,6 +135,11 @@ DESCRIPTOR_OPS = frozenset(
 #: Operations that move bytes, and the direction.
 READ_OPS = frozenset(("read", "pread", "fread"))
 WRITE_OPS = frozenset(("write", "pwrite", "fwrite"))
+#: Operations whose traced ``ret`` counts what they moved (items for
+#: ``fread``/``fwrite``), compared with the bytes the replay moved.
+BYTE_OPS = READ_OPS | WRITE_OPS
+#: Path calls that only look: programs probe paths that do not exist yet.
+PROBE_OPS = frozenset(("stat", "access", "opendir"))
 #: Operations that start or end a descriptor; sampling never drops them.
 LIFETIME_OPS = frozenset(("open", "openat", "creat", "close", "fopen", "fclose"))
 
@@ -147,6 +154,23 @@ def classify(category: str, name: str) -> Optional[str]:
 def skip_reason(name: str) -> str:
     """Return why a POSIX or STDIO call without an operation is skipped."""
     return SKIPPED.get(name, REASON_UNKNOWN)
+
+
+def replays_failed_call(op: str, args: Mapping[str, Any]) -> bool:
+    """Return whether a call that failed when traced is executed anyway.
+
+    Only calls that cannot change the root are: ``stat``, ``access``,
+    ``opendir``, and opens without ``O_CREAT`` or ``O_TRUNC``. Executing
+    them shows whether the replay fails where the traced program did.
+    Others (a failed ``creat``, ``unlink`` or ``write``) are skipped, because
+    replaying them could create, remove or change files that the traced
+    program left alone.
+    """
+    if op in PROBE_OPS:
+        return True
+    if op in ("open", "openat", "fopen"):
+        return not open_flags(op, args) & (os.O_CREAT | os.O_TRUNC)
+    return False
 
 
 def arg_int(args: Mapping[str, Any], key: str) -> Optional[int]:

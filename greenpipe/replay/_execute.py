@@ -40,7 +40,7 @@ from ..trace import Event
 from . import _calls as calls
 from ._descriptors import DescriptorCache, Handle, ProcessTable, default_open_limit
 from ._sandbox import PathSandbox, SandboxError
-from ._summary import StreamStats
+from ._summary import MISMATCH_BYTES, MISMATCH_CLASS, SANDBOX_REASON, StreamStats
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,10 @@ logger = logging.getLogger(__name__)
 MAX_CHUNK = 16 * 1024 * 1024
 #: Events each stream holds back to run them in start-time order.
 DEFAULT_REORDER_WINDOW = 256
+
+
+#: Data calls whose ``ret`` counts items of ``size`` bytes, not bytes.
+_ITEM_OPS = frozenset(("fread", "fwrite"))
 
 
 class ByteBudget:
@@ -138,7 +142,7 @@ class ReplayContext:
 
 def _reason(exc: OSError) -> str:
     if isinstance(exc, SandboxError):
-        return "sandbox"
+        return SANDBOX_REASON
     if exc.errno is not None:
         return errno.errorcode.get(exc.errno, f"errno {exc.errno}")
     return type(exc).__name__
@@ -166,6 +170,12 @@ class StreamRunner:
         self._last_ts: Optional[int] = None
         # Handles held during the current call; released when it ends.
         self._held: List[Handle] = []
+        # Set for the current call: whether it failed when traced, the
+        # bytes it moved or, for lseek, the resulting offset, and the traced
+        # path of the handle it used (older traces give a descriptor only).
+        self._traced_failed = False
+        self._moved: Optional[int] = None
+        self._handle_path: Optional[str] = None
         self._ops: Dict[str, Callable[[Event, str], None]] = {
             "open": self._open,
             "openat": self._open,
@@ -221,40 +231,92 @@ class StreamRunner:
             maybe_yield()
 
     def execute(self, event: Event) -> None:
-        """Replay one event and count its outcome."""
+        """Replay one event and count its outcome and its parity with the trace."""
         name = event.name
+        stats = self.stats
         op = calls.classify(event.category, name)
         if op is None:
-            self.stats.skip(name, calls.skip_reason(name))
+            stats.skip(name, calls.skip_reason(name))
             return
 
-        ret = event.args.get("ret")
-        if ret is not None and calls.arg_int(event.args, "ret") == -1:
-            self.stats.skip(name, calls.REASON_FAILED_IN_TRACE)
+        args = event.args
+        ret = args.get("ret")
+        if ret is not None and ret.__class__ is not int:
+            ret = calls.arg_int(args, "ret")
+        traced_failed = ret is not None and ret < 0
+        if traced_failed and not calls.replays_failed_call(op, args):
+            stats.skip(name, calls.REASON_FAILED_IN_TRACE)
             return
 
         if self._last_ts is not None and event.ts < self._last_ts:
-            self.stats.late += 1
+            stats.late += 1
         else:
             self._last_ts = event.ts
         if self.context.speed is not None:
             self._pace(event.ts)
 
+        replayed = stats.replayed
+        self._traced_failed = traced_failed
+        self._handle_path = None
         try:
             try:
                 self._ops[op](event, op)
             finally:
                 self._release_held()
-        except FileNotFoundError:
-            if op in ("stat", "access", "opendir") and ret is None:
-                self.stats.probes_not_found += 1
-                self.stats.done(name, 0.0)
-                return
+        except SandboxError as exc:
+            # Rejected before any system call, so there is no outcome to compare.
             where = self.context.sandbox.display(event.path) if event.path else "?"
-            self.stats.fail(name, "ENOENT", f"{name} {where}: No such file or directory")
+            stats.fail(name, SANDBOX_REASON, f"{name} {where}: {exc.strerror or exc}")
+            return
         except OSError as exc:
-            where = self.context.sandbox.display(event.path) if event.path else "?"
-            self.stats.fail(name, _reason(exc), f"{name} {where}: {exc.strerror or exc}")
+            self._count_error(event, op, ret, exc)
+            return
+
+        if stats.replayed == replayed:
+            return  # skipped inside the operation, with its reason
+        if ret is None:
+            stats.parity_no_ret += 1
+        elif traced_failed:
+            self._mismatch(event, MISMATCH_CLASS, f"failure (ret {ret})", "success")
+        elif op in calls.BYTE_OPS:
+            expected = calls.done_size(op, args) if op in _ITEM_OPS else ret
+            if expected is None or expected == self._moved:
+                stats.parity_match += 1
+            else:
+                self._mismatch(event, MISMATCH_BYTES, f"{expected} bytes", f"{self._moved} bytes")
+        elif op == "lseek" and ret != self._moved:
+            self._mismatch(event, MISMATCH_BYTES, f"offset {ret}", f"offset {self._moved}")
+        else:
+            stats.parity_match += 1
+
+    def _count_error(self, event: Event, op: str, ret: Optional[int], exc: OSError) -> None:
+        """Count a call that raised ``exc`` when replayed."""
+        name = event.name
+        stats = self.stats
+        if ret is not None and ret < 0:
+            stats.reproduce_failure(name)
+            return
+        if isinstance(exc, FileNotFoundError) and op in calls.PROBE_OPS and ret is None:
+            stats.probes_not_found += 1
+            stats.done(name, 0.0)
+            stats.parity_no_ret += 1
+            return
+
+        reason = "ENOENT" if isinstance(exc, FileNotFoundError) else _reason(exc)
+        where = self.context.sandbox.display(event.path) if event.path else "?"
+        message = "No such file or directory" if reason == "ENOENT" else exc.strerror or exc
+        stats.fail(name, reason, f"{name} {where}: {message}")
+        if ret is None:
+            stats.parity_no_ret += 1
+        else:
+            self._mismatch(event, MISMATCH_CLASS, f"success (ret {ret})", reason)
+
+    def _mismatch(self, event: Event, kind: str, expected: str, got: str) -> None:
+        key = event.path or self._handle_path or "?"
+        cause = self.stats.causes.get(key)
+        # The mapped path is needed once per traced path, not per mismatch.
+        path = cause[2] if cause is not None else self.context.sandbox.display(key)
+        self.stats.mismatch(kind, event.ts, event.name, key, path, expected, got)
 
     def _pace(self, ts: int) -> None:
         now = time.monotonic()
@@ -290,6 +352,7 @@ class StreamRunner:
         handle = self.table.find(stdio, event.tid, fd, event.path)
         if handle is not None:
             self._held.append(handle)
+            self._handle_path = handle.path
             return handle
         if event.path is None:
             reason = calls.REASON_UNKNOWN_FD if fd is not None else calls.REASON_NO_TARGET
@@ -347,6 +410,11 @@ class StreamRunner:
                 return
             raise
         elapsed = time.perf_counter() - started
+        if self._traced_failed:
+            # The traced program got no descriptor, so no later call uses it.
+            os.close(fd)
+            self.stats.done(event.name, elapsed)
+            return
         traced_fd = None if stdio else calls.arg_int(args, "ret")
         if traced_fd is not None and traced_fd < 0:
             traced_fd = None
@@ -362,6 +430,7 @@ class StreamRunner:
             reason = calls.REASON_UNKNOWN_FD if (fd is not None or event.path) else calls.REASON_NO_TARGET
             self.stats.skip(event.name, reason)
             return
+        self._handle_path = handle.path
         self.table.remove(handle)
         started = time.perf_counter()
         if self.table.release(handle):
@@ -409,6 +478,7 @@ class StreamRunner:
 
         if offset is None:
             handle.position = position + total
+        self._moved = total
         self.stats.bytes_read += total
         traced = calls.done_size(op, event.args)
         if traced is not None and total < traced:
@@ -437,6 +507,7 @@ class StreamRunner:
 
         if offset is None:
             handle.position = position + total
+        self._moved = total
         self.stats.bytes_written += total
         traced = calls.done_size(op, event.args)
         if total < (size if traced is None else min(size, traced)):
@@ -458,7 +529,7 @@ class StreamRunner:
             target = offset
         # The kernel validates the target and computes SEEK_END and
         # SEEK_DATA/SEEK_HOLE; data calls never use its offset.
-        handle.position = os.lseek(fd, target, whence)
+        handle.position = self._moved = os.lseek(fd, target, whence)
         self.stats.done(event.name, time.perf_counter() - started)
 
     def _tell(self, event: Event, op: str) -> None:

@@ -543,6 +543,7 @@ def _parse(
             # Lines too long to split and a cut last line are found while
             # reading, before they reach the decoder.
             counters.read_bad_lines += stats.bad_lines
+            counters.lines += stats.lines
             if stats.damage is not None:
                 counters.problem = f"{path}: {stats.damage}"
 
@@ -588,6 +589,7 @@ def _decode(
                     continue
                 if take is not None and not take():
                     counters.filtered += 1
+                    counters.capped += 1
                     raw.close()
                     break
                 if event.name in second_path_calls:
@@ -598,16 +600,21 @@ def _decode(
                     if not producer.send(batch):
                         raw.close()
                         break
+                    counters.sent += len(batch)
                     batch = []
                     scope.maybe_yield()
-            if batch:
-                producer.send(batch)
+            if batch and producer.send(batch):
+                counters.sent += len(batch)
         finally:
             counters.events = seen
             counters.application += application
             counters.first_ts = first_ts
             counters.last_end = last_end
-            counters.bad_lines = decoder.bad_lines
+            statistics = decoder.statistics()
+            counters.bad_lines = statistics.bad_lines
+            counters.metadata = statistics.metadata_events
+            counters.ignored_lines = statistics.ignored_lines
+            counters.joined_lines = statistics.joined_lines
     if decoder.bad_lines and not seen and counters.problem is None:
         counters.problem = (
             f"{path}: no events decoded, {decoder.bad_lines} unusable lines; "

@@ -13,8 +13,22 @@ import math
 from collections import Counter
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
+from ._calls import REASON_FAILED_IN_TRACE, REASON_MAX_BYTES
+
 #: Failure messages kept per reason.
 MAX_MESSAGES_PER_REASON = 5
+#: Root causes of outcome mismatches listed in a summary, earliest first.
+MAX_MISMATCH_CAUSES = 10
+
+#: Outcome parity classes of an executed call, compared with its trace.
+MATCH = "match"
+#: The call succeeded when traced and failed when replayed, or the reverse.
+MISMATCH_CLASS = "mismatch-class"
+#: Both succeeded, but the bytes moved or the resulting offset differ.
+MISMATCH_BYTES = "mismatch-bytes"
+#: The trace has no ``ret`` for the call, so there is nothing to compare.
+NO_RET_RECORDED = "no-ret-recorded"
+PARITY_CLASSES = (MATCH, MISMATCH_CLASS, MISMATCH_BYTES, NO_RET_RECORDED)
 #: Sub-buckets per power of two in a latency histogram: the percentiles
 #: it reports are upper bounds at most 1/16 (6 %) above the true value.
 _SUB_BUCKETS = 16
@@ -91,6 +105,12 @@ class StreamStats:
         "descriptors_reopened",
         "calls",
         "latency",
+        "parity_match",
+        "parity_class",
+        "parity_bytes",
+        "parity_no_ret",
+        "failures_reproduced",
+        "causes",
     )
 
     def __init__(self, file: str, pid: int, tid: int) -> None:
@@ -113,6 +133,15 @@ class StreamStats:
         self.descriptors_reopened = 0
         self.calls: Counter[str] = Counter()
         self.latency: Dict[str, LatencyHistogram] = {}
+        # Outcome parity of the executed calls; see ``mismatch``.
+        self.parity_match = 0
+        self.parity_class = 0
+        self.parity_bytes = 0
+        self.parity_no_ret = 0
+        self.failures_reproduced = 0
+        #: Traced path to its first mismatch:
+        #: ``[ts, call, mapped path, kind, expected, got, mismatches]``.
+        self.causes: Dict[str, List[Any]] = {}
 
     def skip(self, name: str, reason: str) -> None:
         """Count one call skipped for ``reason``."""
@@ -125,6 +154,48 @@ class StreamStats:
         kept = self.messages.setdefault(reason, [])
         if len(kept) < MAX_MESSAGES_PER_REASON:
             kept.append(message)
+
+    def reproduce_failure(self, name: str) -> None:
+        """Count one call that failed when traced and failed again.
+
+        It counts as replayed, without a latency: the replay did what the
+        traced program did.
+        """
+        self.replayed += 1
+        self.calls[name] += 1
+        self.failures_reproduced += 1
+        self.parity_match += 1
+
+    def mismatch(
+        self,
+        kind: str,
+        ts: int,
+        name: str,
+        key: str,
+        path: str,
+        expected: str,
+        got: str,
+    ) -> None:
+        """Count one executed call whose outcome differs from the trace.
+
+        ``kind`` is :data:`MISMATCH_CLASS` or :data:`MISMATCH_BYTES`.
+        Mismatches are grouped by the traced path ``key``. The earliest one
+        by trace start time is kept as the cause, with ``path`` (the mapped
+        path), ``expected`` and ``got``. The later ones add to its count.
+        """
+        if kind == MISMATCH_CLASS:
+            self.parity_class += 1
+        else:
+            self.parity_bytes += 1
+        cause = self.causes.get(key)
+        if cause is None:
+            self.causes[key] = [ts, name, path, kind, expected, got, 1]
+            return
+        count = cause[6] + 1
+        if ts < cause[0]:
+            cause[:] = [ts, name, path, kind, expected, got, count]
+        else:
+            cause[6] = count
 
     def done(self, name: str, seconds: float) -> None:
         """Count one replayed call and its latency."""
@@ -152,6 +223,13 @@ class FileCounters:
         first_ts: earliest start time seen, in trace microseconds.
         last_end: latest ``ts + dur`` seen.
         problem: why the file could not be read, or ``None``.
+        lines: physical lines read, as the reader counts them.
+        capped: events of ``filtered`` removed by ``--max-events``.
+        sent: events passed on to be executed (or, in a dry run, counted).
+        metadata: metadata (``ph: "M"``) events.
+        ignored_lines: blank lines and lone ``[`` or ``]`` lines.
+        joined_lines: lines merged into the line before them because a
+            raw newline had split one event.
     """
 
     path: str
@@ -160,6 +238,12 @@ class FileCounters:
     application: int = 0
     bad_lines: int = 0
     read_bad_lines: int = 0
+    lines: int = 0
+    capped: int = 0
+    sent: int = 0
+    metadata: int = 0
+    ignored_lines: int = 0
+    joined_lines: int = 0
     first_ts: Optional[int] = None
     last_end: Optional[int] = None
     problem: Optional[str] = None
@@ -189,6 +273,47 @@ class Preparation:
     bytes: int = 0
     examples: Tuple[str, ...] = ()
     failures: Tuple[str, ...] = ()
+
+
+#: Buckets of the physical lines of a trace file, exactly one per line:
+#:
+#: - ``executed_match``, ``executed_mismatch``, ``executed_no_ret``: calls
+#:   executed, by outcome parity (mismatch of either kind together);
+#: - ``not_executed_dry_run``: calls a dry run decoded and would execute;
+#: - ``filtered``: events removed by filters, sampling, ``--max-events``
+#:   or ``--max-bytes``;
+#: - ``unsupported``: POSIX and STDIO calls the replayer cannot execute,
+#:   either by their kind (``mmap``, ``dup``...) or because the trace lacks
+#:   what replaying needs (path, descriptor, size);
+#: - ``rejected``: calls rejected as unsafe, because the sandbox rejected
+#:   their path or because they failed when traced and could change the
+#:   root if replayed;
+#: - ``application``, ``metadata``: events of other categories, and
+#:   ``ph: "M"`` events;
+#: - ``bad``: lines that could not be used;
+#: - ``ignored``: blank lines and lone ``[`` or ``]`` lines;
+#: - ``joined``: continuation lines of an event that a raw newline split;
+#:   the event lands in a bucket through its first line;
+#: - ``unaccounted``: lines read but not decoded, because the pass stopped
+#:   early (``--max-events``, an interruption). It is 0 after a complete
+#:   pass.
+LINE_BUCKETS = (
+    "executed_match",
+    "executed_mismatch",
+    "executed_no_ret",
+    "not_executed_dry_run",
+    "filtered",
+    "unsupported",
+    "rejected",
+    "application",
+    "metadata",
+    "bad",
+    "ignored",
+    "joined",
+    "unaccounted",
+)
+#: Reason under which sandbox rejections are counted as failures.
+SANDBOX_REASON = "sandbox"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,6 +374,22 @@ class ReplaySummary:
             ``peak_rss_bytes``.
         worker_failures: one message per worker process that crashed or
             raised, naming the trace files whose counts are missing.
+        parity: the executed calls by outcome parity with the trace,
+            :data:`PARITY_CLASSES` to count; the four add up to the calls
+            executed, which are ``events_replayed`` plus ``events_failed``
+            less the ``"sandbox"`` refusals.
+        failures_reproduced: calls that failed when traced and failed
+            again; they count as replayed and as ``match``.
+        mismatch_causes: the first :data:`MAX_MISMATCH_CAUSES` root causes,
+            earliest first. A root cause is the first mismatching call on a
+            mapped path; each row has ``call``, ``path``, ``kind``,
+            ``expected``, ``got``, ``ts`` and ``mismatches`` (it and the
+            later mismatches on the same path).
+        mismatch_cause_count: root causes in all, listed or not.
+        lines: the input lines by bucket (see :data:`LINE_BUCKETS`), plus
+            ``total``, the physical lines read.
+        line_details: ``filtered`` by reason, ``unsupported`` by call name
+            and ``rejected`` by reason.
     """
 
     inputs: Tuple[str, ...]
@@ -284,6 +425,12 @@ class ReplaySummary:
     input_problems: Tuple[str, ...]
     processes: Tuple[Mapping[str, Any], ...] = ()
     worker_failures: Tuple[str, ...] = ()
+    parity: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    failures_reproduced: int = 0
+    mismatch_causes: Tuple[Mapping[str, Any], ...] = ()
+    mismatch_cause_count: int = 0
+    lines: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    line_details: Mapping[str, Mapping[str, int]] = dataclasses.field(default_factory=dict)
 
     def exit_code(self) -> int:
         """Return the command's exit code for this outcome.
@@ -309,6 +456,87 @@ class ReplaySummary:
         data = dataclasses.asdict(self)
         data["exit_code"] = self.exit_code()
         return data
+
+
+def _add_stream_buckets(
+    stream: StreamStats, buckets: Counter[str], details: Dict[str, Counter[str]]
+) -> None:
+    """Add the lines of the events that ``stream`` received to ``buckets``."""
+    buckets["executed_match"] += stream.parity_match
+    buckets["executed_mismatch"] += stream.parity_class + stream.parity_bytes
+    buckets["executed_no_ret"] += stream.parity_no_ret
+    for (name, reason), count in stream.skipped.items():
+        if reason == REASON_MAX_BYTES:
+            buckets["filtered"] += count
+            details["filtered"][reason] += count
+        elif reason == REASON_FAILED_IN_TRACE:
+            buckets["rejected"] += count
+            details["rejected"][reason] += count
+        else:
+            buckets["unsupported"] += count
+            details["unsupported"][name] += count
+    rejected = stream.failures.get(SANDBOX_REASON, 0)
+    if rejected:
+        buckets["rejected"] += rejected
+        details["rejected"][SANDBOX_REASON] += rejected
+
+
+def _add_file_buckets(
+    counters: FileCounters,
+    dry_run: bool,
+    buckets: Counter[str],
+    details: Dict[str, Counter[str]],
+) -> None:
+    """Add the lines that the parse and decode stages accounted for."""
+    filtered = counters.filtered - counters.capped
+    buckets["filtered"] += counters.filtered
+    if filtered:
+        details["filtered"]["filters and sampling"] += filtered
+    if counters.capped:
+        details["filtered"]["--max-events"] += counters.capped
+    if dry_run:
+        buckets["not_executed_dry_run"] += counters.sent
+    buckets["application"] += counters.application
+    buckets["metadata"] += counters.metadata
+    buckets["bad"] += counters.bad_lines + counters.read_bad_lines
+    buckets["ignored"] += counters.ignored_lines
+    buckets["joined"] += counters.joined_lines
+
+
+def _line_row(buckets: Counter[str], total: int) -> Dict[str, int]:
+    """Return the buckets in :data:`LINE_BUCKETS` order, with ``unaccounted``."""
+    row = {"total": total}
+    for name in LINE_BUCKETS[:-1]:
+        row[name] = buckets[name]
+    # Signed, so that a line counted twice shows instead of cancelling out.
+    row["unaccounted"] = total - sum(buckets[name] for name in LINE_BUCKETS[:-1])
+    return row
+
+
+def _merge_causes(streams: Iterable[StreamStats]) -> List[Dict[str, Any]]:
+    """Merge the streams' mismatch causes by mapped path, earliest first.
+
+    Per path, the cause with the earliest start time wins, then the first
+    stream in ``streams``; the counts add up. Pass the streams in a fixed
+    order so that the result does not depend on how they were run.
+    """
+    # NOTE: shards replayed into sub-roots (Dask) map one traced path to a
+    # different path per shard, so their causes are not merged together.
+    merged: Dict[str, Dict[str, Any]] = {}
+    for stream in streams:
+        for ts, name, path, kind, expected, got, count in stream.causes.values():
+            current = merged.get(path)
+            if current is None:
+                merged[path] = {
+                    "ts": ts, "call": name, "path": path, "kind": kind,
+                    "expected": expected, "got": got, "mismatches": count,
+                }
+                continue
+            count += current["mismatches"]
+            if ts < current["ts"]:
+                current.update(ts=ts, call=name, kind=kind, expected=expected, got=got)
+            current["mismatches"] = count
+    return sorted(merged.values(), key=lambda row: (row["ts"], row["path"]))
 
 
 def build_summary(
@@ -346,6 +574,10 @@ def build_summary(
     }
     stream_rows: List[Dict[str, Any]] = []
     totals = Counter[str]()
+    buckets: Dict[str, Counter[str]] = {c.path: Counter() for c in counters}
+    details: Dict[str, Counter[str]] = {
+        "filtered": Counter(), "unsupported": Counter(), "rejected": Counter()
+    }
 
     for stream in stream_list:
         skipped_here = sum(stream.skipped.values())
@@ -371,7 +603,13 @@ def build_summary(
             implicit_opens=stream.implicit_opens,
             probes_not_found=stream.probes_not_found,
             descriptors_reopened=stream.descriptors_reopened,
+            parity_match=stream.parity_match,
+            parity_class=stream.parity_class,
+            parity_bytes=stream.parity_bytes,
+            parity_no_ret=stream.parity_no_ret,
+            failures_reproduced=stream.failures_reproduced,
         )
+        _add_stream_buckets(stream, buckets.setdefault(stream.file, Counter()), details)
         row = per_file.setdefault(
             stream.file,
             dict.fromkeys(
@@ -398,8 +636,13 @@ def build_summary(
         )
 
     file_rows = []
+    line_totals: Counter[str] = Counter()
     for c in counters:
-        row = dict(per_file[c.path])
+        file_buckets = buckets[c.path]
+        _add_file_buckets(c, dry_run, file_buckets, details)
+        lines = _line_row(file_buckets, c.lines)
+        line_totals.update(lines)
+        row: Dict[str, Any] = dict(per_file[c.path])
         row.update(
             path=c.path,
             events=c.events,
@@ -407,8 +650,10 @@ def build_summary(
             application=c.application,
             bad_lines=c.bad_lines + c.read_bad_lines,
             span_us=c.span_us(),
+            lines=lines,
         )
         file_rows.append(row)
+    causes = _merge_causes(stream_list)
 
     return ReplaySummary(
         inputs=tuple(c.path for c in counters) or tuple(inputs),
@@ -454,4 +699,15 @@ def build_summary(
         input_problems=tuple(c.problem for c in counters if c.problem),
         processes=tuple(processes),
         worker_failures=tuple(worker_failures),
+        parity={
+            MATCH: totals["parity_match"],
+            MISMATCH_CLASS: totals["parity_class"],
+            MISMATCH_BYTES: totals["parity_bytes"],
+            NO_RET_RECORDED: totals["parity_no_ret"],
+        },
+        failures_reproduced=totals["failures_reproduced"],
+        mismatch_causes=tuple(causes[:MAX_MISMATCH_CAUSES]),
+        mismatch_cause_count=len(causes),
+        lines={"total": line_totals["total"], **{name: line_totals[name] for name in LINE_BUCKETS}},
+        line_details={key: dict(counter.most_common()) for key, counter in details.items()},
     )

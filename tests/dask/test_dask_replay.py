@@ -123,7 +123,10 @@ def test_real_replay_matches_local(process_client, tmp_path: Path) -> None:
 
     assert counts(on_dask) == counts(local)
     assert on_dask.exit_code() == 0
-    assert on_dask.events_replayed == 1284 + 11 + 11 + 0 + 8052 + 0 + 0
+    assert on_dask.events_replayed == 1284 + 11 + 11 + 0 + 8055 + 0 + 0
+    assert on_dask.parity == local.parity
+    assert on_dask.lines == local.lines
+    assert on_dask.lines["unaccounted"] == 0
     assert not on_dask.worker_failures
     shards = sorted(path.name for path in (tmp_path / "cluster" / ".shards").iterdir())
     assert shards == [str(n) for n in range(len(inputs))]

@@ -181,16 +181,19 @@ def test_unreplayable_calls_skipped_by_name(tmp_path: Path, sandbox_dirs) -> Non
             call("dup", 4, fd=3),
             call("fcntl", 5, fname="/m", fd=3, cmd=1),
             call("frobnicate", 6, fname="/m"),
-            call("open", 7, fname="/missing", flags=os.O_RDONLY, ret=-1),
+            call("open", 7, fname="/missing", flags=O_RDWR_CREAT, ret=-1),
             call("train", 8, cat="compute"),
             call("close", 9, fname="/m", fd=3, ret=0),
+            call("open", 10, fname="/absent", flags=os.O_RDONLY, ret=-1),
         ],
     )
 
     summary = _replay(trace, root)
 
     assert summary.exit_code() == 0
-    assert summary.events_replayed == 2
+    # The failed read-only open runs, and fails again as it did when traced.
+    assert summary.events_replayed == 3
+    assert summary.failures_reproduced == 1
     assert summary.events_application == 1
     assert summary.skipped_by_call == {
         "mmap: memory-mapped I/O is not recorded": 1,
@@ -201,6 +204,7 @@ def test_unreplayable_calls_skipped_by_name(tmp_path: Path, sandbox_dirs) -> Non
         "open: the call failed when traced (ret -1)": 1,
     }
     assert not (root / "missing").exists()
+    assert not (root / "absent").exists()
 
 
 def test_failures_counted_with_messages(tmp_path: Path, sandbox_dirs) -> None:

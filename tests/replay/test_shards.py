@@ -167,6 +167,9 @@ def test_dry_run_processes_match_one() -> None:
     assert counts(sharded) == counts(single)
     assert sharded.events_seen == 204081
     assert len(sharded.files) == 13
+    assert sharded.lines == single.lines
+    assert sharded.lines["unaccounted"] == 0
+    assert sharded.lines["not_executed_dry_run"] > 0
 
 
 def test_real_replay_processes_match_one(tmp_path: Path) -> None:
@@ -181,7 +184,11 @@ def test_real_replay_processes_match_one(tmp_path: Path) -> None:
 
     assert counts(sharded) == counts(single)
     assert sharded.exit_code() == 0
-    assert sharded.events_replayed == 1284 + 11 + 11 + 0 + 8052 + 0 + 0
+    assert sharded.events_replayed == 1284 + 11 + 11 + 0 + 8055 + 0 + 0
+    assert sharded.parity == single.parity
+    assert sum(sharded.parity.values()) == sharded.events_replayed + sharded.events_failed
+    assert sharded.lines == single.lines
+    assert sharded.lines["unaccounted"] == 0
     assert sharded.preparation == single.preparation
     assert not sharded.worker_failures
 
@@ -214,6 +221,37 @@ def test_same_pid_in_two_files(tmp_path: Path) -> None:
     # Descriptor 4 of the same pid is open in a.pfw, never in b.pfw.
     assert sharded.skipped == {"descriptor opened before the trace or filtered out": 1}
     assert sharded.bytes_read == 0
+
+
+def test_mismatch_causes_merge_across_processes(tmp_path: Path) -> None:
+    a = write_trace(tmp_path / "a.pfw", [
+        call("open64", 10, fname="/data/a", flags=66, ret=3),
+        call("write", 20, fd=3, count=100, ret=100),
+        call("pread", 30, fd=3, count=100, offset=0, ret=10),
+        call("lseek", 40, fd=3, offset=5, whence=1, ret=5),
+        call("close", 50, fd=3, ret=0),
+    ])
+    b = write_trace(tmp_path / "b.pfw", [
+        call("open64", 5, fname="/data/b", flags=66, ret=3),
+        call("write", 25, fd=3, count=10, ret=4),
+        call("open64", 35, fname="/data/missing", flags=0, ret=-1),
+    ])
+    inputs = [str(a), str(b)]
+    root = tmp_path / "r"
+    options = ReplayOptions(root=str(root))
+
+    single = Replayer(inputs, options).run()
+    shutil.rmtree(root)
+    sharded = ShardedReplayer(inputs, options, 2).run()
+
+    assert counts(sharded) == counts(single)
+    assert sharded.parity == {"match": 5, "mismatch-class": 0, "mismatch-bytes": 3, "no-ret-recorded": 0}
+    assert sharded.failures_reproduced == 1
+    assert sharded.mismatch_cause_count == 2
+    assert [c["path"] for c in sharded.mismatch_causes] == [
+        str(root.resolve() / "data" / "b"), str(root.resolve() / "data" / "a")
+    ]
+    assert [c["mismatches"] for c in sharded.mismatch_causes] == [1, 2]
 
 
 def test_processes_rows_report_budget_and_rss() -> None:
