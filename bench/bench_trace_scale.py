@@ -26,7 +26,7 @@ Python process so that every peak RSS belongs to one measurement:
 Rates are in events per second, where the events of a loop are what that
 loop counts: JSON lines parsed for the bare loop (metadata lines
 included), decoded events for the others. Each row is the best of
-``--repeat`` runs. Peak RSS is ``VmHWM`` of the measured process; for the
+``--repeat`` runs. Peak RSS is ``VmHWM`` of the measured process. For the
 replay commands it is the largest among the main process and its
 workers, as reported in ``--json``. The last column compares each rate
 with 1.69 million events/s, the rate of the C++ ``dftracer_replay

@@ -12,7 +12,7 @@ scheduler does.
 
 Which task failed. Dask hands a task's exception to all its dependents. A
 body's own failure arrives as :class:`~greenpipe.dask._worker.TaskFailure`
-carrying the key of the task it came from; an error of Dask itself (a
+carrying the key of the task it came from. An error of Dask itself (a
 killed worker) belongs to the task whose parents all succeeded. An error
 inherited from an ancestor is ignored: the ancestor's own outcome skips
 its descendants, or stops the run.

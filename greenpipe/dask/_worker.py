@@ -17,7 +17,7 @@ Cancellation. Dask cannot interrupt a running task, so the client calls
 cancels the root task of each body of the run running in this process.
 Each body then gets :class:`~greenpipe.Cancelled` at its next blocking
 call. A body that starts after the mark ends at once without running. The registry of running bodies and the marks share one lock, so
-a body is either seen by :func:`cancel_run` or sees the mark.
+a body is either found by :func:`cancel_run` or finds the mark.
 """
 
 from __future__ import annotations

@@ -379,8 +379,8 @@ class DescriptorCache:
 
     def _recycle_one(self) -> bool:
         # A scan for the least recently used idle handle costs O(open
-        # files), but only past the limit; the common path of use() stays
-        # free of locks and list updates.
+        # files). It runs only past the limit, so the common path of use()
+        # stays free of locks and list updates.
         idle = [handle for handle in self._open if handle.users == 0 and not handle.pinned]
         if not idle:
             return False

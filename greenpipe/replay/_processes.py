@@ -35,8 +35,8 @@ socket at once, detects deaths and messages alike as they happen.
 
 Cancellation and orphans. Workers ignore SIGINT: Ctrl-C in a terminal
 reaches the whole process group, and the parent alone decides. Every
-worker holds the read end of one pipe whose write end only the parent
-holds. :meth:`ShardedReplayer.cancel` closes the write end, and a thread
+worker has the read end of one pipe whose write end only the parent
+has. :meth:`ShardedReplayer.cancel` closes the write end, and a thread
 in each worker, seeing the end of the pipe, cancels the running shard,
 which returns its partial result like a cancelled single-process
 replay. The write end also closes when the parent dies, however it dies,

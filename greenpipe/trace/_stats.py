@@ -108,8 +108,8 @@ class TraceStatistics:
     damaged_files: int
 
 
-def _line_number(kept: Tuple[int, str]) -> int:
-    return kept[0]
+def _line_number(bad_line: Tuple[int, str]) -> int:
+    return bad_line[0]
 
 
 class FileRecord:

@@ -3,7 +3,7 @@
 The replay runs in a subprocess through the command's entry point, so that
 the process can report which descriptors are still open when the command
 returns. The signal is sent once the replay keeps every traced file open,
-which the test sees in ``/proc/PID/fd``.
+which the test checks in ``/proc/PID/fd``.
 """
 
 from __future__ import annotations
