@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 import re
 from operator import itemgetter
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import orjson
 
@@ -304,13 +304,16 @@ class _Cursor:
 class PyFastDecoder:
     """Decode the common events of a run of lines (the reference version).
 
-    ``decode(lines, start, stop, out)`` appends an :class:`Event` to
-    ``out`` for each line of ``lines[start:stop]`` that is a complete,
-    ordinary event. It stops at the first line that is anything else:
-    metadata, a repairable or bad line, a missing field, a number that
-    needs more than ``_convert_number``, or a hash of an unusual type. It
-    returns ``(index, value)``: the index of that line (``stop`` when all
-    were decoded) and its parsed value, or ``None`` when the line was not
+    ``decode(lines, start, stop, out, metadata=None)`` appends an
+    :class:`Event` to ``out`` for each line of ``lines[start:stop]`` that
+    is a complete, ordinary event. When ``metadata`` is given, each parsed
+    metadata object (``ph`` is ``"M"``) goes to ``metadata(index, data)``
+    instead, and decoding goes on. It stops at the first line that is
+    anything else: metadata without ``metadata``, a repairable or bad
+    line, a missing field, a number that needs more than
+    ``_convert_number``, or a hash of an unusual type. It returns
+    ``(index, value)``: the index of that line (``stop`` when all were
+    decoded) and its parsed value, or ``None`` when the line was not
     parsed or did not parse. The slow path then handles that one line.
 
     The compiled ``_speedups.FastDecoder`` does exactly the same, faster;
@@ -332,7 +335,12 @@ class PyFastDecoder:
         self.resolve_host = resolve_host
 
     def decode(
-        self, lines: List[bytes], start: int, stop: int, out: List[Event]
+        self,
+        lines: List[bytes],
+        start: int,
+        stop: int,
+        out: List[Event],
+        metadata: Optional[Callable[[int, Dict[str, Any]], Any]] = None,
     ) -> Tuple[int, Any]:
         stop = min(stop, len(lines))
         append = out.append
@@ -344,6 +352,11 @@ class PyFastDecoder:
                 data = _loads(line)
             except _JSONDecodeError:
                 return index, None
+            if metadata is not None and data.__class__ is dict:
+                phase = data.get("ph")
+                if phase.__class__ is str and phase == "M":
+                    metadata(index, data)
+                    continue
             event = self._event(data)
             if event is None:
                 return index, data
@@ -508,9 +521,16 @@ def iter_event_batches(
         cursor = _Cursor(lines, first_number)
         count = len(lines)
         pos = 0
+        take_metadata = None
+        if not include_metadata:
+            # Metadata is counted and fills the hash tables without leaving
+            # the fast path, as the slow path below would do.
+            def take_metadata(index: int, data: Dict[str, Any], base: int = first_number) -> None:
+                _decode_general(data, base + index, record, table)
+
         while pos < count:
             out: List[Event] = []
-            pos, data = decode(lines, pos, pos + FAST_BATCH, out)
+            pos, data = decode(lines, pos, pos + FAST_BATCH, out, take_metadata)
             if out:
                 record.events += len(out)
                 yield out

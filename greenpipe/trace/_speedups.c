@@ -70,6 +70,7 @@ static const char *const key_texts[K_KINDS] = {
 #define KEY_SLOTS 256
 #define ORDER_SLOTS 16
 #define RECENT_SLOTS 32
+#define HIT_SLOTS 16
 
 typedef struct {
     PyObject *key;
@@ -107,8 +108,10 @@ typedef struct {
      * set or dict lookup a consumer makes. */
     PyObject *recent_names[RECENT_SLOTS];
     PyObject *recent_categories[RECENT_SLOTS];
-    LastHit last_file;
-    LastHit last_host;
+    /* Hash strings resolved lately, by a slot taken from their last
+     * characters, with the path or host name each resolved to. */
+    LastHit file_hits[HIT_SLOTS];
+    LastHit host_hits[HIT_SLOTS];
 } FastDecoder;
 
 static void forget_hits(FastDecoder *self);
@@ -116,6 +119,7 @@ static void forget_hits(FastDecoder *self);
 /* Outcomes of the helpers below. */
 #define DONE 0
 #define FALLBACK 1
+#define METADATA 2
 #define FAILED (-1)
 
 static int
@@ -288,32 +292,42 @@ same_string(PyObject *a, PyObject *b)
 
 /*
  * Resolve a hash value through table, then through resolver, as
- * ``table.get(key)`` followed by ``resolver(key)``. Consecutive events
- * mostly repeat the same hash, written as a new string each time, so the
- * last string found in the table is compared byte for byte before the
- * table is searched. Unresolved hashes are never remembered: the
- * resolver counts each one.
+ * ``table.get(key)`` followed by ``resolver(key)``. Events name a few
+ * files over and over, each time in a new string, so the strings found
+ * in the table lately are kept in hits, a slot per string chosen from
+ * its length and last two characters (hex digits vary most there), and
+ * compared byte for byte before the table is hashed and searched.
+ * Unresolved hashes are never remembered: the resolver counts each one.
  */
 static int
-resolve_hash(PyObject *key, PyObject *table, PyObject *resolver, LastHit *last,
+resolve_hash(PyObject *key, PyObject *table, PyObject *resolver, LastHit *hits,
              PyObject **result)
 {
     if (!PyUnicode_CheckExact(key) && !PyLong_CheckExact(key)) {
         return FALLBACK;
     }
-    int is_string = PyUnicode_CheckExact(key);
-    if (is_string && last->key != NULL && same_string(key, last->key)) {
-        Py_INCREF(last->value);
-        *result = last->value;
-        return DONE;
+    LastHit *hit = NULL;
+    if (PyUnicode_CheckExact(key) && PyUnicode_IS_ASCII(key)) {
+        Py_ssize_t length = PyUnicode_GET_LENGTH(key);
+        const unsigned char *text = PyUnicode_1BYTE_DATA(key);
+        size_t slot = (size_t)length;
+        if (length >= 2) {
+            slot += (size_t)text[length - 1] * 5u + text[length - 2];
+        }
+        hit = &hits[slot % HIT_SLOTS];
+        if (hit->key != NULL && same_string(key, hit->key)) {
+            Py_INCREF(hit->value);
+            *result = hit->value;
+            return DONE;
+        }
     }
     PyObject *found = PyDict_GetItemWithError(table, key);
     if (found != NULL && found != Py_None) {
-        if (is_string) {
+        if (hit != NULL) {
             Py_INCREF(key);
-            Py_XSETREF(last->key, key);
+            Py_XSETREF(hit->key, key);
             Py_INCREF(found);
-            Py_XSETREF(last->value, found);
+            Py_XSETREF(hit->value, found);
         }
         Py_INCREF(found);
         *result = found;
@@ -399,7 +413,7 @@ resolve_args(FastDecoder *self, PyObject *args, int normalise,
     int outcome;
     if (fhash != NULL && fhash != Py_None) {
         outcome = resolve_hash(fhash, self->files, self->resolve_file,
-                               &self->last_file, &fields[F_PATH]);
+                               self->file_hits, &fields[F_PATH]);
         if (outcome != DONE) {
             return outcome;
         }
@@ -411,7 +425,7 @@ resolve_args(FastDecoder *self, PyObject *args, int normalise,
     }
     if (hhash != NULL && hhash != Py_None) {
         outcome = resolve_hash(hhash, self->hosts, self->resolve_host,
-                               &self->last_host, &fields[F_HOSTNAME]);
+                               self->host_hits, &fields[F_HOSTNAME]);
         if (outcome != DONE) {
             return outcome;
         }
@@ -454,9 +468,10 @@ reuse_string(PyObject **cache, PyObject **field)
 
 /*
  * Build the Event of one parsed line. Returns DONE with a new Event in
- * *event, FALLBACK when the slow path must decide, FAILED on error. When
- * FALLBACK is returned, data is unchanged but for numeric arguments
- * converted to int, which the slow path would convert the same way.
+ * *event, METADATA for a metadata event (ph "M"), FALLBACK when the slow
+ * path must decide, FAILED on error. When FALLBACK is returned, data is
+ * unchanged but for numeric arguments converted to int, which the slow
+ * path would convert the same way.
  */
 static int
 build_event(FastDecoder *self, PyObject *data, PyObject **event)
@@ -506,6 +521,11 @@ build_event(FastDecoder *self, PyObject *data, PyObject **event)
         }
         index++;
     }
+    PyObject *mark = found[K_PH - K_NAME];
+    if (mark != NULL && PyUnicode_CheckExact(mark) &&
+        PyUnicode_GET_LENGTH(mark) == 1 && PyUnicode_READ_CHAR(mark, 0) == 'M') {
+        return METADATA;
+    }
     for (i = 0; i < 7; i++) {
         if (found[i] == NULL) {
             outcome = FALLBACK;
@@ -518,15 +538,7 @@ build_event(FastDecoder *self, PyObject *data, PyObject **event)
     reuse_string(self->recent_names, &fields[F_NAME]);
     reuse_string(self->recent_categories, &fields[F_CATEGORY]);
 
-    PyObject *phase = fields[F_PHASE];
-    if (PyUnicode_CheckExact(phase)) {
-        if (PyUnicode_GET_LENGTH(phase) == 1 &&
-            PyUnicode_READ_CHAR(phase, 0) == 'M') {
-            outcome = FALLBACK;
-            goto finish;
-        }
-    }
-    else if (PyUnicode_Check(phase)) {
+    if (!PyUnicode_CheckExact(fields[F_PHASE]) && PyUnicode_Check(fields[F_PHASE])) {
         outcome = FALLBACK; /* a str subclass: let Python compare */
         goto finish;
     }
@@ -626,11 +638,12 @@ ends_with_brace(PyObject *line)
 static PyObject *
 FastDecoder_decode(FastDecoder *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
+    if (nargs != 4 && nargs != 5) {
         PyErr_SetString(PyExc_TypeError,
-                        "decode(lines, start, stop, out) takes 4 arguments");
+                        "decode(lines, start, stop, out[, metadata]) takes 4 or 5 arguments");
         return NULL;
     }
+    PyObject *metadata = nargs == 5 && args[4] != Py_None ? args[4] : NULL;
     PyObject *lines = args[0];
     PyObject *out = args[3];
     if (!PyList_CheckExact(lines) || !PyList_CheckExact(out)) {
@@ -672,7 +685,21 @@ FastDecoder_decode(FastDecoder *self, PyObject *const *args, Py_ssize_t nargs)
         }
         PyObject *event = NULL;
         int outcome = build_event(self, data, &event);
-        if (outcome == FALLBACK) {
+        if (outcome == METADATA && metadata != NULL) {
+            PyObject *number = PyLong_FromSsize_t(index);
+            PyObject *taken = number == NULL ? NULL
+                              : PyObject_CallFunctionObjArgs(metadata, number, data, NULL);
+            Py_XDECREF(number);
+            Py_DECREF(data);
+            if (taken == NULL) {
+                return NULL;
+            }
+            Py_DECREF(taken);
+            /* The hash tables may have changed. */
+            forget_hits(self);
+            continue;
+        }
+        if (outcome == FALLBACK || outcome == METADATA) {
             PyObject *result = Py_BuildValue("(nO)", index, data);
             Py_DECREF(data);
             return result;
@@ -789,10 +816,12 @@ FastDecoder_init(FastDecoder *self, PyObject *args, PyObject *kwargs)
 static void
 forget_hits(FastDecoder *self)
 {
-    Py_CLEAR(self->last_file.key);
-    Py_CLEAR(self->last_file.value);
-    Py_CLEAR(self->last_host.key);
-    Py_CLEAR(self->last_host.value);
+    for (int i = 0; i < HIT_SLOTS; i++) {
+        Py_CLEAR(self->file_hits[i].key);
+        Py_CLEAR(self->file_hits[i].value);
+        Py_CLEAR(self->host_hits[i].key);
+        Py_CLEAR(self->host_hits[i].value);
+    }
 }
 
 static int
