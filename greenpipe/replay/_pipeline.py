@@ -40,6 +40,7 @@ from .._executor import Executor
 from .._memory import compute_memory_budget
 from .._scope import CoroScope
 from ..trace import Decoder, Event, TraceReader
+from ..trace._decode import make_scanner
 from . import _calls as calls
 from ._execute import SECOND_PATH, ByteBudget, ReplayContext, StreamRunner
 from ._options import EventFilter, EventLimit, ReplayOptions
@@ -562,39 +563,55 @@ def _decode(
     decoder = Decoder(path, memory_budget=memory_budget)
     batch: List[Event] = []
     io_categories = calls.IO_CATEGORIES
-    first_ts = counters.first_ts
-    last_end = counters.last_end
+    span: List[Optional[int]] = [counters.first_ts, counters.last_end]
     seen = 0
     # Looked up once, because without filters or a cap every event would
     # pay for a call that always returns True.
     accept = None if event_filter.plain else event_filter.accept
     take = None if limit.limit is None else limit.take
     second_path_calls = SECOND_PATH_CALLS
+    scan = make_scanner()
+    named: List[Event] = []
     application = 0  # kept in a local, written to the counters at the end
     with producer.guard():
         try:
-            for event in decoder.iter_events(iter(raw)):
-                seen += 1
-                ts = event.ts
-                if first_ts is None or ts < first_ts:
-                    first_ts = ts
-                end = ts + event.dur
-                if last_end is None or end > last_end:
-                    last_end = end
-                if accept is not None and not accept(event):
-                    counters.filtered += 1
-                    continue
-                if event.category not in io_categories:
-                    application += 1
-                    continue
-                if take is not None and not take():
-                    counters.filtered += 1
-                    counters.capped += 1
-                    raw.close()
-                    break
-                if event.name in second_path_calls:
-                    _resolve_second_path(event.args, decoder)
-                batch.append(event)
+            for events in decoder.iter_batches(iter(raw)):
+                if accept is None and take is None:
+                    # No filter and no cap: the whole list is sorted in one call.
+                    seen += len(events)
+                    application += scan(events, io_categories, second_path_calls, batch, named, span)
+                    if named:
+                        for event in named:
+                            _resolve_second_path(event.args, decoder)
+                        named.clear()
+                else:
+                    stop = False
+                    for event in events:
+                        seen += 1
+                        ts = event.ts
+                        first_ts, last_end = span
+                        if first_ts is None or ts < first_ts:
+                            span[0] = ts
+                        end = ts + event.dur
+                        if last_end is None or end > last_end:
+                            span[1] = end
+                        if accept is not None and not accept(event):
+                            counters.filtered += 1
+                            continue
+                        if event.category not in io_categories:
+                            application += 1
+                            continue
+                        if take is not None and not take():
+                            counters.filtered += 1
+                            counters.capped += 1
+                            stop = True
+                            break
+                        if event.name in second_path_calls:
+                            _resolve_second_path(event.args, decoder)
+                        batch.append(event)
+                    if stop:
+                        raw.close()
+                        break
                 if len(batch) >= BATCH_EVENTS:
                     counters.events = seen
                     if not producer.send(batch):
@@ -608,8 +625,7 @@ def _decode(
         finally:
             counters.events = seen
             counters.application += application
-            counters.first_ts = first_ts
-            counters.last_end = last_end
+            counters.first_ts, counters.last_end = span
             statistics = decoder.statistics()
             counters.bad_lines = statistics.bad_lines
             counters.metadata = statistics.metadata_events

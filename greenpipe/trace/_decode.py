@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 import re
 from operator import itemgetter
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import AbstractSet, Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import orjson
 
@@ -304,16 +304,13 @@ class _Cursor:
 class PyFastDecoder:
     """Decode the common events of a run of lines (the reference version).
 
-    ``decode(lines, start, stop, out, metadata=None)`` appends an
-    :class:`Event` to ``out`` for each line of ``lines[start:stop]`` that
-    is a complete, ordinary event. When ``metadata`` is given, each parsed
-    metadata object (``ph`` is ``"M"``) goes to ``metadata(index, data)``
-    instead, and decoding goes on. It stops at the first line that is
-    anything else: metadata without ``metadata``, a repairable or bad
-    line, a missing field, a number that needs more than
-    ``_convert_number``, or a hash of an unusual type. It returns
-    ``(index, value)``: the index of that line (``stop`` when all were
-    decoded) and its parsed value, or ``None`` when the line was not
+    ``decode(lines, start, stop, out)`` appends an :class:`Event` to
+    ``out`` for each line of ``lines[start:stop]`` that is a complete,
+    ordinary event. It stops at the first line that is anything else:
+    metadata, a repairable or bad line, a missing field, a number that
+    needs more than ``_convert_number``, or a hash of an unusual type. It
+    returns ``(index, value)``: the index of that line (``stop`` when all
+    were decoded) and its parsed value, or ``None`` when the line was not
     parsed or did not parse. The slow path then handles that one line.
 
     The compiled ``_speedups.FastDecoder`` does exactly the same, faster;
@@ -335,12 +332,7 @@ class PyFastDecoder:
         self.resolve_host = resolve_host
 
     def decode(
-        self,
-        lines: List[bytes],
-        start: int,
-        stop: int,
-        out: List[Event],
-        metadata: Optional[Callable[[int, Dict[str, Any]], Any]] = None,
+        self, lines: List[bytes], start: int, stop: int, out: List[Event]
     ) -> Tuple[int, Any]:
         stop = min(stop, len(lines))
         append = out.append
@@ -352,11 +344,6 @@ class PyFastDecoder:
                 data = _loads(line)
             except _JSONDecodeError:
                 return index, None
-            if metadata is not None and data.__class__ is dict:
-                phase = data.get("ph")
-                if phase.__class__ is str and phase == "M":
-                    metadata(index, data)
-                    continue
             event = self._event(data)
             if event is None:
                 return index, data
@@ -491,6 +478,58 @@ def _flatten(batches: Iterator[List[Any]]) -> Iterator[Any]:
             close()
 
 
+def scan_events(
+    events: List[Event],
+    categories: AbstractSet[str],
+    names: AbstractSet[str],
+    io_out: List[Event],
+    named_out: List[Event],
+    span: List[Optional[int]],
+) -> int:
+    """Sort a batch of events as the replay's decode stage needs them.
+
+    Widens ``span`` (``[first start, last end]``, ``None`` while unknown)
+    to the events' times, appends the events whose category is in
+    ``categories`` to ``io_out`` and those of them whose name is in
+    ``names`` to ``named_out`` too. Returns how many events were left out.
+    The compiled scanner does the same; this is its reference version and
+    the path it takes for events it cannot read.
+    """
+    first, last = span
+    application = 0
+    for event in events:
+        ts = event.ts
+        if first is None or ts < first:
+            first = ts
+        end = ts + event.dur
+        if last is None or end > last:
+            last = end
+        if event.category not in categories:
+            application += 1
+            continue
+        io_out.append(event)
+        if event.name in names:
+            named_out.append(event)
+    span[0] = first
+    span[1] = last
+    return application
+
+
+def make_scanner() -> Callable[..., int]:
+    """Return the compiled :func:`scan_events`, or the reference one."""
+    if _speedups is None or PURE_PYTHON:
+        return scan_events
+    scan = _speedups.Scanner(Event).scan
+
+    def scan_fast(*args: Any) -> int:
+        result = scan(*args)
+        if result is None:
+            return scan_events(*args)
+        return result  # type: ignore[no-any-return]
+
+    return scan_fast
+
+
 def iter_event_batches(
     chunks: Iterable[bytes],
     record: FileRecord,
@@ -521,16 +560,9 @@ def iter_event_batches(
         cursor = _Cursor(lines, first_number)
         count = len(lines)
         pos = 0
-        take_metadata = None
-        if not include_metadata:
-            # Metadata is counted and fills the hash tables without leaving
-            # the fast path, as the slow path below would do.
-            def take_metadata(index: int, data: Dict[str, Any], base: int = first_number) -> None:
-                _decode_general(data, base + index, record, table)
-
         while pos < count:
             out: List[Event] = []
-            pos, data = decode(lines, pos, pos + FAST_BATCH, out, take_metadata)
+            pos, data = decode(lines, pos, pos + FAST_BATCH, out)
             if out:
                 record.events += len(out)
                 yield out

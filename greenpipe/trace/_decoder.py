@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Iterator, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 from . import _decode
 from ._event import Event, FileMetadata, HashTable
@@ -101,6 +101,22 @@ class Decoder:
         self._start()
         return _decode.iter_events(
             chunks, self._record, self.max_line_bytes, self._table, include_metadata
+        )
+
+    def iter_batches(self, chunks: Iterable[bytes]) -> Iterator[List[Event]]:
+        """Yield the events of :meth:`iter_events` in lists.
+
+        The lists hold up to a few dozen events each; they are new lists,
+        which the caller may keep or change. The hash tables are not
+        changed while a list is handed out: definitions that come later
+        in the file are read only when the next list is asked for.
+
+        Raises:
+            RuntimeError: an iterator of this decoder was started before.
+        """
+        self._start()
+        return _decode.iter_event_batches(
+            chunks, self._record, self.max_line_bytes, self._table, False
         )
 
     def iter_lines_json(self, chunks: Iterable[bytes]) -> Iterator[Dict[str, Any]]:

@@ -119,7 +119,6 @@ static void forget_hits(FastDecoder *self);
 /* Outcomes of the helpers below. */
 #define DONE 0
 #define FALLBACK 1
-#define METADATA 2
 #define FAILED (-1)
 
 static int
@@ -293,10 +292,10 @@ same_string(PyObject *a, PyObject *b)
 /*
  * Resolve a hash value through table, then through resolver, as
  * ``table.get(key)`` followed by ``resolver(key)``. Events name a few
- * files over and over, each time in a new string, so the strings found
- * in the table lately are kept in hits, a slot per string chosen from
- * its length and last two characters (hex digits vary most there), and
- * compared byte for byte before the table is hashed and searched.
+ * files over and over, each time in a new string. So the strings found
+ * in the table lately are kept in hits and compared byte for byte before
+ * the table is hashed and searched. A string's slot comes from its length
+ * and last two characters, where hex digits vary most.
  * Unresolved hashes are never remembered: the resolver counts each one.
  */
 static int
@@ -468,10 +467,9 @@ reuse_string(PyObject **cache, PyObject **field)
 
 /*
  * Build the Event of one parsed line. Returns DONE with a new Event in
- * *event, METADATA for a metadata event (ph "M"), FALLBACK when the slow
- * path must decide, FAILED on error. When FALLBACK is returned, data is
- * unchanged but for numeric arguments converted to int, which the slow
- * path would convert the same way.
+ * *event, FALLBACK when the slow path must decide, FAILED on error. When
+ * FALLBACK is returned, data is unchanged but for numeric arguments
+ * converted to int, which the slow path would convert the same way.
  */
 static int
 build_event(FastDecoder *self, PyObject *data, PyObject **event)
@@ -524,7 +522,7 @@ build_event(FastDecoder *self, PyObject *data, PyObject **event)
     PyObject *mark = found[K_PH - K_NAME];
     if (mark != NULL && PyUnicode_CheckExact(mark) &&
         PyUnicode_GET_LENGTH(mark) == 1 && PyUnicode_READ_CHAR(mark, 0) == 'M') {
-        return METADATA;
+        return FALLBACK; /* metadata: the slow path fills the tables */
     }
     for (i = 0; i < 7; i++) {
         if (found[i] == NULL) {
@@ -638,12 +636,11 @@ ends_with_brace(PyObject *line)
 static PyObject *
 FastDecoder_decode(FastDecoder *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4 && nargs != 5) {
+    if (nargs != 4) {
         PyErr_SetString(PyExc_TypeError,
-                        "decode(lines, start, stop, out[, metadata]) takes 4 or 5 arguments");
+                        "decode(lines, start, stop, out) takes 4 arguments");
         return NULL;
     }
-    PyObject *metadata = nargs == 5 && args[4] != Py_None ? args[4] : NULL;
     PyObject *lines = args[0];
     PyObject *out = args[3];
     if (!PyList_CheckExact(lines) || !PyList_CheckExact(out)) {
@@ -685,21 +682,7 @@ FastDecoder_decode(FastDecoder *self, PyObject *const *args, Py_ssize_t nargs)
         }
         PyObject *event = NULL;
         int outcome = build_event(self, data, &event);
-        if (outcome == METADATA && metadata != NULL) {
-            PyObject *number = PyLong_FromSsize_t(index);
-            PyObject *taken = number == NULL ? NULL
-                              : PyObject_CallFunctionObjArgs(metadata, number, data, NULL);
-            Py_XDECREF(number);
-            Py_DECREF(data);
-            if (taken == NULL) {
-                return NULL;
-            }
-            Py_DECREF(taken);
-            /* The hash tables may have changed. */
-            forget_hits(self);
-            continue;
-        }
-        if (outcome == FALLBACK || outcome == METADATA) {
+        if (outcome == FALLBACK) {
             PyObject *result = Py_BuildValue("(nO)", index, data);
             Py_DECREF(data);
             return result;
@@ -1051,6 +1034,195 @@ static PyTypeObject Flatten_Type = {
  * The GIL stays held: counting a chunk takes less time than getting the
  * GIL back from a decoding thread can take (up to the switch interval).
  */
+/*
+ * Scanner: the per-event bookkeeping of the replay's decode stage over a
+ * batch of events, in one call instead of a loop in Python. It reads the
+ * slots of the Event class at their checked offsets, like FastDecoder.
+ */
+typedef struct {
+    PyObject_HEAD
+    PyTypeObject *event_type;
+    Py_ssize_t ts;
+    Py_ssize_t dur;
+    Py_ssize_t category;
+    Py_ssize_t name;
+} Scanner;
+
+static int
+Scanner_init(Scanner *self, PyObject *args, PyObject *kwargs)
+{
+    PyTypeObject *type;
+    if (!PyArg_ParseTuple(args, "O!:Scanner", &PyType_Type, &type)) {
+        return -1;
+    }
+    if (slot_offset(type, "ts", &self->ts) == FAILED ||
+        slot_offset(type, "dur", &self->dur) == FAILED ||
+        slot_offset(type, "category", &self->category) == FAILED ||
+        slot_offset(type, "name", &self->name) == FAILED) {
+        return -1;
+    }
+    Py_INCREF(type);
+    Py_XSETREF(self->event_type, type);
+    return 0;
+}
+
+static void
+Scanner_dealloc(Scanner *self)
+{
+    Py_XDECREF(self->event_type);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+#define SLOT(object, offset) (*(PyObject **)((char *)(object) + (offset)))
+
+/* Read the int in a slot as a long long; return 0 when it is anything else. */
+static int
+slot_int(PyObject *event, Py_ssize_t offset, long long *value)
+{
+    PyObject *number = SLOT(event, offset);
+    if (number == NULL || !PyLong_CheckExact(number)) {
+        return 0;
+    }
+    int overflow;
+    *value = PyLong_AsLongLongAndOverflow(number, &overflow);
+    return !overflow && !(*value == -1 && PyErr_Occurred());
+}
+
+static PyObject *
+Scanner_scan(Scanner *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError,
+                        "scan(events, categories, names, io_out, named_out, span) "
+                        "takes 6 arguments");
+        return NULL;
+    }
+    PyObject *events = args[0], *categories = args[1], *names = args[2];
+    PyObject *io_out = args[3], *named_out = args[4], *span = args[5];
+    if (!PyList_CheckExact(events) || !PyAnySet_Check(categories) ||
+        !PyAnySet_Check(names) || !PyList_CheckExact(io_out) ||
+        !PyList_CheckExact(named_out) || !PyList_CheckExact(span) ||
+        PyList_GET_SIZE(span) != 2) {
+        PyErr_SetString(PyExc_TypeError,
+                        "scan needs lists of events, io_out, named_out, a set of "
+                        "categories and of names, and a list of 2 for span");
+        return NULL;
+    }
+    if (self->event_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Scanner was not initialised");
+        return NULL;
+    }
+    long long first = 0, last = 0;
+    int have_first = 0, have_last = 0;
+    PyObject *known = PyList_GET_ITEM(span, 0);
+    if (known != Py_None) {
+        if (!PyLong_CheckExact(known)) {
+            Py_RETURN_NONE;
+        }
+        int overflow;
+        first = PyLong_AsLongLongAndOverflow(known, &overflow);
+        if (overflow || (first == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        have_first = 1;
+    }
+    known = PyList_GET_ITEM(span, 1);
+    if (known != Py_None) {
+        if (!PyLong_CheckExact(known)) {
+            Py_RETURN_NONE;
+        }
+        int overflow;
+        last = PyLong_AsLongLongAndOverflow(known, &overflow);
+        if (overflow || (last == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        have_last = 1;
+    }
+
+    /* The first pass reads the times and checks every event. It changes
+     * nothing, so returning None leaves the lists as they were. */
+    Py_ssize_t count = PyList_GET_SIZE(events);
+    Py_ssize_t i;
+    for (i = 0; i < count; i++) {
+        PyObject *event = PyList_GET_ITEM(events, i);
+        long long ts, dur, end;
+        if (Py_TYPE(event) != self->event_type ||
+            SLOT(event, self->category) == NULL || SLOT(event, self->name) == NULL ||
+            !slot_int(event, self->ts, &ts) || !slot_int(event, self->dur, &dur) ||
+            __builtin_add_overflow(ts, dur, &end)) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        if (!have_first || ts < first) {
+            first = ts;
+            have_first = 1;
+        }
+        if (!have_last || end > last) {
+            last = end;
+            have_last = 1;
+        }
+    }
+
+    Py_ssize_t application = 0;
+    for (i = 0; i < count; i++) {
+        PyObject *event = PyList_GET_ITEM(events, i);
+        int found = PySet_Contains(categories, SLOT(event, self->category));
+        if (found < 0) {
+            return NULL;
+        }
+        if (!found) {
+            application++;
+            continue;
+        }
+        if (PyList_Append(io_out, event) < 0) {
+            return NULL;
+        }
+        found = PySet_Contains(names, SLOT(event, self->name));
+        if (found < 0 || (found && PyList_Append(named_out, event) < 0)) {
+            return NULL;
+        }
+    }
+    if (have_first) {
+        PyObject *value = PyLong_FromLongLong(first);
+        if (value == NULL) {
+            return NULL;
+        }
+        PyList_SetItem(span, 0, value);
+    }
+    if (have_last) {
+        PyObject *value = PyLong_FromLongLong(last);
+        if (value == NULL) {
+            return NULL;
+        }
+        PyList_SetItem(span, 1, value);
+    }
+    return PyLong_FromSsize_t(application);
+}
+
+static PyMethodDef Scanner_methods[] = {
+    {"scan", (PyCFunction)(void (*)(void))Scanner_scan, METH_FASTCALL,
+     "scan(events, categories, names, io_out, named_out, span) -> int or None\n\n"
+     "Widen span to the events' start and end times, append the events whose\n"
+     "category is in categories to io_out, and those of them whose name is in\n"
+     "names to named_out as well. Return how many events were left out, or\n"
+     "None, changing nothing, when an event needs the Python version."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject Scanner_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "greenpipe.trace._speedups.Scanner",
+    .tp_basicsize = sizeof(Scanner),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Scanner(event_type): sorts batches of events for the replay.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Scanner_init,
+    .tp_dealloc = (destructor)Scanner_dealloc,
+    .tp_methods = Scanner_methods,
+};
+
 static PyObject *
 count_newlines(PyObject *Py_UNUSED(module), PyObject *data)
 {
@@ -1090,7 +1262,8 @@ static struct PyModuleDef speedups_module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    if (PyType_Ready(&FastDecoder_Type) < 0 || PyType_Ready(&Flatten_Type) < 0) {
+    if (PyType_Ready(&FastDecoder_Type) < 0 || PyType_Ready(&Flatten_Type) < 0 ||
+        PyType_Ready(&Scanner_Type) < 0) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&speedups_module);
@@ -1106,6 +1279,12 @@ PyInit__speedups(void)
     Py_INCREF(&Flatten_Type);
     if (PyModule_AddObject(module, "Flatten", (PyObject *)&Flatten_Type) < 0) {
         Py_DECREF(&Flatten_Type);
+        Py_DECREF(module);
+        return NULL;
+    }
+    Py_INCREF(&Scanner_Type);
+    if (PyModule_AddObject(module, "Scanner", (PyObject *)&Scanner_Type) < 0) {
+        Py_DECREF(&Scanner_Type);
         Py_DECREF(module);
         return NULL;
     }

@@ -407,3 +407,122 @@ def test_flatten_rejects_items_that_are_not_lists() -> None:
     assert next(items) == 1
     with pytest.raises(TypeError, match="needs lists, not tuple"):
         next(items)
+
+
+def test_many_alternating_hashes_resolve_like_the_reference(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # More hashes than the compiled cache has slots, used in turn, with
+    # redefinitions between uses: every path must match the reference.
+    values = [f"{(n * 2654435761) % 2**64:016x}" for n in range(40)]
+    lines = [
+        b'{"name":"FH","ph":"M","args":{"name":"/f%d","value":"%s"}}' % (n, v.encode())
+        for n, v in enumerate(values)
+    ]
+    for step in range(600):
+        value = values[(step * 7) % len(values)]
+        if step == 300:
+            lines.append(
+                b'{"name":"FH","ph":"M","args":{"name":"/moved","value":"%s"}}' % value.encode()
+            )
+        lines.append(
+            b'{"name":"read","cat":"POSIX","pid":1,"tid":1,"ts":%d,"dur":1,"ph":"X",'
+            b'"args":{"fhash":"%s"}}' % (step, value.encode())
+        )
+    chunks = [b"\n".join(lines) + b"\n"]
+    pure = decode_chunks(chunks, True, monkeypatch)
+    fast = decode_chunks(chunks, False, monkeypatch)
+    assert fast == pure
+    paths = [fields[8] for fields in pure[0] if fields[6] == "X"]
+    moved = (300 * 7) % len(values)
+    for step, path in enumerate(paths):
+        index = (step * 7) % len(values)
+        expected = "/moved" if index == moved and step >= 300 else f"/f{index}"
+        assert path == expected, step
+
+
+def test_iter_batches_gives_the_events_of_iter_events() -> None:
+    lines = [b'{"name":"FH","ph":"M","args":{"name":"/a","value":1}}']
+    for step in range(200):
+        lines.append(
+            b'{"name":"write","cat":"POSIX","pid":1,"tid":%d,"ts":%d,"dur":2,"ph":"X",'
+            b'"args":{"fhash":1}}' % (step % 3, step)
+        )
+        if step == 100:
+            lines.append(b'{"name":"FH","ph":"M","args":{"name":"/b","value":1}}')
+    chunks = [b"\n".join(lines) + b"\n"]
+    batches = list(Decoder("t.pfw").iter_batches(chunks))
+    assert all(isinstance(batch, list) and batch for batch in batches)
+    flat = [event_fields(e) for batch in batches for e in batch]
+    assert flat == [event_fields(e) for e in Decoder("t.pfw").iter_events(chunks)]
+    paths = [e.path for batch in batches for e in batch]
+    assert paths == ["/a"] * 101 + ["/b"] * 99
+
+
+def make_event(name: str, category: str, ts: Any, dur: Any) -> Event:
+    return Event(name, category, 1, 1, ts, dur, "X", {})
+
+
+def scan_both(events: List[Event], span: List[Any]) -> Tuple[Any, ...]:
+    categories = frozenset(("POSIX", "STDIO"))
+    names = frozenset(("rename", "openat"))
+    results = []
+    for scan in (_decode.scan_events, _decode.make_scanner()):
+        io_out: List[Event] = []
+        named_out: List[Event] = []
+        window = list(span)
+        left_out = scan(events, categories, names, io_out, named_out, window)
+        results.append((left_out, io_out, named_out, window))
+    return tuple(results)
+
+
+event_lists = st.lists(
+    st.builds(
+        make_event,
+        st.sampled_from(["read", "rename", "openat", "step"]),
+        st.sampled_from(["POSIX", "STDIO", "app", "dftracer"]),
+        st.integers(-(2**40), 2**40) | st.integers(2**62, 2**64),
+        st.integers(0, 10**6) | st.sampled_from([2**63 - 1]),
+    ),
+    max_size=80,
+)
+
+
+@given(
+    events=event_lists,
+    span=st.tuples(st.none() | st.integers(-(2**41), 2**41), st.none() | st.integers(0, 2**41)),
+)
+@settings(max_examples=300, deadline=None)
+def test_scanner_sorts_events_like_the_reference(events: List[Event], span: Tuple[Any, Any]) -> None:
+    reference, chosen = scan_both(events, list(span))
+    assert chosen == reference
+    left_out, io_out, named_out, window = reference
+    assert left_out + len(io_out) == len(events)
+    assert all(e.category in ("POSIX", "STDIO") for e in io_out)
+    assert named_out == [e for e in io_out if e.name in ("rename", "openat")]
+    if events:
+        starts = [e.ts for e in events] + ([span[0]] if span[0] is not None else [])
+        ends = [e.ts + e.dur for e in events] + ([span[1]] if span[1] is not None else [])
+        assert window == [min(starts), max(ends)]
+    else:
+        assert window == list(span)
+
+
+@compiled
+def test_scanner_changes_nothing_when_an_event_needs_python() -> None:
+    scan = _decode._speedups.Scanner(Event).scan
+    events = [make_event("read", "POSIX", 5, 1), make_event("read", "POSIX", "6", 1)]
+    io_out: List[Event] = []
+    named_out: List[Event] = []
+    span: List[Any] = [None, None]
+    categories = frozenset(("POSIX",))
+    assert scan(events, categories, frozenset(), io_out, named_out, span) is None
+    assert io_out == [] and named_out == [] and span == [None, None]
+    with pytest.raises(TypeError, match="scan needs lists"):
+        scan((), categories, frozenset(), io_out, named_out, span)
+
+    class Plain:
+        ts = dur = category = name = None
+
+    with pytest.raises(TypeError, match="not a slot"):
+        _decode._speedups.Scanner(Plain)
