@@ -238,8 +238,12 @@ class _DaskRun(RunOutcomes):
                 self._count(1)
             elif future.status == "cancelled":
                 self._record_cancelled(future)
-            else:
+            elif future.status == "error" and future.exception() is not None:
                 self._record_error(future, future.exception(), future.traceback())
+            else:
+                # Its result was lost with a worker and the scheduler runs it
+                # again: its next outcome comes through the callback.
+                future.add_done_callback(self._done.put)
 
     # -- outcomes ------------------------------------------------------------------
 
