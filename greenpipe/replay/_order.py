@@ -56,6 +56,8 @@ READ_BEFORE_WRITE = "read-before-write"
 #: are ``before-<kind>`` (a call ran before an earlier such call ended)
 #: and ``after-<kind>`` (a call ran after a later one had ended).
 NAMESPACE_KINDS = ("create", "truncate", "rename", "remove")
+#: Paths and descriptors in the dependency tables before the first sweep.
+MIN_SWEEP = 4096
 #: Recent calls kept per path to find the calls that ran out of order.
 RECENT_CALLS = 16
 #: Paths whose history the tracker keeps; the oldest are dropped past it.
@@ -270,7 +272,9 @@ class ResourceOrder:
         self._fds: Dict[Tuple[int, int, int], str] = {}
         # The last close of each traced descriptor, until it is reused.
         self._closes: Dict[Tuple[int, int, int], Gate] = {}
-        self._since_sweep = 0
+        # Table size that starts the next sweep; doubling it after each
+        # sweep keeps the cost of sweeping constant per event.
+        self._sweep_at = MIN_SWEEP
 
     def step(self, position: int, event: Event, op: str) -> Optional[Step]:
         """Return the step of ``event`` of file ``position``, or ``None``."""
@@ -312,8 +316,7 @@ class ResourceOrder:
                 target = self._second_path(event)
                 if target is not None and target != path:
                     self._add_path(target, "rename", PROBE, process, waits, releases)
-        self._since_sweep += 1
-        if self._since_sweep > max(4096, len(self._paths) + len(self._closes)):
+        if len(self._paths) + len(self._closes) > self._sweep_at:
             self._sweep()
         return Step(waits, releases)
 
@@ -365,8 +368,7 @@ class ResourceOrder:
             releases.append(deps.io.setdefault(process, _Pending()).add())
 
     def _sweep(self) -> None:
-        """Drop the paths with nothing pending."""
-        self._since_sweep = 0
+        """Drop the paths and closes with nothing pending."""
         with self._gates.lock:
             idle = [path for path, deps in self._paths.items() if deps.idle()]
             for path in idle:
@@ -374,6 +376,7 @@ class ResourceOrder:
             done = [key for key, gate in self._closes.items() if gate.count <= 0]
             for key in done:
                 del self._closes[key]
+        self._sweep_at = max(MIN_SWEEP, 2 * (len(self._paths) + len(self._closes)))
 
     @property
     def tracked_paths(self) -> int:
