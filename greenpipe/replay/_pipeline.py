@@ -587,9 +587,9 @@ class Replayer:
 class Dispatcher:
     """Merges the events of every file by start time and hands them to streams.
 
-    Used by ``--order resource`` and ``global``. Each file's events are
-    held in one heap, so that an event leaves only once ``window`` later
-    events of its file have been read; the earliest event of all files
+    Used by ``--order resource`` and ``global``. The events of all files
+    are held in one heap, and an event leaves only while more than
+    ``window`` events of its file are held; the earliest event of all files
     leaves first, ties broken by file position, then by reading order.
     Each event leaves with its :class:`~greenpipe.replay._order.Step`.
 
@@ -634,22 +634,34 @@ class Dispatcher:
         window = self._context.window
         heap: List[Tuple[int, int, int, Event]] = []
         iterators = [iter(channel) for _, channel in self._sources]
-        buffered = [0] * len(iterators)
-        live = [True] * len(iterators)
+        count = len(iterators)
+        buffered = [0] * count
+        live = [True] * count
+        batches: List[List[Event]] = [[] for _ in range(count)]
+        offsets = [0] * count
         sequence = 0
 
         def fill(position: int) -> None:
+            # Hold more than ``window`` events of the file, as a stream in
+            # ``--order stream`` holds more than ``window`` of its own.
             nonlocal sequence
-            while live[position] and buffered[position] < window:
-                self._flush()
-                batch = next(iterators[position], None)
-                if batch is None:
-                    live[position] = False
-                    return
-                for event in batch:
+            while live[position] and buffered[position] <= window:
+                batch = batches[position]
+                offset = offsets[position]
+                if offset >= len(batch):
+                    self._flush()
+                    received = next(iterators[position], None)
+                    if received is None:
+                        live[position] = False
+                        return
+                    batch = batches[position] = received
+                    offset = 0
+                end = min(len(batch), offset + window + 1 - buffered[position])
+                for event in batch[offset:end]:
                     heapq.heappush(heap, (event.ts, position, sequence, event))
                     sequence += 1
-                buffered[position] += len(batch)
+                buffered[position] += end - offset
+                offsets[position] = end
 
         for position in range(len(iterators)):
             fill(position)
@@ -658,7 +670,7 @@ class Dispatcher:
         while heap:
             _, position, _, event = heapq.heappop(heap)
             buffered[position] -= 1
-            if live[position] and buffered[position] < window:
+            if live[position]:
                 fill(position)
             op = classify(event.category, event.name)
             step = None if op is None else step_of(position, event, op)
