@@ -247,7 +247,7 @@ class StreamRunner:
         """Execute the events of ``batches`` in the order they come, each after its step.
 
         The dispatcher of ``--order resource`` and ``global`` sends each
-        event with the :class:`Step` it must wait for; events come in
+        event with the :class:`Step` it must wait for. Events come in
         dispatch order, so nothing is reordered here.
 
         Blocking: parks on the channel while it is empty and on a step's

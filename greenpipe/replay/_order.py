@@ -52,9 +52,9 @@ DEFAULT_ORDER = "resource"
 
 #: Reasons of order violations.
 READ_BEFORE_WRITE = "read-before-write"
-#: Kinds of calls that change what a path names; the violation reasons
-#: are ``before-<kind>`` (a call ran before an earlier such call ended)
-#: and ``after-<kind>`` (a call ran after a later one had ended).
+#: Kinds of calls that change what a path names. A call that ran before
+#: an earlier such call ended breaks ``before-<kind>``. A call that ended
+#: after a later such call had ended breaks ``after-<kind>``.
 NAMESPACE_KINDS = ("create", "truncate", "rename", "remove")
 #: Paths and descriptors in the dependency tables before the first sweep.
 MIN_SWEEP = 4096

@@ -490,11 +490,19 @@ class Replayer:
         counters = [FileCounters(path=path) for _, path in files]
         self._counters = counters
 
+        # Every file is open at once here, so with more files than a
+        # stream-order pass reads at once, each file queues less.
+        # NOTE: memory still grows with the number of files, by up to one
+        # raw chunk and two event batches per file.
+        many = len(files) > (options.threads or os.cpu_count() or 1) + 1
+        raw_capacity = 1 if many else RAW_CAPACITY
+        event_capacity = 2 if many else EVENT_CAPACITY
+
         def start(scope: CoroScope) -> None:
             sources: List[Tuple[str, Channel[List[Event]]]] = []
             for position, (index, path) in enumerate(files):
-                raw: Channel[bytes] = make_channel(RAW_CAPACITY)
-                events: Channel[List[Event]] = make_channel(EVENT_CAPACITY)
+                raw: Channel[bytes] = make_channel(raw_capacity)
+                events: Channel[List[Event]] = make_channel(event_capacity)
                 scope.spawn(
                     _parse, path, raw.producer(), counters[position], options.memory_budget,
                     name=f"parse {path}",
@@ -588,9 +596,9 @@ class Dispatcher:
     """Merges the events of every file by start time and hands them to streams.
 
     Used by ``--order resource`` and ``global``. The events of all files
-    are held in one heap, and an event leaves only while more than
-    ``window`` events of its file are held; the earliest event of all files
-    leaves first, ties broken by file position, then by reading order.
+    wait in one heap, and an event leaves only while more than ``window``
+    events of its file are in it. The earliest event of all files leaves
+    first, ties broken by file position, then by reading order.
     Each event leaves with its :class:`~greenpipe.replay._order.Step`.
 
     Events are sent to the streams in groups. The groups are flushed in
@@ -619,7 +627,7 @@ class Dispatcher:
             self._order = ResourceOrder(context.gates, second_path)
         self._streams: Dict[Tuple[int, int, int], ChannelProducer[List[Any]]] = {}
         self._groups: Dict[Tuple[int, int, int], List[Any]] = {}
-        self._held = 0
+        self._held_events = 0
 
     def run(self, scope: CoroScope) -> None:
         """Dispatch every event, then close the stream channels."""
@@ -642,8 +650,8 @@ class Dispatcher:
         sequence = 0
 
         def fill(position: int) -> None:
-            # Hold more than ``window`` events of the file, as a stream in
-            # ``--order stream`` holds more than ``window`` of its own.
+            # Keep more than ``window`` events of the file in the heap, as a
+            # stream in ``--order stream`` keeps more than ``window`` of its own.
             nonlocal sequence
             while live[position] and buffered[position] <= window:
                 batch = batches[position]
@@ -680,8 +688,8 @@ class Dispatcher:
                 self._groups[key] = [(event, step)]
             else:
                 group.append((event, step))
-            self._held += 1
-            if self._held >= BATCH_EVENTS:
+            self._held_events += 1
+            if self._held_events >= BATCH_EVENTS:
                 self._flush()
                 scope.maybe_yield()
 
@@ -690,7 +698,7 @@ class Dispatcher:
         if not groups:
             return
         self._groups = {}
-        self._held = 0
+        self._held_events = 0
         for key, group in groups.items():
             producer = self._streams.get(key)
             if producer is None:

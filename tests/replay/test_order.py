@@ -41,7 +41,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def prefix(pid: int, count: int = PREFIX, tid: Optional[int] = None) -> List[Dict[str, Any]]:
-    """Return ``count`` probes of paths nobody else uses, at ts 1..count."""
+    """Return ``count`` probes of paths that no other call uses, at ts 1..count."""
     return [
         call("stat", ts, pid=pid, tid=tid or pid, path=f"/elsewhere/{pid}/{ts}")
         for ts in range(1, count + 1)
@@ -322,7 +322,7 @@ def test_global_orders_different_paths(tmp_path: Path) -> None:
 
 
 def test_global_runs_in_start_order_across_files(tmp_path: Path) -> None:
-    """Calls of two files alternate in start order; each probe sees the one before."""
+    """Calls of two files alternate in start order; each mkdir needs the one before."""
     first = write_trace(
         tmp_path / "a.pfw",
         [call("mkdir", 10, pid=1, tid=1, path="/chain/1", mode=0o755, ret=0),
