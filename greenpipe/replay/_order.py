@@ -24,9 +24,10 @@ the replay always makes progress. A dependency on an event that is never
 dispatched (filtered out, sampled out, past ``--max-events``) is never
 created, and an event that is skipped or fails still releases its gates.
 
-Memory. A gate lives only while an event refers to it, and the per-path
-tables drop a path once nothing on it is pending, so the tables hold the
-events in flight, not the trace.
+Memory. A gate lives only while an event refers to it. A sweep, run
+each time the tables have doubled since the last one, drops every path
+with nothing pending, so the tables grow with the events in flight and
+not with the trace.
 
 Violations. :class:`OrderTracker` runs in every mode. When a call ends it
 compares the call with the recent calls on the same path and counts each
