@@ -12,7 +12,9 @@ Reports, in one run on one machine:
   rate relative to the bare loop;
 * ``--timing asap`` with 1 and 2 workers on ``--copies`` copies of the
   newest-generation trace (74,362 events each), reads larger than 64 KiB
-  filtered out because the full trace reads 18 GB;
+  filtered out because the full trace reads 18 GB, once per ``--order``
+  mode. The copies use the same paths, so ``resource`` orders the calls
+  of all copies against each other;
 * the peak RSS of the process.
 """
 
@@ -63,6 +65,7 @@ def bare_loop(files: list[Path]) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=int, default=20)
+    parser.add_argument("--orders", default="stream,resource,global", help="comma-separated --order modes to measure")
     parser.add_argument("--root", default=None, help="parent folder for replay roots (default: a new folder in /tmp)")
     args = parser.parse_args()
 
@@ -87,19 +90,23 @@ def main() -> None:
         target = copies / f"rank-{index:03d}.pfw.gz"
         if not target.exists():
             shutil.copyfile(NEWEST, target)
-    for threads in (1, 2):
-        root = parent / f"root-{threads}"
-        shutil.rmtree(root, ignore_errors=True)
-        started = time.perf_counter()
-        summary = replay([str(copies)], ReplayOptions(root=str(root), threads=threads, max_size=65536))
-        elapsed = time.perf_counter() - started
-        print(
-            f"--timing asap, {threads} worker(s): {summary.events_seen:,} events "
-            f"({summary.events_replayed:,} replayed) in {elapsed:.2f} s, "
-            f"{summary.events_seen / elapsed:,.0f} events/s "
-            f"(replay phase {summary.wall_seconds:.2f} s)"
-        )
-        shutil.rmtree(root, ignore_errors=True)
+    print(f"{'order':<9} {'workers':>7} {'events':>10} {'replayed':>10} {'seconds':>8} "
+          f"{'events/s':>10} {'replay s':>8} {'waits':>8} {'violations':>10}")
+    for order in args.orders.split(","):
+        for threads in (1, 2):
+            root = parent / f"root-{order}-{threads}"
+            shutil.rmtree(root, ignore_errors=True)
+            options = ReplayOptions(root=str(root), threads=threads, max_size=65536, order=order)
+            started = time.perf_counter()
+            summary = replay([str(copies)], options)
+            elapsed = time.perf_counter() - started
+            violations = sum(summary.order["violations"].values())
+            print(
+                f"{order:<9} {threads:>7} {summary.events_seen:>10,} {summary.events_replayed:>10,} "
+                f"{elapsed:>8.2f} {summary.events_seen / elapsed:>10,.0f} "
+                f"{summary.wall_seconds:>8.2f} {summary.order['waits']:>8,} {violations:>10,}"
+            )
+            shutil.rmtree(root, ignore_errors=True)
     shutil.rmtree(parent, ignore_errors=True)
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional, Protoc
 from . import __version__
 from .replay import ReplayError, ReplayOptions, ReplayProgress, Replayer, ReplaySummary
 from .replay._processes import ShardedReplayer, usable_cores
+from .replay._order import DEFAULT_ORDER, ORDER_MODES
 from .replay._sandbox import SandboxError
 
 if TYPE_CHECKING:
@@ -135,6 +136,14 @@ def _timing(text: str) -> Any:
     return factor
 
 
+def _order(text: str) -> str:
+    if text not in ORDER_MODES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an order mode; use stream, resource or global"
+        )
+    return text
+
+
 def _rate(text: str) -> float:
     try:
         rate = float(text)
@@ -164,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("traces", nargs="+", metavar="TRACE_OR_DIR", help="trace files or folders of traces")
     rep.add_argument("--root", metavar="DIR", help="folder that traced paths are mapped under (new, empty, or used by an earlier replay); required unless --dry-run")
     rep.add_argument("--timing", type=_timing, default="asap", metavar="asap|original|FACTOR", help="asap: no waiting (default); original: keep the traced gaps within each stream; FACTOR: divide the gaps by it")
+    rep.add_argument("--order", type=_order, default=DEFAULT_ORDER, metavar="stream|resource|global", help=f"stream: each traced thread in its own order, threads independent; resource: also keep the traced order of calls on the same path across threads, processes and files; global: every call in traced start order, one at a time (default: {DEFAULT_ORDER})")
     rep.add_argument("--dry-run", action="store_true", help="parse, decode and filter only; touch no file")
     rep.add_argument("--threads", type=_thread_count, metavar="N", help="worker threads of each process (default: number of CPUs)")
     rep.add_argument("--processes", type=_process_count, metavar="N", help="worker processes that the trace files are spread over (default: number of usable cores; 1 runs everything in this process)")
@@ -242,6 +252,7 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
         max_events=args.max_events,
         max_bytes=args.max_bytes,
         force=args.force,
+        order=args.order,
     )
 
 
@@ -342,6 +353,7 @@ def format_summary(summary: ReplaySummary) -> str:
             extra.append(f"events outside the reorder window {s.late_events:,}")
         if extra:
             lines.append("  notes    " + ", ".join(extra))
+        lines.extend(_format_order(s))
     if not s.dry_run and s.parity:
         lines.append(
             "  parity   "
@@ -410,6 +422,29 @@ def format_summary(summary: ReplaySummary) -> str:
     # Paths and messages come from the trace: escape control characters so
     # that a crafted name cannot add lines or terminal escapes to the output.
     return "\n".join(_printable(line) for line in lines)
+
+
+def _format_order(s: ReplaySummary) -> List[str]:
+    """Return the lines about ordering: the mode, and the violations if any."""
+    order = s.order
+    violations = order.get("violations", {})
+    line = f"  order    {order.get('mode')}, calls that waited {order.get('waits', 0):,}"
+    if not violations:
+        return [line + ", no order violations"]
+    caused = []
+    if s.missing_by_order:
+        caused.append(f"missing files {s.missing_by_order:,}")
+    if s.short_reads_by_order:
+        caused.append(f"short reads {s.short_reads_by_order:,}")
+    line += f", order violations {sum(violations.values()):,}"
+    if caused:
+        line += " (caused by ordering: " + ", ".join(caused) + ")"
+    lines = [line]
+    for reason, count in violations.items():
+        lines.append(f"    {count:>9,}  {reason}")
+    for row in order.get("examples", ()):
+        lines.append(f"               {row['call']} {row['path']} at ts {row['ts']}: {row['reason']}")
+    return lines
 
 
 def _format_buckets(buckets: Mapping[str, int]) -> str:

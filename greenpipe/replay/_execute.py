@@ -39,6 +39,7 @@ from .._scope import sleep
 from ..trace import Event
 from . import _calls as calls
 from ._descriptors import DescriptorCache, Handle, ProcessTable, default_open_limit
+from ._order import OrderGates, OrderTracker, Step, namespace_kind
 from ._sandbox import PathSandbox, SandboxError
 from ._summary import MISMATCH_BYTES, MISMATCH_CLASS, SANDBOX_REASON, StreamStats
 
@@ -87,6 +88,8 @@ class ReplayContext:
             which traced gaps are divided (1.0 keeps them).
         window: events each stream holds back for reordering.
         descriptors: the real descriptors, recycled past ``max_open``.
+        gates: the lock and the waiting of the ordering gates.
+        tracker: counts the calls that broke a trace order dependency.
 
     Args:
         max_open: most traced files open at once; by default what
@@ -108,6 +111,8 @@ class ReplayContext:
         self.window = max(1, window)
         limit = max_open if max_open is not None else default_open_limit()
         self.descriptors = DescriptorCache(sandbox, limit)
+        self.gates = OrderGates()
+        self.tracker = OrderTracker(sandbox.display)
         self._tables: Dict[Tuple[str, int], ProcessTable] = {}
         self._lock = allocate_lock()
         self._zeros = bytes(64 * 1024)
@@ -176,6 +181,10 @@ class StreamRunner:
         self._traced_failed = False
         self._moved: Optional[int] = None
         self._handle_path: Optional[str] = None
+        # The path an open used (openat joins two), and whether the current
+        # call found its file missing; both for the order tracker.
+        self._call_path: Optional[str] = None
+        self._missing = False
         self._ops: Dict[str, Callable[[Event, str], None]] = {
             "open": self._open,
             "openat": self._open,
@@ -230,6 +239,37 @@ class StreamRunner:
             self.execute(heapq.heappop(heap)[2])
             maybe_yield()
 
+    def run_ordered(
+        self,
+        batches: Iterable[List[Tuple[Event, Optional[Step]]]],
+        maybe_yield: Callable[[], None],
+    ) -> None:
+        """Execute the events of ``batches`` in the order they come, each after its step.
+
+        The dispatcher of ``--order resource`` and ``global`` sends each
+        event with the :class:`Step` it must wait for. Events come in
+        dispatch order, so nothing is reordered here.
+
+        Blocking: parks on the channel while it is empty and on a step's
+        gates until the calls it depends on have ended. Cancellation: both
+        are cancellation points; a cancelled stream stops between two
+        calls and releases the gates of the call it was waiting to run.
+        """
+        gates = self.context.gates
+        stats = self.stats
+        for batch in batches:
+            for event, step in batch:
+                if step is None:
+                    self.execute(event)
+                    continue
+                try:
+                    if step.waits and gates.wait(step):
+                        stats.order_waits += 1
+                    self.execute(event)
+                finally:
+                    gates.release(step)
+            maybe_yield()
+
     def execute(self, event: Event) -> None:
         """Replay one event and count its outcome and its parity with the trace."""
         name = event.name
@@ -256,8 +296,11 @@ class StreamRunner:
             self._pace(event.ts)
 
         replayed = stats.replayed
+        short_reads = stats.short_reads
         self._traced_failed = traced_failed
         self._handle_path = None
+        self._call_path = None
+        self._missing = False
         try:
             try:
                 self._ops[op](event, op)
@@ -270,10 +313,12 @@ class StreamRunner:
             return
         except OSError as exc:
             self._count_error(event, op, ret, exc)
+            self._track(event, op, short_reads)
             return
 
         if stats.replayed == replayed:
             return  # skipped inside the operation, with its reason
+        self._track(event, op, short_reads)
         if ret is None:
             stats.parity_no_ret += 1
         elif traced_failed:
@@ -289,6 +334,21 @@ class StreamRunner:
         else:
             stats.parity_match += 1
 
+    def _track(self, event: Event, op: str, short_reads: int) -> None:
+        """Give an executed call to the order tracker, once per path it used."""
+        path = self._call_path or event.path or self._handle_path
+        if path is None:
+            return
+        tracker = self.context.tracker
+        stats = self.stats
+        short = stats.short_reads != short_reads
+        kind = namespace_kind(op, event.args)
+        tracker.record(stats, event, op, path, kind=kind, short=short, missing=self._missing)
+        if op == "rename":
+            target = second_path(event)
+            if target is not None and target != path:
+                tracker.record(stats, event, op, target, kind="rename", missing=self._missing)
+
     def _count_error(self, event: Event, op: str, ret: Optional[int], exc: OSError) -> None:
         """Count a call that raised ``exc`` when replayed."""
         name = event.name
@@ -303,6 +363,7 @@ class StreamRunner:
             return
 
         reason = "ENOENT" if isinstance(exc, FileNotFoundError) else _reason(exc)
+        self._missing = reason == "ENOENT"
         where = self.context.sandbox.display(event.path) if event.path else "?"
         message = "No such file or directory" if reason == "ENOENT" else exc.strerror or exc
         stats.fail(name, reason, f"{name} {where}: {message}")
@@ -395,6 +456,7 @@ class StreamRunner:
         if path is None:
             self.stats.skip(event.name, calls.REASON_NO_TARGET)
             return
+        self._call_path = path
 
         flags = calls.open_flags(op, args)
         mode = calls.open_mode(op, args)

@@ -10,6 +10,7 @@ from .._compat import allocate_lock
 from ..trace import Event
 from . import _calls as calls
 from ._execute import DEFAULT_REORDER_WINDOW
+from ._order import DEFAULT_ORDER, ORDER_MODES
 
 Timing = Union[str, float]
 
@@ -49,6 +50,12 @@ class ReplayOptions:
             order.
         memory_budget: bytes the trace reader may hold per file, 0 for
             its default.
+        order: how calls of different streams are ordered: ``"stream"``
+            runs each traced (process, thread) stream in its own order and
+            the streams independently; ``"resource"`` also keeps the
+            trace's order between calls on the same path, across threads,
+            processes and trace files; ``"global"`` runs every call in
+            traced start order, one after the other.
     """
 
     root: Optional[str] = None
@@ -74,6 +81,7 @@ class ReplayOptions:
     force: bool = False
     window: int = DEFAULT_REORDER_WINDOW
     memory_budget: int = 0
+    order: str = DEFAULT_ORDER
 
     def __post_init__(self) -> None:
         if not self.dry_run and not self.root:
@@ -93,6 +101,10 @@ class ReplayOptions:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be >= 0, not {value!r}")
+        if self.order not in ORDER_MODES:
+            raise ValueError(
+                f"order must be 'stream', 'resource' or 'global', not {self.order!r}"
+            )
         if self.window < 1:
             raise ValueError(f"window must be >= 1, not {self.window!r}")
 

@@ -26,6 +26,7 @@ The same parse and decode stages feed three different sinks: the plan
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import resource
@@ -42,8 +43,9 @@ from .._scope import CoroScope
 from ..trace import Decoder, Event, TraceReader
 from ..trace._decode import make_scanner
 from . import _calls as calls
-from ._execute import SECOND_PATH, ByteBudget, ReplayContext, StreamRunner
+from ._execute import SECOND_PATH, ByteBudget, ReplayContext, StreamRunner, second_path
 from ._options import EventFilter, EventLimit, ReplayOptions
+from ._order import GlobalOrder, ResourceOrder
 from ._plan import FilePlan, Plan
 from ._sandbox import PathSandbox, prepare_root
 from ._summary import FileCounters, Preparation, ReplaySummary, StreamStats, build_summary
@@ -192,11 +194,21 @@ class Replayer:
     Args:
         inputs: trace files and folders.
         options: what to replay and how.
+        executor_options: keyword arguments for the
+            :class:`~greenpipe.Executor` of each pass, for example a
+            ``timeslice`` of 0 so that tests get a fixed interleaving.
     """
 
-    def __init__(self, inputs: Sequence[str], options: ReplayOptions) -> None:
+    def __init__(
+        self,
+        inputs: Sequence[str],
+        options: ReplayOptions,
+        *,
+        executor_options: Optional[Mapping[str, Any]] = None,
+    ) -> None:
         self.inputs = list(inputs)
         self.options = options
+        self._executor_options = dict(executor_options or {})
         self._lock = allocate_lock()
         self._cancelled = False
         self._scopes: List[CoroScope] = []
@@ -301,6 +313,7 @@ class Replayer:
             wall_seconds=wall,
             preparation=preparation,
             processes=[process],
+            order_mode=self.options.order,
         )
 
     def _run_dry(self, files: List[str], problems: List[str]) -> ReplaySummary:
@@ -388,7 +401,12 @@ class Replayer:
             window=options.window,
         )
         try:
-            counters = self._passes(files, self._make_router(context, anchors), keep_counters=True)
+            if options.order == "stream":
+                counters = self._passes(
+                    files, self._make_router(context, anchors), keep_counters=True
+                )
+            else:
+                counters = self._ordered_pass(files, context, anchors)
         finally:
             left_open = context.close_all()
             if left_open:
@@ -429,12 +447,76 @@ class Replayer:
 
             scope.scope(body)
 
-        with Executor(self.options.threads, name="replay") as executor:
+        self._run_executor(main)
+        return counters
+
+    def _run_executor(self, main: Callable[[CoroScope], None]) -> None:
+        with Executor(self.options.threads, name="replay", **self._executor_options) as executor:
             try:
                 executor.run(main, name="replay")
             except Cancelled:
                 if not self._cancelled:
                     raise
+
+    def _in_cancel_scope(self, scope: CoroScope, fn: Callable[[CoroScope], None]) -> None:
+        """Run ``fn`` in a child scope that :meth:`cancel` cancels."""
+
+        def body(inner: CoroScope) -> None:
+            with self._lock:
+                self._scopes.append(inner)
+                if self._cancelled:
+                    inner.cancel()
+            try:
+                fn(inner)
+                inner.join_all()
+            finally:
+                with self._lock:
+                    self._scopes.remove(inner)
+
+        scope.scope(body)
+
+    def _ordered_pass(
+        self,
+        files: Sequence[Tuple[int, str]],
+        context: ReplayContext,
+        anchors: Mapping[str, int],
+    ) -> List[FileCounters]:
+        """Replay ``files`` through one dispatcher (``--order resource|global``).
+
+        Every file is read at once, each by its own parse and decode
+        tasks, so the dispatcher can merge them by start time.
+        """
+        options = self.options
+        limit = EventLimit(options.max_events)
+        counters = [FileCounters(path=path) for _, path in files]
+        self._counters = counters
+
+        # Every file is open at once here, so with more files than a
+        # stream-order pass reads at once, each file queues less.
+        # NOTE: memory still grows with the number of files, by up to one
+        # raw chunk and two event batches per file.
+        many = len(files) > (options.threads or os.cpu_count() or 1) + 1
+        raw_capacity = 1 if many else RAW_CAPACITY
+        event_capacity = 2 if many else EVENT_CAPACITY
+
+        def start(scope: CoroScope) -> None:
+            sources: List[Tuple[str, Channel[List[Event]]]] = []
+            for position, (index, path) in enumerate(files):
+                raw: Channel[bytes] = make_channel(raw_capacity)
+                events: Channel[List[Event]] = make_channel(event_capacity)
+                scope.spawn(
+                    _parse, path, raw.producer(), counters[position], options.memory_budget,
+                    name=f"parse {path}",
+                )
+                scope.spawn(
+                    _decode, path, raw, events.producer(), counters[position],
+                    EventFilter(options, index), limit, options.memory_budget,
+                    name=f"decode {path}",
+                )
+                sources.append((path, events))
+            Dispatcher(self, scope, context, sources, anchors).run(scope)
+
+        self._run_executor(lambda scope: self._in_cancel_scope(scope, start))
         return counters
 
     def _file_pipeline(
@@ -508,6 +590,136 @@ class Replayer:
             runner.run(channel, inner.maybe_yield)
 
         scope.spawn(stream, name=f"stream {key[0]}/{key[1]} of {os.path.basename(path)}")
+        return producer
+
+
+class Dispatcher:
+    """Merges the events of every file by start time and hands them to streams.
+
+    Used by ``--order resource`` and ``global``. The events of all files
+    wait in one heap, and an event leaves only while more than ``window``
+    events of its file are in it. The earliest event of all files leaves
+    first, ties broken by file position, then by reading order.
+    Each event leaves with its :class:`~greenpipe.replay._order.Step`.
+
+    Events are sent to the streams in groups. The groups are flushed in
+    the order of their first event, before every read from a file, and
+    whenever :data:`BATCH_EVENTS` events are held: then a send that parks
+    on a full stream channel waits only for events dispatched earlier,
+    which never wait for anything later (see ``_order``).
+    """
+
+    def __init__(
+        self,
+        replayer: Replayer,
+        scope: CoroScope,
+        context: ReplayContext,
+        sources: Sequence[Tuple[str, Channel[List[Event]]]],
+        anchors: Mapping[str, int],
+    ) -> None:
+        self._replayer = replayer
+        self._scope = scope
+        self._context = context
+        self._sources = sources
+        self._anchors = anchors
+        if replayer.options.order == "global":
+            self._order: Any = GlobalOrder()
+        else:
+            self._order = ResourceOrder(context.gates, second_path)
+        self._streams: Dict[Tuple[int, int, int], ChannelProducer[List[Any]]] = {}
+        self._groups: Dict[Tuple[int, int, int], List[Any]] = {}
+        self._held_events = 0
+
+    def run(self, scope: CoroScope) -> None:
+        """Dispatch every event, then close the stream channels."""
+        try:
+            self._merge(scope)
+            self._flush()
+        finally:
+            for producer in self._streams.values():
+                producer.release()
+
+    def _merge(self, scope: CoroScope) -> None:
+        window = self._context.window
+        heap: List[Tuple[int, int, int, Event]] = []
+        iterators = [iter(channel) for _, channel in self._sources]
+        count = len(iterators)
+        buffered = [0] * count
+        live = [True] * count
+        batches: List[List[Event]] = [[] for _ in range(count)]
+        offsets = [0] * count
+        sequence = 0
+
+        def fill(position: int) -> None:
+            # Keep more than ``window`` events of the file in the heap, as a
+            # stream in ``--order stream`` keeps more than ``window`` of its own.
+            nonlocal sequence
+            while live[position] and buffered[position] <= window:
+                batch = batches[position]
+                offset = offsets[position]
+                if offset >= len(batch):
+                    self._flush()
+                    received = next(iterators[position], None)
+                    if received is None:
+                        live[position] = False
+                        return
+                    batch = batches[position] = received
+                    offset = 0
+                end = min(len(batch), offset + window + 1 - buffered[position])
+                for event in batch[offset:end]:
+                    heapq.heappush(heap, (event.ts, position, sequence, event))
+                    sequence += 1
+                buffered[position] += end - offset
+                offsets[position] = end
+
+        for position in range(len(iterators)):
+            fill(position)
+        step_of = self._order.step
+        classify = calls.classify
+        while heap:
+            _, position, _, event = heapq.heappop(heap)
+            buffered[position] -= 1
+            if live[position]:
+                fill(position)
+            op = classify(event.category, event.name)
+            step = None if op is None else step_of(position, event, op)
+            key = (position, event.pid, event.tid)
+            group = self._groups.get(key)
+            if group is None:
+                self._groups[key] = [(event, step)]
+            else:
+                group.append((event, step))
+            self._held_events += 1
+            if self._held_events >= BATCH_EVENTS:
+                self._flush()
+                scope.maybe_yield()
+
+    def _flush(self) -> None:
+        groups = self._groups
+        if not groups:
+            return
+        self._groups = {}
+        self._held_events = 0
+        for key, group in groups.items():
+            producer = self._streams.get(key)
+            if producer is None:
+                producer = self._streams[key] = self._start_stream(key)
+            producer.send(group)
+
+    def _start_stream(self, key: Tuple[int, int, int]) -> ChannelProducer[List[Any]]:
+        path = self._sources[key[0]][0]
+        channel: Channel[List[Any]] = make_channel(STREAM_CAPACITY)
+        producer = channel.producer()
+        stats = StreamStats(path, key[1], key[2])
+        replayer = self._replayer
+        with replayer._lock:
+            replayer._streams.append(stats)
+        runner = StreamRunner(self._context, stats, self._anchors.get(path))
+
+        def stream(inner: CoroScope) -> None:
+            runner.run_ordered(channel, inner.maybe_yield)
+
+        self._scope.spawn(stream, name=f"stream {key[1]}/{key[2]} of {os.path.basename(path)}")
         return producer
 
 

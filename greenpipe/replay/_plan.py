@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, Iterable, List, Optional, Set, Tuple
+from typing import Callable, Dict, Hashable, Iterable, List, Optional, Set, Tuple
 
 from .._compat import allocate_lock
 from ..trace import Event
@@ -264,7 +264,56 @@ class Plan:
         self.write_bytes = 0
         self.events = 0
         self.first_ts: Dict[str, int] = {}
+        # Which trace files use the same paths: each path to one trace file
+        # that uses it, and a union-find forest over the trace files.
+        self.path_files: Dict[str, str] = {}
+        self.file_links: Dict[str, str] = {}
         self._lock = allocate_lock()
+
+    def _root(self, file: str) -> str:
+        links = self.file_links
+        root = links.setdefault(file, file)
+        while links[root] != root:
+            root = links[root]
+        while links[file] != root:
+            links[file], file = root, links[file]
+        return root
+
+    def _link(self, file: str, other: str) -> None:
+        first, second = self._root(file), self._root(other)
+        if first != second:
+            # The smaller name becomes the root, so the forest is the same
+            # whatever order the plans were merged in.
+            low, high = sorted((first, second))
+            self.file_links[high] = low
+
+    def _use(self, path: str, file: str) -> None:
+        known = self.path_files.setdefault(path, file)
+        if known != file:
+            self._link(file, known)
+        else:
+            self._root(file)
+
+    def file_groups(self, key: Callable[[str], Hashable] = lambda path: path) -> List[List[str]]:
+        """Return the trace files grouped so that no two groups share a path.
+
+        Two files are in one group when they use the same path, directly
+        or through other files of the group. ``key`` maps a traced path
+        to what identifies the file it names (the mapped path), so two
+        spellings of one path join their files. Files without any path
+        are groups of their own; files the plan never saw are missing.
+        """
+        with self._lock:
+            owners: Dict[Hashable, str] = {}
+            for path, file in self.path_files.items():
+                name = key(path)
+                known = owners.setdefault(name, file)
+                if known != file:
+                    self._link(file, known)
+            groups: Dict[str, List[str]] = {}
+            for file in sorted(self.file_links):
+                groups.setdefault(self._root(file), []).append(file)
+        return list(groups.values())
 
     def add(self, file: str, plan: FilePlan) -> None:
         """Merge the plan of trace ``file``."""
@@ -279,6 +328,9 @@ class Plan:
             self.events += plan.events
             if plan.first_ts is not None:
                 self.first_ts[file] = plan.first_ts
+            self._root(file)
+            for path in plan.paths:
+                self._use(path, file)
 
     def update(self, other: Plan) -> None:
         """Merge ``other``, the plan of other trace files.
@@ -295,6 +347,10 @@ class Plan:
             self.write_bytes += other.write_bytes
             self.events += other.events
             self.first_ts.update(other.first_ts)
+            for file, parent in other.file_links.items():
+                self._link(file, parent)
+            for path, file in other.path_files.items():
+                self._use(path, file)
 
     def __getstate__(self) -> Dict[str, object]:
         state = self.__dict__.copy()

@@ -61,7 +61,7 @@ import threading
 import time
 import traceback
 from multiprocessing.connection import Connection, wait
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
 
 from .._memory import compute_memory_budget
 from ..trace._decoder import effective_budget
@@ -74,7 +74,8 @@ from ._pipeline import (
     peak_rss_bytes,
     require_trace_files,
 )
-from ._sandbox import PathSandbox, prepare_root
+from ._plan import Plan
+from ._sandbox import PathSandbox, SandboxError, prepare_root
 from ._shards import (
     ReplayShard,
     ShardResult,
@@ -82,6 +83,7 @@ from ._shards import (
     anchors_of,
     merge_plans,
     merge_results,
+    partition_by_paths,
     partition_files,
 )
 from ._summary import Preparation, ReplaySummary
@@ -485,20 +487,69 @@ class ShardedReplayer:
             self._set_phase("prepare")
             preparation = plan.prepare(sandbox)
 
+            planned_ok = [result is not None for result in planned]
+            if options.order != "stream" and all(planned_ok):
+                groups = self._order_groups(files, plan, sandbox)
+                planned_ok = [True] * len(groups)
+
         self._events_total = plan.events
         self._bytes_total = needed
         self._set_phase("replay")
         started = time.monotonic()
         shards: List[Optional[ReplayShard]] = []
-        for group, result in zip(groups, planned):
+        for group, ok in zip(groups, planned_ok):
             # A worker that failed while planning has no plan for its
             # files, so they are not replayed; the failure is reported.
-            if result is None:
+            if not ok:
                 shards.append(None)
             else:
                 shards.append(ReplayShard("replay", group, worker_options, anchors_of(plan, group)))
         results = self._round(shards)
         return self._finish(files, problems, results, time.monotonic() - started, preparation)
+
+    def _order_groups(
+        self, files: List[str], plan: Plan, sandbox: PathSandbox
+    ) -> List[Tuple[Tuple[int, str], ...]]:
+        """Regroup the files for the replay round of an ordered replay.
+
+        Order across trace files is kept inside one process only. With
+        ``global`` every file goes to one worker; with ``resource`` the
+        files that share a mapped path go to the same worker.
+        """
+        if self.options.order == "global":
+            groups = [tuple(enumerate(files))]
+            logger.info(
+                "--order global: one worker process replays all %d trace files, "
+                "because one timeline needs every file",
+                len(files),
+            )
+        else:
+
+            def mapped(path: str) -> Hashable:
+                try:
+                    return sandbox.components(path)
+                except SandboxError:
+                    return path
+
+            groups = partition_by_paths(files, len(self._workers), plan, mapped)
+            if len(groups) == 1:
+                logger.info(
+                    "--order resource: one worker process replays all %d trace files, "
+                    "because they share paths",
+                    len(files),
+                )
+            else:
+                logger.info(
+                    "--order resource: %d worker processes replay groups of trace files "
+                    "that share no path (%s files)",
+                    len(groups),
+                    ", ".join(str(len(group)) for group in groups),
+                )
+        for worker in self._workers:
+            worker.files = ()
+        for worker, group in zip(self._workers, groups):
+            worker.files = group
+        return groups
 
     def _round(self, shards: Sequence[Optional[ReplayShard]]) -> List[Optional[ShardResult]]:
         """Run ``shards[i]`` on worker ``i``; return the results, ``None`` for failures."""

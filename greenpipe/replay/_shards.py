@@ -48,7 +48,7 @@ import shutil
 import stat
 import threading
 import time
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from .._compat import allocate_lock
 
@@ -406,6 +406,48 @@ def partition_files(
     return [tuple(sorted(group)) for group in groups if group]
 
 
+def partition_by_paths(
+    files: Sequence[str],
+    parts: int,
+    plan: Plan,
+    key: Callable[[str], Hashable] = lambda path: path,
+) -> List[Tuple[Tuple[int, str], ...]]:
+    """Split ``files`` into at most ``parts`` groups that share no path.
+
+    ``--order resource`` keeps the order of calls on one path across
+    trace files, which one process can do and several cannot. The files
+    that use a common path (see :meth:`Plan.file_groups`, with ``key``
+    mapping a traced path to the mapped one) stay together. These sets
+    go, largest first by bytes on disk, to the group with the fewest
+    bytes so far, as in :func:`partition_files`.
+
+    Returns:
+        Groups of ``(index, path)`` pairs, none empty, each in file order.
+    """
+    if parts < 1:
+        raise ValueError(f"parts must be >= 1, not {parts!r}")
+    index_of = {path: index for index, path in enumerate(files)}
+    linked: List[List[Tuple[int, str]]] = []
+    seen: Set[str] = set()
+    for group in plan.file_groups(key):
+        members = [(index_of[path], path) for path in group if path in index_of]
+        if members:
+            linked.append(members)
+            seen.update(path for _, path in members)
+    linked.extend([(index, path)] for index, path in enumerate(files) if path not in seen)
+
+    parts = min(parts, len(linked))
+    sizes = [sum(_size(path) for _, path in members) for members in linked]
+    loads = [0] * parts
+    groups: List[List[Tuple[int, str]]] = [[] for _ in range(parts)]
+    order = sorted(range(len(linked)), key=lambda number: (-sizes[number], min(linked[number])))
+    for number in order:
+        target = min(range(parts), key=lambda part: (loads[part], len(groups[part]), part))
+        groups[target].extend(linked[number])
+        loads[target] += sizes[number]
+    return sorted((tuple(sorted(group)) for group in groups if group), key=lambda g: g[0])
+
+
 def _size(path: str) -> int:
     try:
         return os.path.getsize(path)
@@ -475,6 +517,7 @@ def merge_results(
         wall_seconds=wall_seconds,
         preparation=preparation,
         worker_failures=worker_failures,
+        order_mode=options.order,
     )
 
 

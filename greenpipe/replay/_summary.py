@@ -17,6 +17,8 @@ from ._calls import REASON_FAILED_IN_TRACE, REASON_MAX_BYTES
 
 #: Failure messages kept per reason.
 MAX_MESSAGES_PER_REASON = 5
+#: Examples of order violations listed in a summary, earliest first.
+MAX_ORDER_EXAMPLES = 10
 #: Root causes of outcome mismatches listed in a summary, earliest first.
 MAX_MISMATCH_CAUSES = 10
 
@@ -111,6 +113,11 @@ class StreamStats:
         "parity_no_ret",
         "failures_reproduced",
         "causes",
+        "order_waits",
+        "order_violations",
+        "order_examples",
+        "order_short_reads",
+        "order_missing",
     )
 
     def __init__(self, file: str, pid: int, tid: int) -> None:
@@ -142,6 +149,16 @@ class StreamStats:
         #: Traced path to its first mismatch:
         #: ``[ts, call, mapped path, kind, expected, got, mismatches]``.
         self.causes: Dict[str, List[Any]] = {}
+        # Ordering between streams (see ``_order``): calls that waited for
+        # a dependency, and calls that broke one, by reason, with the first
+        # few examples and how many of them came up short or found their
+        # file missing. Other streams' tasks write the violation counters,
+        # always under the lock of the replay's order tracker.
+        self.order_waits = 0
+        self.order_violations: Counter[str] = Counter()
+        self.order_examples: List[Dict[str, Any]] = []
+        self.order_short_reads = 0
+        self.order_missing = 0
 
     def skip(self, name: str, reason: str) -> None:
         """Count one call skipped for ``reason``."""
@@ -390,6 +407,15 @@ class ReplaySummary:
             ``total``, the physical lines read.
         line_details: ``filtered`` by reason, ``unsupported`` by call name
             and ``rejected`` by reason.
+        order: ordering between streams: ``mode`` (the ``--order`` mode),
+            ``waits`` (calls that waited for a dependency), ``violations``
+            (reason to the calls whose replay order broke a trace
+            dependency) and ``examples`` (the earliest few, each with
+            ``file``, ``path``, ``call``, ``ts`` and ``reason``).
+        short_reads_by_order: short reads that broke an order dependency,
+            so caused by the replay order; part of ``short_reads``.
+        missing_by_order: calls that found no file (``ENOENT``) and broke
+            an order dependency, so caused by the replay order.
     """
 
     inputs: Tuple[str, ...]
@@ -431,6 +457,11 @@ class ReplaySummary:
     mismatch_cause_count: int = 0
     lines: Mapping[str, int] = dataclasses.field(default_factory=dict)
     line_details: Mapping[str, Mapping[str, int]] = dataclasses.field(default_factory=dict)
+    order: Mapping[str, Any] = dataclasses.field(
+        default_factory=lambda: {"mode": "stream", "waits": 0, "violations": {}, "examples": []}
+    )
+    short_reads_by_order: int = 0
+    missing_by_order: int = 0
 
     def exit_code(self) -> int:
         """Return the command's exit code for this outcome.
@@ -551,6 +582,7 @@ def build_summary(
     preparation: Preparation,
     processes: Iterable[Mapping[str, Any]] = (),
     worker_failures: Iterable[str] = (),
+    order_mode: str = "stream",
 ) -> ReplaySummary:
     """Merge the per-file and per-stream counters into a summary.
 
@@ -579,6 +611,8 @@ def build_summary(
         "filtered": Counter(), "unsupported": Counter(), "rejected": Counter()
     }
 
+    violations: Counter[str] = Counter()
+    examples: List[Dict[str, Any]] = []
     for stream in stream_list:
         skipped_here = sum(stream.skipped.values())
         for (name, reason), count in stream.skipped.items():
@@ -608,7 +642,12 @@ def build_summary(
             parity_bytes=stream.parity_bytes,
             parity_no_ret=stream.parity_no_ret,
             failures_reproduced=stream.failures_reproduced,
+            order_waits=stream.order_waits,
+            order_short_reads=stream.order_short_reads,
+            order_missing=stream.order_missing,
         )
+        violations.update(stream.order_violations)
+        examples.extend(stream.order_examples)
         _add_stream_buckets(stream, buckets.setdefault(stream.file, Counter()), details)
         row = per_file.setdefault(
             stream.file,
@@ -710,4 +749,14 @@ def build_summary(
         mismatch_cause_count=len(causes),
         lines={"total": line_totals["total"], **{name: line_totals[name] for name in LINE_BUCKETS}},
         line_details={key: dict(counter.most_common()) for key, counter in details.items()},
+        order={
+            "mode": order_mode,
+            "waits": totals["order_waits"],
+            "violations": dict(sorted(violations.items())),
+            "examples": sorted(
+                examples, key=lambda row: (row["ts"], row["file"], row["path"], row["call"])
+            )[:MAX_ORDER_EXAMPLES],
+        },
+        short_reads_by_order=totals["order_short_reads"],
+        missing_by_order=totals["order_missing"],
     )

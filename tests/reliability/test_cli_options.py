@@ -39,6 +39,8 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("--timing", ["--timing", "nan"], "not nan"),
     ("--timing", ["--timing", "inf"], "not inf"),
     ("--timing", ["--timing", "1e10"], "not 1e10"),
+    ("--order", ["--order", "fifo"], "'fifo' is not an order mode"),
+    ("--order", ["--order", ""], "'' is not an order mode"),
     ("--dry-run", ["--dry-run=yes"], "'yes'"),
     ("--threads", ["--threads", "0"], "0 is not allowed"),
     ("--threads", ["--threads", "-3"], "-3 is not allowed"),

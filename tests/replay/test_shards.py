@@ -60,6 +60,8 @@ def counts(summary: ReplaySummary) -> Dict[str, Any]:
     for key in ("wall_seconds", "processes", "root"):
         del data[key]
     data["latency"] = {name: row["count"] for name, row in data["latency"].items()}
+    # How many calls waited for an order dependency depends on timing.
+    del data["order"]["waits"]
     return data
 
 
