@@ -32,7 +32,7 @@ import os
 import resource
 import shutil
 import time
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Hashable, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .._channel import Channel, ChannelProducer, make_channel
 from .._compat import allocate_lock
@@ -47,7 +47,7 @@ from ._execute import SECOND_PATH, ByteBudget, ReplayContext, StreamRunner, seco
 from ._options import EventFilter, EventLimit, ReplayOptions
 from ._order import GlobalOrder, ResourceOrder
 from ._plan import FilePlan, Plan
-from ._sandbox import PathSandbox, prepare_root
+from ._sandbox import PathSandbox, SandboxError, prepare_root
 from ._summary import FileCounters, Preparation, ReplaySummary, StreamStats, build_summary
 
 logger = logging.getLogger(__name__)
@@ -338,7 +338,7 @@ class Replayer:
         self._events_total = plan.events
         self._bytes_total = needed
         started = time.monotonic()
-        self.replay_pass(indexed, sandbox, plan.first_ts)
+        self.replay_pass(indexed, sandbox, plan.first_ts, order_groups(plan, indexed, sandbox))
         return self._finish(files, problems, sandbox.root, time.monotonic() - started, preparation)
 
     # -- passes over the files ------------------------------------------------
@@ -382,12 +382,17 @@ class Replayer:
         files: Sequence[Tuple[int, str]],
         sandbox: PathSandbox,
         anchors: Mapping[str, int],
+        groups: Optional[Sequence[Sequence[int]]] = None,
     ) -> Tuple[List[FileCounters], List[StreamStats]]:
         """Replay ``files`` under ``sandbox``, which must be prepared already.
 
         Args:
             anchors: per trace file, the first start time of its plan, from
                 which ``original`` timing measures the traced gaps.
+            groups: for ``--order resource``, the indexes of the files that
+                must keep their order against each other, as
+                :func:`order_groups` finds them; each group is merged by
+                its own dispatcher. ``None`` merges all files in one.
 
         Returns:
             The counters of the files, in order, and of their streams.
@@ -406,7 +411,7 @@ class Replayer:
                     files, self._make_router(context, anchors), keep_counters=True
                 )
             else:
-                counters = self._ordered_pass(files, context, anchors)
+                counters = self._ordered_pass(files, context, anchors, groups)
         finally:
             left_open = context.close_all()
             if left_open:
@@ -480,28 +485,40 @@ class Replayer:
         files: Sequence[Tuple[int, str]],
         context: ReplayContext,
         anchors: Mapping[str, int],
+        groups: Optional[Sequence[Sequence[int]]] = None,
     ) -> List[FileCounters]:
-        """Replay ``files`` through one dispatcher (``--order resource|global``).
+        """Replay ``files`` through dispatchers (``--order resource|global``).
 
-        Every file is read at once, each by its own parse and decode
-        tasks, so the dispatcher can merge them by start time.
+        The files of a group are read at once, each by its own parse and
+        decode tasks, so the group's dispatcher can merge them by start
+        time. ``global`` makes one group of all files. Groups run like
+        the files of a ``stream`` pass: a few at a time.
         """
         options = self.options
         limit = EventLimit(options.max_events)
         counters = [FileCounters(path=path) for _, path in files]
         self._counters = counters
+        position_of = {index: position for position, (index, _) in enumerate(files)}
+        if options.order == "global" or groups is None:
+            parts = [list(range(len(files)))]
+        else:
+            parts = [[position_of[index] for index in group if index in position_of] for group in groups]
+            grouped = {position for part in parts for position in part}
+            parts = [part for part in parts if part]
+            parts.extend([position] for position in range(len(files)) if position not in grouped)
+        workers = min(len(parts), (options.threads or os.cpu_count() or 1) + 1)
 
-        # Every file is open at once here, so with more files than a
-        # stream-order pass reads at once, each file queues less.
-        # NOTE: memory still grows with the number of files, by up to one
-        # raw chunk and two event batches per file.
-        many = len(files) > (options.threads or os.cpu_count() or 1) + 1
-        raw_capacity = 1 if many else RAW_CAPACITY
-        event_capacity = 2 if many else EVENT_CAPACITY
-
-        def start(scope: CoroScope) -> None:
+        def dispatch(scope: CoroScope, positions: List[int]) -> None:
+            # A group with more files than a stream pass reads at once
+            # queues less per file.
+            # NOTE: memory still grows with the files of the largest group,
+            # by up to one raw chunk and two event batches per file.
+            many = len(positions) > workers
+            raw_capacity = 1 if many else RAW_CAPACITY
+            event_capacity = 2 if many else EVENT_CAPACITY
             sources: List[Tuple[str, Channel[List[Event]]]] = []
-            for position, (index, path) in enumerate(files):
+            for position in positions:
+                index, path = files[position]
                 raw: Channel[bytes] = make_channel(raw_capacity)
                 events: Channel[List[Event]] = make_channel(event_capacity)
                 scope.spawn(
@@ -515,6 +532,19 @@ class Replayer:
                 )
                 sources.append((path, events))
             Dispatcher(self, scope, context, sources, anchors).run(scope)
+
+        def start(scope: CoroScope) -> None:
+            work: Channel[List[int]] = make_channel(0)
+            for part in parts:
+                work.send(part)
+            work.close()
+
+            def group_worker(inner: CoroScope) -> None:
+                for part in work:
+                    inner.scope(dispatch, part)
+
+            for number in range(workers):
+                scope.spawn(group_worker, name=f"groups-{number}")
 
         self._run_executor(lambda scope: self._in_cancel_scope(scope, start))
         return counters
@@ -875,6 +905,31 @@ def _resolve_second_path(args: Dict[str, Any], decoder: Decoder) -> None:
     value = decoder.resolve_path(key)
     if value is not None:
         args[SECOND_PATH] = value
+
+
+def order_groups(
+    plan: Plan, files: Sequence[Tuple[int, str]], sandbox: PathSandbox
+) -> List[List[int]]:
+    """Return the indexes of ``files`` grouped as ``--order resource`` needs.
+
+    Files in one group write, create, rename or remove a path that
+    another file of the group uses. Traced paths are compared where the
+    sandbox maps them (see :meth:`Plan.file_groups`). Files in different
+    groups can replay independently.
+    """
+
+    def mapped(path: str) -> Hashable:
+        try:
+            return sandbox.components(path)
+        except SandboxError:
+            return path
+
+    index_of = {path: index for index, path in files}
+    groups = [
+        [index_of[path] for path in group if path in index_of]
+        for group in plan.file_groups(mapped)
+    ]
+    return [group for group in groups if group]
 
 
 def check_free_space(

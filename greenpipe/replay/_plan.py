@@ -40,7 +40,15 @@ MAX_EXAMPLES = 10
 class PathPlan:
     """The uses of one path in a trace that the preparation step needs to know."""
 
-    __slots__ = ("first_need", "first_create", "probed", "directory", "read_need", "written")
+    __slots__ = (
+        "first_need",
+        "first_create",
+        "probed",
+        "directory",
+        "read_need",
+        "written",
+        "modified",
+    )
 
     def __init__(self) -> None:
         self.probed: Optional[int] = None
@@ -49,6 +57,10 @@ class PathPlan:
         self.directory = False
         self.read_need = 0
         self.written = 0
+        #: Whether the trace writes, creates, truncates, renames or removes
+        #: the path. Files that only read or probe a path are not ordered
+        #: against each other on it.
+        self.modified = False
 
     def need(self, ts: int) -> None:
         if self.first_need is None or ts < self.first_need:
@@ -59,6 +71,7 @@ class PathPlan:
             self.probed = ts
 
     def create(self, ts: int) -> None:
+        self.modified = True
         if self.first_create is None or ts < self.first_create:
             self.first_create = ts
 
@@ -70,6 +83,7 @@ class PathPlan:
         if other.probed is not None:
             self.probe(other.probed)
         self.directory = self.directory or other.directory
+        self.modified = self.modified or other.modified
         self.read_need = max(self.read_need, other.read_need)
         self.written = max(self.written, other.written)
 
@@ -202,30 +216,39 @@ class FilePlan:
         elif op == "ftruncate":
             handle = self._find(event, False)
             length = calls.arg_int(args, "length")
-            if handle is not None and length is not None:
-                self._path(handle.path).written = length
+            if handle is not None:
+                plan = self._path(handle.path)
+                plan.modified = True
+                if length is not None:
+                    plan.written = length
         elif event.path is None:
             return
         elif op == "truncate":
             plan = self._path(event.path)
             plan.need(ts)
+            plan.modified = True
             length = calls.arg_int(args, "length")
             if length is not None:
                 plan.written = length
         elif op in ("stat", "access"):
             self._path(event.path).probe(ts)
         elif op in ("unlink", "remove"):
-            self._path(event.path).need(ts)
+            plan = self._path(event.path)
+            plan.need(ts)
+            plan.modified = True
         elif op in ("opendir", "rmdir"):
             plan = self._path(event.path)
             plan.need(ts)
             plan.directory = True
+            plan.modified = plan.modified or op == "rmdir"
         elif op == "mkdir":
             plan = self._path(event.path)
             plan.create(ts)
             plan.directory = True
         elif op == "rename":
-            self._path(event.path).need(ts)
+            plan = self._path(event.path)
+            plan.need(ts)
+            plan.modified = True
             target = second_path(event)
             if target is not None:
                 self._path(target).create(ts)
@@ -246,6 +269,7 @@ class FilePlan:
             moved = calls.transfer_size(op, event.args) or 0
             self.write_bytes += moved
             plan.written = max(plan.written, position + moved)
+            plan.modified = True
         if offset is None:
             handle.position = position + moved
 
@@ -264,9 +288,12 @@ class Plan:
         self.write_bytes = 0
         self.events = 0
         self.first_ts: Dict[str, int] = {}
-        # Which trace files use the same paths: each path to one trace file
-        # that uses it, and a union-find forest over the trace files.
-        self.path_files: Dict[str, str] = {}
+        # Which trace files must keep their order against each other: the
+        # first file that modifies each path, the files that only read a
+        # path no file modifies (yet), and a union-find forest over the
+        # trace files. Files that only read a common path stay apart.
+        self.path_modifiers: Dict[str, str] = {}
+        self.path_readers: Dict[str, Set[str]] = {}
         self.file_links: Dict[str, str] = {}
         self._lock = allocate_lock()
 
@@ -287,29 +314,41 @@ class Plan:
             low, high = sorted((first, second))
             self.file_links[high] = low
 
-    def _use(self, path: str, file: str) -> None:
-        known = self.path_files.setdefault(path, file)
-        if known != file:
-            self._link(file, known)
+    def _use(self, path: str, file: str, modifies: bool) -> None:
+        self._root(file)
+        modifier = self.path_modifiers.get(path)
+        if modifier is not None:
+            self._link(file, modifier)
+        elif modifies:
+            self.path_modifiers[path] = file
+            for reader in self.path_readers.pop(path, ()):
+                self._link(file, reader)
         else:
-            self._root(file)
+            self.path_readers.setdefault(path, set()).add(file)
 
     def file_groups(self, key: Callable[[str], Hashable] = lambda path: path) -> List[List[str]]:
-        """Return the trace files grouped so that no two groups share a path.
+        """Return the trace files grouped so that no path orders two groups.
 
-        Two files are in one group when they use the same path, directly
-        or through other files of the group. ``key`` maps a traced path
-        to what identifies the file it names (the mapped path), so two
-        spellings of one path join their files. Files without any path
-        are groups of their own; files the plan never saw are missing.
+        Two files are in one group when they use the same path and one of
+        them writes, creates, truncates, renames or removes it, directly
+        or through other files of the group. Files that only read or
+        probe a common path are not joined by it. ``key`` maps a traced
+        path to what identifies the file it names (the mapped path), so
+        two spellings of one path join their files. Files without any
+        such path are groups of their own; files the plan never saw are
+        missing.
         """
         with self._lock:
-            owners: Dict[Hashable, str] = {}
-            for path, file in self.path_files.items():
-                name = key(path)
-                known = owners.setdefault(name, file)
+            modifiers: Dict[Hashable, str] = {}
+            for path, file in self.path_modifiers.items():
+                known = modifiers.setdefault(key(path), file)
                 if known != file:
                     self._link(file, known)
+            for path, readers in self.path_readers.items():
+                known = modifiers.get(key(path))
+                if known is not None:
+                    for reader in readers:
+                        self._link(reader, known)
             groups: Dict[str, List[str]] = {}
             for file in sorted(self.file_links):
                 groups.setdefault(self._root(file), []).append(file)
@@ -329,8 +368,8 @@ class Plan:
             if plan.first_ts is not None:
                 self.first_ts[file] = plan.first_ts
             self._root(file)
-            for path in plan.paths:
-                self._use(path, file)
+            for path, entry in plan.paths.items():
+                self._use(path, file, entry.modified)
 
     def update(self, other: Plan) -> None:
         """Merge ``other``, the plan of other trace files.
@@ -349,8 +388,11 @@ class Plan:
             self.first_ts.update(other.first_ts)
             for file, parent in other.file_links.items():
                 self._link(file, parent)
-            for path, file in other.path_files.items():
-                self._use(path, file)
+            for path, file in other.path_modifiers.items():
+                self._use(path, file, True)
+            for path, readers in other.path_readers.items():
+                for reader in readers:
+                    self._use(path, reader, False)
 
     def __getstate__(self) -> Dict[str, object]:
         state = self.__dict__.copy()

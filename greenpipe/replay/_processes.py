@@ -68,6 +68,7 @@ from ..trace._decoder import effective_budget
 from ._options import ReplayOptions
 from ._pipeline import (
     check_free_space,
+    order_groups,
     ReplayError,
     ReplayProgress,
     Replayer,
@@ -488,9 +489,12 @@ class ShardedReplayer:
             preparation = plan.prepare(sandbox)
 
             planned_ok = [result is not None for result in planned]
+            linked: List[List[int]] = []
             if options.order != "stream" and all(planned_ok):
                 groups = self._order_groups(files, plan, sandbox)
                 planned_ok = [True] * len(groups)
+                if options.order == "resource":
+                    linked = order_groups(plan, list(enumerate(files)), sandbox)
 
         self._events_total = plan.events
         self._bytes_total = needed
@@ -503,7 +507,16 @@ class ShardedReplayer:
             if not ok:
                 shards.append(None)
             else:
-                shards.append(ReplayShard("replay", group, worker_options, anchors_of(plan, group)))
+                mine = {index for index, _ in group}
+                shards.append(
+                    ReplayShard(
+                        "replay",
+                        group,
+                        worker_options,
+                        anchors_of(plan, group),
+                        tuple(tuple(part) for part in linked if part[0] in mine),
+                    )
+                )
         results = self._round(shards)
         return self._finish(files, problems, results, time.monotonic() - started, preparation)
 

@@ -86,12 +86,16 @@ class ReplayShard:
         options: the options of the whole replay.
         anchors: ``(path, first start time)`` of each file from the
             merged plan; ``original`` timing measures gaps from it.
+        groups: for ``--order resource``, the indexes of the files that
+            keep their order against each other (from the merged plan);
+            empty to merge all the shard's files in one timeline.
     """
 
     phase: str
     files: Tuple[Tuple[int, str], ...]
     options: ReplayOptions
     anchors: Tuple[Tuple[str, int], ...] = ()
+    groups: Tuple[Tuple[int, ...], ...] = ()
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
@@ -243,7 +247,7 @@ class ShardRun:
             assert shard.options.root is not None
             with PathSandbox(shard.options.root) as sandbox:
                 counters, streams = replayer.replay_pass(
-                    shard.files, sandbox, dict(shard.anchors)
+                    shard.files, sandbox, dict(shard.anchors), shard.groups or None
                 )
         indexed = tuple(zip((index for index, _ in shard.files), counters))
         return ShardResult(

@@ -411,6 +411,60 @@ def test_groups_keep_files_sharing_a_path(tmp_path: Path) -> None:
     assert sorted(tuple(index for index, _ in group) for group in groups) == [(0, 1), (2,)]
 
 
+def plan_of(traces: List[Path]) -> Any:
+    replayer = Replayer([str(t) for t in traces], ReplayOptions(dry_run=True))
+    return replayer.plan_pass(list(enumerate(str(t) for t in traces)))
+
+
+def test_groups_ignore_paths_only_read(tmp_path: Path) -> None:
+    # Three ranks read one input; one of them also writes a file that a
+    # fourth rank reads. Only the writer and that reader are joined.
+    traces = [
+        write_trace(tmp_path / "a.pfw", reader(1, "/data/input")),
+        write_trace(tmp_path / "b.pfw", reader(2, "/data/input") + writer(2, "/out/x", 3000)),
+        write_trace(tmp_path / "c.pfw", reader(3, "/data/input")),
+        write_trace(tmp_path / "d.pfw", reader(4, "/out/x", 4000)),
+    ]
+
+    groups = plan_of(traces).file_groups()
+
+    names = sorted(sorted(Path(path).name for path in group) for group in groups)
+    assert names == [["a.pfw"], ["b.pfw", "d.pfw"], ["c.pfw"]]
+
+
+def test_groups_join_readers_seen_before_the_writer(tmp_path: Path) -> None:
+    readers = [write_trace(tmp_path / f"r{n}.pfw", reader(n)) for n in range(3)]
+    writing = write_trace(tmp_path / "w.pfw", writer(9))
+    first = plan_of(readers + [writing])
+    # The same files planned apart and merged the other way round.
+    merged = plan_of([writing])
+    for trace in reversed(readers):
+        merged.update(plan_of([trace]))
+
+    for plan in (first, merged):
+        groups = plan.file_groups()
+        assert len(groups) == 1
+        assert sorted(Path(path).name for path in groups[0]) == ["r0.pfw", "r1.pfw", "r2.pfw", "w.pfw"]
+
+
+def test_resource_replays_independent_files_like_stream(tmp_path: Path) -> None:
+    # Files that share only read paths replay group by group, with the
+    # same counts as independent streams.
+    traces = [
+        write_trace(tmp_path / f"rank{n}.pfw", reader(n, "/data/input") + writer(n, f"/out/{n}", 3000))
+        for n in range(12)
+    ]
+    resource = run(traces, tmp_path / "resource", "resource", fixed=False)
+    stream = run(traces, tmp_path / "stream", "stream", fixed=False)
+
+    assert resource.events_replayed == stream.events_replayed == 12 * 6
+    assert resource.events_failed == 0
+    assert violations(resource) == {}
+    assert sorted(p.name for p in (tmp_path / "resource" / "out").iterdir()) == sorted(
+        str(n) for n in range(12)
+    )
+
+
 # -- dependencies that never come, cancellation ----------------------------------------
 
 
