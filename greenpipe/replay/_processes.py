@@ -71,7 +71,10 @@ from ._pipeline import (
     ReplayError,
     ReplayProgress,
     Replayer,
+    open_copies,
     peak_rss_bytes,
+    prepare_copies,
+    ranked_files,
     require_trace_files,
 )
 from ._sandbox import PathSandbox, prepare_root
@@ -398,6 +401,7 @@ class ShardedReplayer:
         """
         files, problems = require_trace_files(self.inputs)
         options = self.options
+        ranked_files(files, options)  # raises for a rank that names no file
         groups = partition_files(files, self.processes, options)
         if len(groups) <= 1:
             if options.max_events is not None or options.max_bytes is not None:
@@ -473,19 +477,19 @@ class ShardedReplayer:
     ) -> ReplaySummary:
         options = self.options
         assert options.root is not None
-        with PathSandbox(options.root) as sandbox:
+        with open_copies(options.root, options.copies, prepare=True) as sandboxes:
             self._set_phase("plan")
             planned = self._round([ReplayShard("plan", group, worker_options) for group in groups])
             if self._cancelled:
                 return self._finish(files, problems, [], 0.0, Preparation())
             plan = merge_plans([r for r in planned if r is not None])
 
-            needed = check_free_space(plan.write_bytes, options, sandbox.root)
+            needed = check_free_space(plan.write_bytes, options, os.path.realpath(options.root))
 
             self._set_phase("prepare")
-            preparation = plan.prepare(sandbox)
+            preparation = prepare_copies(plan, sandboxes)
 
-        self._events_total = plan.events
+        self._events_total = plan.events * options.copies
         self._bytes_total = needed
         self._set_phase("replay")
         started = time.monotonic()
