@@ -160,10 +160,14 @@ def ranked_files(files: Sequence[str], options: ReplayOptions) -> List[Tuple[int
     Raises:
         ReplayError: a rank names no trace file.
     """
-    try:
-        return select_ranks(files, options.ranks)
-    except ValueError as exc:
-        raise ReplayError(f"--ranks: {exc}. Pick ranks below {len(files)}.") from None
+    missing = sorted(rank for rank in options.ranks if rank >= len(files))
+    if missing:
+        raise ReplayError(
+            f"The option --ranks names rank {missing[0]}, but the inputs hold "
+            f"{len(files)} trace file(s), ranks 0 to {len(files) - 1}. "
+            "Pick ranks in that range."
+        )
+    return select_ranks(files, options.ranks)
 
 
 def copy_roots(root: str, copies: int) -> List[str]:
