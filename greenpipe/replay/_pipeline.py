@@ -58,7 +58,7 @@ from . import _calls as calls
 from ._execute import SECOND_PATH, ByteBudget, ReplayContext, StreamRunner
 from ._data import SizeScaler
 from ._options import EventFilter, EventLimit, ReplayOptions, select_ranks
-from ._plan import FilePlan, Plan
+from ._plan import MAX_EXAMPLES, FilePlan, Plan
 from ._sandbox import PathSandbox, prepare_root
 from ._summary import (
     FileCounters,
@@ -203,9 +203,8 @@ def prepare_copies(plan: Plan, sandboxes: Sequence[PathSandbox]) -> Preparation:
     the failures of all copies are listed.
     """
     preparations = [plan.prepare(sandbox) for sandbox in sandboxes]
-    first = preparations[0]
     failures = tuple(f for p in preparations for f in p.failures)
-    return dataclasses.replace(first, failures=failures[: max(len(first.failures), 10)])
+    return dataclasses.replace(preparations[0], failures=failures[:MAX_EXAMPLES])
 
 
 def peak_rss_bytes() -> int:

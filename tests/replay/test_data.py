@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import zlib
 from pathlib import Path
@@ -9,6 +11,7 @@ from typing import Any, Dict, List
 
 import pytest
 
+from greenpipe.cli import main
 from greenpipe.replay import ReplayOptions, replay
 from greenpipe.replay import _data
 from greenpipe.replay._data import PERIOD, DataSource, WriteMap, path_key
@@ -371,3 +374,26 @@ def test_verify_real_traces(tmp_path: Path) -> None:
     assert verify["mismatches"] == 0
     assert checked.bytes_written == plain.bytes_written
     assert checked.bytes_read == plain.bytes_read
+
+
+def test_cli_verify_prints_mismatches(tmp_path: Path) -> None:
+    shuffled = [ORDERED[0], ORDERED[2], ORDERED[3], ORDERED[1], *ORDERED[4:]]
+    trace = write_trace(tmp_path / "v.pfw", shuffled)
+    root = tmp_path / "root"
+    target = tmp_path / "s.json"
+    out, err = io.StringIO(), io.StringIO()
+
+    code = main(
+        ["replay", str(trace), "--root", str(root), "--verify", "--processes", "1",
+         "--json", str(target)],
+        stdout=out,
+        stderr=err,
+    )
+
+    data = json.loads(target.read_text())
+    assert code == 0
+    assert err.getvalue() == ""
+    # The default reorder window puts the calls back in trace order.
+    assert data["verify"]["mismatches"] == 0
+    assert data["verify"]["reads_checked"] == 2
+    assert "verify   reads checked 2, bytes checked 8,192, mismatches 0" in out.getvalue()
