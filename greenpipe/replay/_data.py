@@ -58,8 +58,6 @@ MAX_RANGES = 100_000
 #: Mismatches listed by name in a summary.
 MAX_VERIFY_EXAMPLES = 10
 
-DATA_KINDS = ("zero", "random:SEED", "pattern")
-
 
 def parse_data(text: str) -> Tuple[str, int]:
     """Parse a ``--data`` value into ``(kind, seed)``.
@@ -108,7 +106,11 @@ class DataSource:
             raise ValueError(f"kind must be 'zero', 'random' or 'pattern', not {kind!r}")
         self.kind = kind
         self.zero = kind == "zero"
-        block = _block(_PATTERN_SEED if kind == "pattern" else seed) if not self.zero else b""
+        block = b""
+        if kind == "pattern":
+            block = _block(_PATTERN_SEED)
+        elif kind == "random":
+            block = _block(seed)
         self._block = memoryview(block)
 
     def views(self, key: int, offset: int, size: int) -> List[memoryview]:

@@ -503,7 +503,7 @@ class StreamRunner:
                 started = time.perf_counter()
                 total = _read_into(fd, view, size, position)
                 elapsed = time.perf_counter() - started
-                # The buffer holds the last chunk only; a bigger read is
+                # The buffer keeps the last chunk only, so a bigger read is
                 # checked on its last MAX_CHUNK bytes.
                 last = total - (total - 1) % MAX_CHUNK - 1 if total else 0
                 verifier.check(
@@ -711,8 +711,8 @@ class StreamRunner:
 def _read_into(fd: int, view: memoryview, size: int, position: int) -> int:
     """Read ``size`` bytes at ``position`` in chunks into ``view``; return the count.
 
-    Each chunk overwrites the start of ``view``, which holds the last
-    chunk at the end.
+    Each chunk overwrites the start of ``view``, so at the end ``view``
+    contains the last chunk.
     """
     total = 0
     while total < size:
