@@ -16,6 +16,7 @@ from greenpipe.replay import InsufficientSpaceError, ReplayError, ReplayOptions,
 from greenpipe.replay._calls import REASON_UNKNOWN_FD
 from greenpipe.replay._pipeline import check_free_space
 from greenpipe.replay._sandbox import ROOT_MARKER
+from greenpipe.replay._shards import ReplayShard, run_shard, run_shard_in_subroot
 
 from .conftest import call, snapshot, write_trace
 from .test_shards import counts
@@ -406,3 +407,23 @@ def test_cli_copies_ranks_and_scale(tmp_path: Path) -> None:
         assert (folder / "rank-2").stat().st_size == 896
         assert (folder / "rank-2").read_bytes().count(0) < 20
     assert data["bytes_written"] == 2 * (576 + 896)
+
+
+def test_copies_in_shard_subroot(tmp_path: Path) -> None:
+    traces = _rank_traces(tmp_path)
+    root = tmp_path / "root"
+    options = ReplayOptions(root=str(root), threads=2, copies=2, size_scale=2.0)
+    files = ((1, str(traces[1])),)
+    plan = run_shard(ReplayShard("plan", files, options)).plan
+    assert plan is not None
+
+    run_shard_in_subroot(ReplayShard("replay", files, options), plan)
+    result = run_shard_in_subroot(ReplayShard("replay", files, options), plan)
+
+    subroot = root / ".shards" / "1"
+    assert sorted(os.listdir(subroot)) == sorted([ROOT_MARKER, "copy-0", "copy-1"])
+    for number in range(2):
+        assert os.listdir(subroot / f"copy-{number}" / "out") == ["rank-1"]
+        assert (subroot / f"copy-{number}" / "out" / "rank-1").stat().st_size == 400
+    assert sum(stream.bytes_written for stream in result.streams) == 800
+    assert sorted(stream.copy for stream in result.streams) == [0, 1]
