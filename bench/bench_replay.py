@@ -15,7 +15,11 @@ Reports, in one run on one machine:
   filtered out because the full trace reads 18 GB, once per ``--order``
   mode. The copies use the same paths, so ``resource`` orders the calls
   of all copies against each other;
-* the peak RSS of the process.
+* the peak RSS of the process;
+* the cost of ``--data`` and ``--verify`` on the asap path: a synthetic
+  trace of 4 KiB ``pwrite`` and ``pread`` calls (4 streams, each on its
+  own file) replayed with each data kind, into ``/dev/shm`` when it
+  exists (tmpfs). ``--only-data`` prints this table alone.
 """
 
 from __future__ import annotations
@@ -62,12 +66,79 @@ def bare_loop(files: list[Path]) -> int:
     return lines
 
 
+def write_io_trace(path: Path, calls_per_stream: int, streams: int = 4) -> int:
+    """Write a trace of 4 KiB writes and reads; return its event count."""
+    lines = [b"["]
+    ts = 1_000_000
+    for tid in range(1, streams + 1):
+        name = f"/bench/file-{tid}.bin"
+
+        def event(call: str, **args: object) -> bytes:
+            nonlocal ts
+            ts += 1
+            record = {"id": ts, "name": call, "cat": "POSIX", "pid": 1, "tid": tid,
+                      "ts": ts, "dur": 1, "ph": "X", "args": {"fname": name, **args}}
+            return orjson.dumps(record)
+
+        lines.append(event("open", flags=os.O_RDWR | os.O_CREAT, mode=0o644, ret=3))
+        for number in range(calls_per_stream // 2):
+            offset = (number % 1024) * 4096
+            lines.append(event("pwrite", fd=3, count=4096, offset=offset, ret=4096))
+            lines.append(event("pread", fd=3, count=4096, offset=offset, ret=4096))
+        lines.append(event("close", fd=3, ret=0))
+    path.write_bytes(b"\n".join(lines) + b"\n]")
+    return len(lines) - 1
+
+
+def data_table(parent: Path, calls_per_stream: int) -> None:
+    """Print the asap replay rate of each --data kind and of --verify."""
+    trace = parent / "io.pfw"
+    events = write_io_trace(trace, calls_per_stream)
+    shm = Path("/dev/shm")
+    roots = Path(tempfile.mkdtemp(prefix="greenpipe-bench-", dir=shm if shm.is_dir() else parent))
+    rows = [
+        ("--data zero", {}),
+        ("--data random:1", {"data": "random:1"}),
+        ("--data pattern", {"data": "pattern"}),
+        ("--verify", {"verify": True}),
+    ]
+    print(f"\n4 KiB pwrite+pread, {events:,} events, 4 streams, 1 worker, root in {roots.parent}")
+    print(f"| {'data':<18} | {'replay s':>8} | {'events/s':>10} | {'vs zero':>7} |")
+    print(f"|{'-' * 20}|{'-' * 10}:|{'-' * 12}:|{'-' * 9}:|")
+    base = None
+    try:
+        for label, extra in rows:
+            best = None
+            for attempt in range(3):
+                root = roots / f"{label.strip('-').replace(' ', '-').replace(':', '-')}-{attempt}"
+                summary = replay([str(trace)], ReplayOptions(root=str(root), threads=1, **extra))
+                assert summary.exit_code() == 0, summary.failed
+                best = summary.wall_seconds if best is None else min(best, summary.wall_seconds)
+                shutil.rmtree(root, ignore_errors=True)
+            assert best is not None
+            base = base or best
+            print(f"| {label:<18} | {best:>8.3f} | {events / best:>10,.0f} | {best / base:>7.2f} |")
+    finally:
+        shutil.rmtree(roots, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=int, default=20)
     parser.add_argument("--orders", default="stream,resource,global", help="comma-separated --order modes to measure")
     parser.add_argument("--root", default=None, help="parent folder for replay roots (default: a new folder in /tmp)")
+    parser.add_argument("--only-data", action="store_true", help="print only the table of --data kinds")
+    parser.add_argument("--data-calls", type=int, default=50_000, help="data calls per stream of the --data table")
     args = parser.parse_args()
+
+    if args.only_data:
+        parent = Path(args.root or tempfile.mkdtemp(prefix="greenpipe-bench-", dir="/tmp"))
+        parent.mkdir(parents=True, exist_ok=True)
+        try:
+            data_table(parent, args.data_calls)
+        finally:
+            shutil.rmtree(parent, ignore_errors=True)
+        return
 
     files = sorted(p for p in DATA.rglob("*") if p.name.endswith((".pfw", ".pfw.gz")))
     started = time.perf_counter()
@@ -107,6 +178,7 @@ def main() -> None:
                 f"{summary.wall_seconds:>8.2f} {summary.order['waits']:>8,} {violations:>10,}"
             )
             shutil.rmtree(root, ignore_errors=True)
+    data_table(parent, args.data_calls)
     shutil.rmtree(parent, ignore_errors=True)
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

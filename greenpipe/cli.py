@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional, Protoc
 
 from . import __version__
 from .replay import ReplayError, ReplayOptions, ReplayProgress, Replayer, ReplaySummary
+from .replay._data import parse_data
+from .replay._options import SAMPLE_UNITS
 from .replay._processes import ShardedReplayer, usable_cores
 from .replay._order import DEFAULT_ORDER, ORDER_MODES
 from .replay._sandbox import SandboxError
@@ -154,6 +156,67 @@ def _rate(text: str) -> float:
     return rate
 
 
+#: Maximum copies of a replay run at once (--copies).
+MAX_COPIES = 1024
+#: Bounds of a --size-scale factor.
+MIN_SIZE_SCALE = 1e-6
+MAX_SIZE_SCALE = 1e6
+
+
+def _data_kind(text: str) -> str:
+    try:
+        parse_data(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not 'zero', 'pattern' or 'random:SEED' with an integer SEED"
+        ) from None
+    return text
+
+
+def _size_scale(text: str) -> float:
+    try:
+        factor = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number such as 0.5 or 4") from None
+    if not math.isfinite(factor) or not MIN_SIZE_SCALE <= factor <= MAX_SIZE_SCALE:
+        raise argparse.ArgumentTypeError(
+            f"the size factor must be between {MIN_SIZE_SCALE:g} and {MAX_SIZE_SCALE:g}, not {text}"
+        )
+    return factor
+
+
+def _copy_count(text: str) -> int:
+    value = _positive(text)
+    if value > MAX_COPIES:
+        raise argparse.ArgumentTypeError(f"{text} copies is too many; give at most {MAX_COPIES}")
+    return value
+
+
+def _ranks(text: str) -> List[int]:
+    """Parse a rank list such as ``0,2-5``."""
+    ranks: List[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        first, dash, last = part.partition("-")
+        try:
+            low = int(first)
+            high = int(last) if dash else low
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{part!r} is not a rank or a range of ranks such as 2-5"
+            ) from None
+        if low < 0 or high < low:
+            raise argparse.ArgumentTypeError(
+                f"{part!r} is not a rank or a range of ranks such as 2-5"
+            )
+        ranks.extend(range(low, high + 1))
+    if not ranks:
+        raise argparse.ArgumentTypeError(f"{text!r} names no rank; give ranks such as 0,2-5")
+    return ranks
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of the ``greenpipe`` command."""
     parser = _Parser(prog="greenpipe", description="Structured concurrency tools and trace replay.")
@@ -192,10 +255,19 @@ def build_parser() -> argparse.ArgumentParser:
     filters.add_argument("--end", type=_non_negative, metavar="US", help="keep events starting before this trace time (microseconds)")
     filters.add_argument("--min-size", type=_non_negative, metavar="BYTES", help="keep data calls moving at least this many bytes")
     filters.add_argument("--max-size", type=_non_negative, metavar="BYTES", help="keep data calls moving at most this many bytes")
-    filters.add_argument("--sample", type=_rate, metavar="RATE", help="keep each event with this probability (opens and closes are always kept)")
+    filters.add_argument("--sample", type=_rate, metavar="RATE", help="keep each unit of --sample-by with this probability")
+    filters.add_argument("--sample-by", choices=SAMPLE_UNITS, default="event", help="unit that --sample keeps or drops whole: event (opens and closes are always kept; the default), file (every call on a traced path), stream (a thread of a process) or process")
     filters.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
+    filters.add_argument("--ranks", type=_ranks, action="append", default=[], metavar="LIST", help="replay only these ranks, such as 0,2-5; rank N is the N-th trace file of the inputs (folders list their files sorted by path)")
     filters.add_argument("--max-events", type=_non_negative, metavar="N", help="stop reading after N POSIX and STDIO events passed the filters")
     filters.add_argument("--max-bytes", type=_non_negative, metavar="BYTES", help="skip data calls once the replayed reads and writes reach this many bytes")
+
+    data = rep.add_argument_group("data and scaling")
+    data.add_argument("--data", type=_data_kind, default="zero", metavar="zero|random:SEED|pattern", help="bytes that writes write: zeros (default), incompressible bytes from SEED, or a pattern of the traced path and offset")
+    data.add_argument("--verify", action="store_true", help="write pattern data naming each traced write and check that every read of replayed bytes finds the latest write before it in trace order")
+    data.add_argument("--size-scale", type=_size_scale, default=1.0, metavar="FACTOR", help="multiply the sizes and offsets of reads and writes by FACTOR (default 1)")
+    data.add_argument("--align", type=_positive, default=1, metavar="BYTES", help="round scaled sizes and offsets to a multiple of BYTES; a non-zero size becomes at least BYTES (default 1)")
+    data.add_argument("--copies", type=_copy_count, default=1, metavar="N", help="run N copies of the replay at once, in ROOT/copy-0 to ROOT/copy-<N-1> (default 1)")
 
     cluster = rep.add_argument_group(
         "cluster (the root and the traces must be reachable under the same paths on every worker)"
@@ -230,6 +302,12 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
         raise UsageError(f"--end ({args.end}) must be greater than --start ({args.start}).")
     if args.min_size is not None and args.max_size is not None and args.max_size < args.min_size:
         raise UsageError(f"--max-size ({args.max_size}) must not be below --min-size ({args.min_size}).")
+    if args.sample_by != "event" and args.sample is None:
+        raise UsageError(f"--sample-by {args.sample_by} needs a rate; add --sample RATE.")
+    if args.verify and args.data not in ("zero", "pattern"):
+        raise UsageError(
+            f"--verify writes pattern data, so --data {args.data} does not apply; drop --data."
+        )
     return ReplayOptions(
         root=args.root,
         dry_run=args.dry_run,
@@ -253,6 +331,13 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
         max_bytes=args.max_bytes,
         force=args.force,
         order=args.order,
+        sample_by=args.sample_by,
+        ranks=_flatten(args.ranks),
+        data=args.data,
+        verify=args.verify,
+        size_scale=args.size_scale,
+        align=args.align,
+        copies=args.copies,
     )
 
 
@@ -326,6 +411,8 @@ def format_summary(summary: ReplaySummary) -> str:
     lines = []
     state = " (interrupted)" if s.interrupted else ""
     mode = "dry run" if s.dry_run else f"root {s.root}"
+    if s.copies > 1:
+        mode += f", {s.copies} copies (counts add up all copies)"
     lines.append(f"greenpipe replay{state}: {len(s.files)} trace file(s), {mode}")
     lines.append(
         f"  events   seen {s.events_seen:,}, filtered {s.events_filtered:,}, "
@@ -368,6 +455,17 @@ def format_summary(summary: ReplaySummary) -> str:
                     f"    {cause['mismatches']:>9,}  {cause['call']} {cause['path']}: "
                     f"{cause['kind']}, expected {cause['expected']}, got {cause['got']}"
                 )
+    if s.verify is not None:
+        v = s.verify
+        lines.append(
+            f"  verify   reads checked {v['reads_checked']:,}, bytes checked "
+            f"{v['bytes_checked']:,}, mismatches {v['mismatches']:,}"
+        )
+        for row in v["examples"]:
+            lines.append(
+                f"    {row['path']} offset {row['offset']:,} length {row['length']:,}: "
+                f"expected {row['expected']}, found {row['found']}"
+            )
     if s.lines:
         lines.append(f"  lines    {s.lines['total']:,} read: " + _format_buckets(s.lines))
         for bucket in ("filtered", "rejected"):

@@ -41,6 +41,7 @@ from ..replay._pipeline import (
     ReplayProgress,
     check_free_space,
     peak_rss_bytes,
+    ranked_files,
     require_trace_files,
 )
 from ..replay._plan import MAX_EXAMPLES
@@ -277,6 +278,7 @@ class DaskReplayer:
             message = prepare_root(options.root, create=False)
             if message is not None:
                 raise ReplayError(message)
+        ranked_files(files, options)  # raises for a rank that names no file
         groups = partition_files(files, max(len(files), 1), options)
         with self._connect() as client:
             run_id = uuid.uuid4().hex[:12]
@@ -345,6 +347,7 @@ class DaskReplayer:
         if free is None:
             if options.max_bytes is not None:
                 bytes_total = min(bytes_total, options.max_bytes)
+            bytes_total *= options.copies
         else:
             bytes_total = check_free_space(bytes_total, options, options.root, free)
         self._set_phase("replay", events_total, bytes_total)

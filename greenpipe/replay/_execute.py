@@ -21,8 +21,11 @@ Limits. The real descriptors of all streams stay under the process's
 and reopened on its next use (see ``_descriptors``).
 
 Bytes. Reads ask for the traced request (``count``, or ``size * count``
-for ``fread``); writes write that many zero bytes, because traces record
-sizes, never data.
+for ``fread``); writes write that many bytes of the ``--data`` kind
+(zeros by default), because traces record sizes, never data. With
+``--verify``, each write and each read holds its file's lock in the
+:class:`~greenpipe.replay._data.Verifier` across its system call (see
+``_data``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from .._compat import allocate_lock
 from .._scope import sleep
 from ..trace import Event
 from . import _calls as calls
+from ._data import DataSource, Verifier, path_key, write_key
 from ._descriptors import DescriptorCache, Handle, ProcessTable, default_open_limit
 from ._order import OrderGates, OrderTracker, Step, namespace_kind
 from ._sandbox import PathSandbox, SandboxError
@@ -90,10 +94,16 @@ class ReplayContext:
         descriptors: the real descriptors, recycled past ``max_open``.
         gates: the lock and the waiting of the ordering gates.
         tracker: counts the calls that broke a trace order dependency.
+        data: the bytes that writes write.
+        verifier: the record of writes that reads are checked against,
+            or ``None`` when reads are not checked.
 
     Args:
         max_open: most traced files open at once; by default what
             ``RLIMIT_NOFILE`` leaves (:func:`default_open_limit`).
+        data: the bytes that writes write; zeros by default.
+        verify: check reads against the writes replayed before them;
+            needs ``data`` of the ``pattern`` kind.
     """
 
     def __init__(
@@ -104,8 +114,14 @@ class ReplayContext:
         speed: Optional[float] = None,
         window: int = DEFAULT_REORDER_WINDOW,
         max_open: Optional[int] = None,
+        data: Optional[DataSource] = None,
+        verify: bool = False,
     ) -> None:
+        if verify and (data is None or data.kind != "pattern"):
+            raise ValueError("verify needs pattern data: pass data=DataSource('pattern')")
         self.sandbox = sandbox
+        self.data = data or DataSource()
+        self.verifier = Verifier(self.data) if verify else None
         self.budget = budget or ByteBudget(None)
         self.speed = speed
         self.window = max(1, window)
@@ -185,6 +201,10 @@ class StreamRunner:
         # call found its file missing; both for the order tracker.
         self._call_path: Optional[str] = None
         self._missing = False
+        # Position of the current call in this stream, for its trace order.
+        self._sequence = 0
+        # Data key of each traced path, for ``pattern`` and ``random`` data.
+        self._keys: Dict[str, int] = {}
         self._ops: Dict[str, Callable[[Event, str], None]] = {
             "open": self._open,
             "openat": self._open,
@@ -297,6 +317,7 @@ class StreamRunner:
 
         replayed = stats.replayed
         short_reads = stats.short_reads
+        self._sequence += 1
         self._traced_failed = traced_failed
         self._handle_path = None
         self._call_path = None
@@ -472,6 +493,9 @@ class StreamRunner:
                 return
             raise
         elapsed = time.perf_counter() - started
+        verifier = self.context.verifier
+        if verifier is not None and flags & os.O_TRUNC and flags & os.O_ACCMODE != os.O_RDONLY:
+            verifier.truncate(self.context.sandbox.display(path), 0)
         if self._traced_failed:
             # The traced program got no descriptor, so no later call uses it.
             os.close(fd)
@@ -527,16 +551,31 @@ class StreamRunner:
         if len(self._buffer) < min(size, MAX_CHUNK):
             self._buffer = bytearray(min(max(size, 2 * len(self._buffer)), MAX_CHUNK))
         view = memoryview(self._buffer)
-        total = 0
         fd = self._fd(handle)
-        started = time.perf_counter()
-        while total < size:
-            want = min(size - total, MAX_CHUNK)
-            got = os.preadv(fd, [view[:want]], position + total)
-            total += got
-            if got < want:
-                break
-        elapsed = time.perf_counter() - started
+        verifier = self.context.verifier
+        if verifier is None:
+            started = time.perf_counter()
+            total = _read_into(fd, view, size, position)
+            elapsed = time.perf_counter() - started
+        else:
+            mapped = self.context.sandbox.display(handle.path)
+            lock, write_map = verifier.entry(mapped)
+            order = self._order(event)
+            with lock:
+                started = time.perf_counter()
+                total = _read_into(fd, view, size, position)
+                elapsed = time.perf_counter() - started
+                # The buffer keeps the last chunk only, so a bigger read is
+                # checked on its last MAX_CHUNK bytes.
+                last = total - (total - 1) % MAX_CHUNK - 1 if total else 0
+                verifier.check(
+                    write_map,
+                    order,
+                    position + last,
+                    view[: total - last],
+                    self.stats.verify,
+                    lambda: (handle.path, mapped),
+                )
 
         if offset is None:
             handle.position = position + total
@@ -553,19 +592,33 @@ class StreamRunner:
             return
         handle, size, offset = found
         fd = self._fd(handle)
-        started = time.perf_counter()
-        if offset is None and handle.append:
-            handle.position = os.fstat(fd).st_size
-        position = handle.position if offset is None else offset
-
-        total = 0
-        while total < size:
-            want = min(size - total, MAX_CHUNK)
-            got = os.pwrite(fd, self.context.zeros(want), position + total)
-            total += got
-            if got < want:
-                break
-        elapsed = time.perf_counter() - started
+        context = self.context
+        verifier = context.verifier
+        if verifier is None:
+            started = time.perf_counter()
+            if offset is None and handle.append:
+                handle.position = os.fstat(fd).st_size
+            position = handle.position if offset is None else offset
+            if context.data.zero:
+                total = _write_zeros(fd, context, size, position)
+            else:
+                key = self._keys.get(handle.path)
+                if key is None:
+                    key = self._keys[handle.path] = path_key(handle.path)
+                total = _write_data(fd, context.data, key, size, position)
+            elapsed = time.perf_counter() - started
+        else:
+            stats = self.stats
+            key = write_key(handle.path, stats.file, stats.pid, stats.tid, self._sequence)
+            lock, write_map = verifier.entry(context.sandbox.display(handle.path))
+            with lock:
+                started = time.perf_counter()
+                if offset is None and handle.append:
+                    handle.position = os.fstat(fd).st_size
+                position = handle.position if offset is None else offset
+                total = _write_data(fd, context.data, key, size, position)
+                elapsed = time.perf_counter() - started
+                write_map.add(position, position + total, (self._order(event), key, event.name))
 
         if offset is None:
             handle.position = position + total
@@ -575,6 +628,11 @@ class StreamRunner:
         if total < (size if traced is None else min(size, traced)):
             self.stats.short_writes += 1
         self.stats.done(event.name, elapsed)
+
+    def _order(self, event: Event) -> Tuple[Any, ...]:
+        """Return the trace order of the current call, for ``--verify``."""
+        stats = self.stats
+        return (event.ts, stats.file, stats.pid, stats.tid, self._sequence)
 
     def _seek(self, event: Event, op: str) -> None:
         handle = self._handle(event, op, op == "fseek")
@@ -623,7 +681,10 @@ class StreamRunner:
         fd = self._fd(handle)
         started = time.perf_counter()
         os.ftruncate(fd, length)
-        self.stats.done(event.name, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        if self.context.verifier is not None:
+            self.context.verifier.truncate(self.context.sandbox.display(handle.path), length)
+        self.stats.done(event.name, elapsed)
 
     def _fstat(self, event: Event, op: str) -> None:
         handle = self._handle(event, op, False)
@@ -655,7 +716,26 @@ class StreamRunner:
                 descriptors.pin_below(target)
         started = time.perf_counter()
         descriptors.retry(call)
-        self.stats.done(event.name, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        if self.context.verifier is not None:
+            self._forget(event, op, path)
+        self.stats.done(event.name, elapsed)
+
+    def _forget(self, event: Event, op: str, path: str) -> None:
+        """Update the record of writes after a path call changed a file."""
+        verifier = self.context.verifier
+        assert verifier is not None
+        display = self.context.sandbox.display
+        if op in ("unlink", "remove"):
+            verifier.remove(display(path))
+        elif op == "rename":
+            target = second_path(event)
+            if target is not None:
+                verifier.rename(display(path), display(target))
+        elif op == "truncate":
+            length = calls.arg_int(event.args, "length")
+            if length is not None:
+                verifier.truncate(display(path), length)
 
     def _path_operation(
         self, event: Event, op: str, path: str
@@ -688,6 +768,45 @@ class StreamRunner:
                 return None
             return lambda: sandbox.rename(path, target)
         raise AssertionError(f"no path operation for {op!r}")
+
+
+def _read_into(fd: int, view: memoryview, size: int, position: int) -> int:
+    """Read ``size`` bytes at ``position`` in chunks into ``view``; return the count.
+
+    Each chunk overwrites the start of ``view``, so at the end ``view``
+    contains the last chunk.
+    """
+    total = 0
+    while total < size:
+        want = min(size - total, MAX_CHUNK)
+        got = os.preadv(fd, [view[:want]], position + total)
+        total += got
+        if got < want:
+            break
+    return total
+
+
+def _write_zeros(fd: int, context: ReplayContext, size: int, position: int) -> int:
+    total = 0
+    while total < size:
+        want = min(size - total, MAX_CHUNK)
+        got = os.pwrite(fd, context.zeros(want), position + total)
+        total += got
+        if got < want:
+            break
+    return total
+
+
+def _write_data(fd: int, data: DataSource, key: int, size: int, position: int) -> int:
+    """Write ``size`` bytes of ``data`` for ``key`` at ``position``; return the count."""
+    total = 0
+    while total < size:
+        want = min(size - total, MAX_CHUNK)
+        got = os.pwritev(fd, data.views(key, position + total, want), position + total)
+        total += got
+        if got < want:
+            break
+    return total
 
 
 #: Key under which the decode stage stores a resolved second path

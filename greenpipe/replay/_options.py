@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import math
 import random
-from typing import AbstractSet, Optional, Union
+from typing import AbstractSet, Dict, List, Optional, Sequence, Tuple, Union
 
 from .._compat import allocate_lock
 from ..trace import Event
 from . import _calls as calls
+from ._data import DataSource, SizeScaler, parse_data
 from ._execute import DEFAULT_REORDER_WINDOW
 from ._order import DEFAULT_ORDER, ORDER_MODES
 
 Timing = Union[str, float]
+
+#: Units that ``sample_by`` can keep or drop whole.
+SAMPLE_UNITS = ("event", "file", "stream", "process")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,9 +43,24 @@ class ReplayOptions:
             microseconds as written in the trace.
         min_size, max_size: keep data calls moving at least / at most
             that many bytes; calls without a size are kept.
-        sample: keep each event with this probability; opens and closes
-            are always kept so descriptors stay matched.
+        sample: keep each unit (see ``sample_by``) with this probability.
+        sample_by: the unit that ``sample`` keeps or drops whole:
+            ``"event"`` (each event alone; opens and closes are always
+            kept so descriptors stay matched), ``"file"`` (every call on
+            one traced path), ``"stream"`` (one thread of one process of
+            one trace file) or ``"process"``.
         seed: seed of the sampling, so a sampled replay repeats exactly.
+        ranks: keep only the trace files at these positions among the
+            inputs (see :func:`select_ranks`); empty keeps all.
+        data: bytes that writes write: ``"zero"``, ``"pattern"`` or
+            ``"random:SEED"``.
+        verify: write pattern data that names each traced write, and
+            check every read of bytes that the replay wrote earlier.
+        size_scale: factor applied to the sizes and offsets of data
+            calls, rounded to a multiple of ``align``.
+        align: bytes that scaled sizes and offsets are a multiple of.
+        copies: independent copies of the replay run at once, each in
+            its own sub-root ``copy-<n>`` of ``root``.
         max_events: stop reading after this many POSIX and STDIO events
             passed the filters.
         max_bytes: stop moving data once the replayed reads and writes
@@ -82,6 +103,13 @@ class ReplayOptions:
     window: int = DEFAULT_REORDER_WINDOW
     memory_budget: int = 0
     order: str = DEFAULT_ORDER
+    sample_by: str = "event"
+    ranks: AbstractSet[int] = frozenset()
+    data: str = "zero"
+    verify: bool = False
+    size_scale: float = 1.0
+    align: int = 1
+    copies: int = 1
 
     def __post_init__(self) -> None:
         if not self.dry_run and not self.root:
@@ -107,6 +135,26 @@ class ReplayOptions:
             )
         if self.window < 1:
             raise ValueError(f"window must be >= 1, not {self.window!r}")
+        if self.sample_by not in SAMPLE_UNITS:
+            raise ValueError(
+                f"sample_by must be one of {', '.join(SAMPLE_UNITS)}, not {self.sample_by!r}"
+            )
+        if self.sample_by != "event" and self.sample is None:
+            raise ValueError(f"sample_by={self.sample_by!r} needs a sample rate; set sample too")
+        for rank in self.ranks:
+            if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+                raise ValueError(f"ranks must be integers >= 0, not {rank!r}")
+        kind, _ = parse_data(self.data)
+        if self.verify and kind != "pattern" and self.data != "zero":
+            raise ValueError(
+                f"verify writes pattern data, so data must be 'pattern' or left out, not {self.data!r}"
+            )
+        if not (math.isfinite(self.size_scale) and self.size_scale > 0):
+            raise ValueError(f"size_scale must be a positive number, not {self.size_scale!r}")
+        if isinstance(self.align, bool) or not isinstance(self.align, int) or self.align < 1:
+            raise ValueError(f"align must be an integer >= 1, not {self.align!r}")
+        if isinstance(self.copies, bool) or not isinstance(self.copies, int) or self.copies < 1:
+            raise ValueError(f"copies must be an integer >= 1, not {self.copies!r}")
 
     def speed(self) -> Optional[float]:
         """Return the factor dividing traced gaps, ``None`` for ``asap``."""
@@ -115,6 +163,19 @@ class ReplayOptions:
         if self.timing == "original":
             return 1.0
         return float(self.timing)
+
+    def data_source(self) -> DataSource:
+        """Return the source of the bytes that writes write."""
+        kind, seed = parse_data(self.data)
+        if self.verify:
+            kind = "pattern"
+        return DataSource(kind, seed)
+
+    def scaler(self) -> Optional[SizeScaler]:
+        """Return the size scaler, ``None`` when sizes stay as traced."""
+        if self.size_scale == 1.0 and self.align == 1:
+            return None
+        return SizeScaler(self.size_scale, self.align)
 
 
 class EventLimit:
@@ -149,7 +210,12 @@ class EventFilter:
 
     def __init__(self, options: ReplayOptions, file_index: int) -> None:
         self.options = options
+        self.file_index = file_index
         self._rng = random.Random(f"{options.seed}:{file_index}")
+        # Sampling by unit: the decision of each unit seen, and the traced
+        # path of each open descriptor, for calls that name no path.
+        self._units: Dict[object, bool] = {}
+        self._paths: Dict[Tuple[int, int], str] = {}
         #: No filter and no sampling: every event passes.
         self.plain = not any(
             (
@@ -168,6 +234,7 @@ class EventFilter:
                 options.sample is not None,
             )
         )
+
 
     def accept(self, event: Event) -> bool:
         """Return whether ``event`` passes the filters and the sampling."""
@@ -200,6 +267,69 @@ class EventFilter:
                         return False
                     if o.max_size is not None and size > o.max_size:
                         return False
-        if o.sample is not None and op not in calls.LIFETIME_OPS:
+        if o.sample is None:
+            return True
+        if o.sample_by != "event":
+            return self._keep_unit(event, op)
+        if op not in calls.LIFETIME_OPS:
             return self._rng.random() < o.sample
         return True
+
+    def _keep_unit(self, event: Event, op: Optional[str]) -> bool:
+        """Return whether the sampling keeps the unit of ``event``.
+
+        The decision is a hash of the seed and the unit, not a draw from a
+        generator, so a unit is kept or dropped whole whatever order the
+        events, files and processes come in.
+        """
+        unit_kind = self.options.sample_by
+        unit: object
+        if unit_kind == "process":
+            unit = (self.file_index, event.pid)
+        elif unit_kind == "stream":
+            unit = (self.file_index, event.pid, event.tid)
+        else:
+            path = event.path
+            fd = calls.arg_int(event.args, "fd") if op is not None else None
+            if path is None and fd is not None:
+                path = self._paths.get((event.pid, fd))
+            if op in ("open", "openat", "creat") and path is not None:
+                opened = calls.arg_int(event.args, "ret")
+                if opened is not None and opened >= 0:
+                    self._paths[(event.pid, opened)] = path
+            elif op == "close" and fd is not None:
+                self._paths.pop((event.pid, fd), None)
+            if path is None:
+                return True  # no file to decide on; such a call is never replayed
+            unit = path
+        keep = self._units.get(unit)
+        if keep is None:
+            digest = hashlib.blake2b(
+                repr((self.options.seed, unit)).encode(), digest_size=8
+            ).digest()
+            keep = int.from_bytes(digest, "big") < self.options.sample * 2.0**64
+            self._units[unit] = keep
+        return keep
+
+
+def select_ranks(files: Sequence[str], ranks: AbstractSet[int]) -> List[Tuple[int, str]]:
+    """Return ``(index, path)`` of the trace files whose index is in ``ranks``.
+
+    A rank is the position of a trace file among the inputs, as
+    :func:`~greenpipe.replay.find_trace_files` lists them: inputs in the
+    order given, the files of a folder sorted by path. An empty set
+    selects every file.
+
+    Raises:
+        ValueError: a rank is not the position of any file.
+    """
+    indexed = list(enumerate(files))
+    if not ranks:
+        return indexed
+    missing = sorted(rank for rank in ranks if rank >= len(files))
+    if missing:
+        raise ValueError(
+            f"rank {missing[0]} does not exist: the inputs hold {len(files)} trace "
+            f"files, ranks 0 to {len(files) - 1}"
+        )
+    return [(index, path) for index, path in indexed if index in ranks]

@@ -26,13 +26,28 @@ The same parse and decode stages feed three different sinks: the plan
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import heapq
 import logging
 import os
 import resource
 import shutil
 import time
-from typing import Any, Callable, Dict, Hashable, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Hashable,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 from .._channel import Channel, ChannelProducer, make_channel
 from .._compat import allocate_lock
@@ -43,12 +58,20 @@ from .._scope import CoroScope
 from ..trace import Decoder, Event, TraceReader
 from ..trace._decode import make_scanner
 from . import _calls as calls
+from ._data import SizeScaler
 from ._execute import SECOND_PATH, ByteBudget, ReplayContext, StreamRunner, second_path
-from ._options import EventFilter, EventLimit, ReplayOptions
+from ._options import EventFilter, EventLimit, ReplayOptions, select_ranks
 from ._order import GlobalOrder, ResourceOrder
-from ._plan import FilePlan, Plan
+from ._plan import MAX_EXAMPLES, FilePlan, Plan
 from ._sandbox import PathSandbox, SandboxError, prepare_root
-from ._summary import FileCounters, Preparation, ReplaySummary, StreamStats, build_summary
+from ._summary import (
+    FileCounters,
+    Preparation,
+    ReplaySummary,
+    StreamStats,
+    build_summary,
+    merge_copies,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +84,11 @@ EVENT_CAPACITY = 8
 #: Batches queued for each stream.
 STREAM_CAPACITY = 8
 
-Sink = Callable[[CoroScope, int, str, Channel[Any], FileCounters], None]
+#: Called with the scope, the file index, the trace file, the channel of
+#: its event batches, its counters and the copy number.
+Sink = Callable[[CoroScope, int, str, Channel[Any], FileCounters, int], None]
+#: Prefix of the sub-root of each copy of a replay with ``copies > 1``.
+COPY_PREFIX = "copy-"
 
 
 class ReplayError(GreenpipeError):
@@ -129,6 +156,59 @@ def require_trace_files(inputs: Sequence[str]) -> Tuple[List[str], List[str]]:
             + ". Pass .pfw or .pfw.gz files or folders holding them."
         )
     return files, problems
+
+
+def ranked_files(files: Sequence[str], options: ReplayOptions) -> List[Tuple[int, str]]:
+    """Return ``(index, path)`` of the files that ``options.ranks`` selects.
+
+    Raises:
+        ReplayError: a rank names no trace file.
+    """
+    missing = sorted(rank for rank in options.ranks if rank >= len(files))
+    if missing:
+        raise ReplayError(
+            f"The option --ranks names rank {missing[0]}, but the inputs hold "
+            f"{len(files)} trace file(s), ranks 0 to {len(files) - 1}. "
+            "Pick ranks in that range."
+        )
+    return select_ranks(files, options.ranks)
+
+
+def copy_roots(root: str, copies: int) -> List[str]:
+    """Return the root of each copy: ``root`` itself, or ``root/copy-<n>``."""
+    if copies == 1:
+        return [root]
+    real = os.path.realpath(root)
+    return [os.path.join(real, f"{COPY_PREFIX}{number}") for number in range(copies)]
+
+
+@contextlib.contextmanager
+def open_copies(root: str, copies: int, *, prepare: bool = False) -> Iterator[List[PathSandbox]]:
+    """Open a sandbox on the root of each copy, marking the roots first if ``prepare``.
+
+    Raises:
+        ReplayError: a copy's root cannot be used.
+    """
+    with contextlib.ExitStack() as stack:
+        sandboxes = []
+        for copy_root in copy_roots(root, copies):
+            if prepare:
+                message = prepare_root(copy_root)
+                if message is not None:
+                    raise ReplayError(message)
+            sandboxes.append(stack.enter_context(PathSandbox(copy_root)))
+        yield sandboxes
+
+
+def prepare_copies(plan: Plan, sandboxes: Sequence[PathSandbox]) -> Preparation:
+    """Prepare every copy's root from ``plan``; return what the first copy got.
+
+    Every copy is prepared alike, so the counts of one stand for all;
+    the failures of all copies are listed.
+    """
+    preparations = [plan.prepare(sandbox) for sandbox in sandboxes]
+    failures = tuple(f for p in preparations for f in p.failures)
+    return dataclasses.replace(preparations[0], failures=failures[:MAX_EXAMPLES])
 
 
 def peak_rss_bytes() -> int:
@@ -277,25 +357,27 @@ class Replayer:
         """
         files, problems = require_trace_files(self.inputs)
         options = self.options
+        indexed = ranked_files(files, options)
         if options.dry_run:
-            return self._run_dry(files, problems)
+            return self._run_dry(indexed, problems)
 
         assert options.root is not None
         message = prepare_root(options.root)
         if message is not None:
             raise ReplayError(message)
-        with PathSandbox(options.root) as sandbox:
-            return self._run_real(files, problems, sandbox)
+        with open_copies(options.root, options.copies, prepare=True) as sandboxes:
+            return self._run_real(indexed, problems, sandboxes)
 
     def _finish(
         self,
-        files: List[str],
+        indexed: List[Tuple[int, str]],
         problems: List[str],
         root: Optional[str],
         wall: float,
         preparation: Preparation,
     ) -> ReplaySummary:
         self._set_phase("done")
+        files = [path for _, path in indexed]
         counters = list(self._counters) + problem_counters(problems)
         process = {
             "role": "main",
@@ -314,32 +396,36 @@ class Replayer:
             preparation=preparation,
             processes=[process],
             order_mode=self.options.order,
+            copies=1 if self.options.dry_run else self.options.copies,
+            verify=self.options.verify and not self.options.dry_run,
         )
 
-    def _run_dry(self, files: List[str], problems: List[str]) -> ReplaySummary:
+    def _run_dry(self, indexed: List[Tuple[int, str]], problems: List[str]) -> ReplaySummary:
         started = time.monotonic()
-        self.dry_pass(list(enumerate(files)))
-        return self._finish(files, problems, None, time.monotonic() - started, Preparation())
+        self.dry_pass(indexed)
+        return self._finish(indexed, problems, None, time.monotonic() - started, Preparation())
 
     def _run_real(
-        self, files: List[str], problems: List[str], sandbox: PathSandbox
+        self, indexed: List[Tuple[int, str]], problems: List[str], sandboxes: List[PathSandbox]
     ) -> ReplaySummary:
         options = self.options
-        indexed = list(enumerate(files))
+        assert options.root is not None
+        root = os.path.realpath(options.root)
         plan = self.plan_pass(indexed)
         if self._cancelled:
-            return self._finish(files, problems, sandbox.root, 0.0, Preparation())
+            return self._finish(indexed, problems, root, 0.0, Preparation())
 
-        needed = check_free_space(plan.write_bytes, options, sandbox.root)
+        needed = check_free_space(plan.write_bytes, options, root)
 
         self._set_phase("prepare")
-        preparation = plan.prepare(sandbox)
+        preparation = prepare_copies(plan, sandboxes)
 
-        self._events_total = plan.events
+        self._events_total = plan.events * options.copies
         self._bytes_total = needed
         started = time.monotonic()
-        self.replay_pass(indexed, sandbox, plan.first_ts, order_groups(plan, indexed, sandbox))
-        return self._finish(files, problems, sandbox.root, time.monotonic() - started, preparation)
+        groups = order_groups(plan, indexed, sandboxes[0])
+        self.replay_pass(indexed, sandboxes, plan.first_ts, groups)
+        return self._finish(indexed, problems, root, time.monotonic() - started, preparation)
 
     # -- passes over the files ------------------------------------------------
     #
@@ -356,7 +442,9 @@ class Replayer:
         self._set_phase("plan")
         plan = Plan()
 
-        def plan_sink(scope: CoroScope, index: int, path: str, channel: Channel[Any], c: FileCounters) -> None:
+        def plan_sink(
+            scope: CoroScope, index: int, path: str, channel: Channel[Any], c: FileCounters, copy: int
+        ) -> None:
             file_plan = FilePlan()
             for batch in channel:
                 file_plan.feed(batch)
@@ -371,7 +459,9 @@ class Replayer:
         """Parse, decode and filter ``files``; return their counters in order."""
         self._set_phase("dry-run")
 
-        def sink(scope: CoroScope, index: int, path: str, channel: Channel[Any], c: FileCounters) -> None:
+        def sink(
+            scope: CoroScope, index: int, path: str, channel: Channel[Any], c: FileCounters, copy: int
+        ) -> None:
             for _ in channel:
                 scope.maybe_yield()
 
@@ -380,13 +470,15 @@ class Replayer:
     def replay_pass(
         self,
         files: Sequence[Tuple[int, str]],
-        sandbox: PathSandbox,
+        sandbox: Union[PathSandbox, Sequence[PathSandbox]],
         anchors: Mapping[str, int],
         groups: Optional[Sequence[Sequence[int]]] = None,
     ) -> Tuple[List[FileCounters], List[StreamStats]]:
         """Replay ``files`` under ``sandbox``, which must be prepared already.
 
         Args:
+            sandbox: the root, or one root per copy (``--copies``); the
+                copies run at once on one executor.
             anchors: per trace file, the first start time of its plan, from
                 which ``original`` timing measures the traced gaps.
             groups: for ``--order resource``, the indexes of the files that
@@ -395,47 +487,80 @@ class Replayer:
                 its own dispatcher. ``None`` merges all files in one.
 
         Returns:
-            The counters of the files, in order, and of their streams.
+            The counters of the files, in order, each adding up all the
+            copies, and the counters of the streams of every copy.
         """
         self._set_phase("replay")
         options = self.options
-        context = ReplayContext(
-            sandbox,
-            budget=ByteBudget(options.max_bytes),
-            speed=options.speed(),
-            window=options.window,
-        )
+        sandboxes = [sandbox] if isinstance(sandbox, PathSandbox) else list(sandbox)
+        contexts = [
+            ReplayContext(
+                box,
+                # Each copy is a whole replay, so each gets its own cap.
+                budget=ByteBudget(options.max_bytes),
+                speed=options.speed(),
+                window=options.window,
+                data=options.data_source(),
+                verify=options.verify,
+            )
+            for box in sandboxes
+        ]
         try:
             if options.order == "stream":
                 counters = self._passes(
-                    files, self._make_router(context, anchors), keep_counters=True
+                    files,
+                    self._make_router(contexts, anchors),
+                    keep_counters=True,
+                    copies=len(contexts),
                 )
             else:
-                counters = self._ordered_pass(files, context, anchors, groups)
+                counters = self._ordered_pass(files, contexts, anchors, groups)
         finally:
-            left_open = context.close_all()
+            left_open = sum(context.close_all() for context in contexts)
             if left_open:
                 logger.debug("closed %d descriptors left open by the trace", left_open)
+        if len(contexts) > 1:
+            counters = merge_copies(counters, len(files))
+            self._counters = counters
         return counters, list(self._streams)
 
     def _passes(
-        self, files: Sequence[Tuple[int, str]], sink: Sink, *, keep_counters: bool
+        self,
+        files: Sequence[Tuple[int, str]],
+        sink: Sink,
+        *,
+        keep_counters: bool,
+        copies: int = 1,
     ) -> List[FileCounters]:
-        limit = EventLimit(self.options.max_events)
-        counters = [FileCounters(path=path) for _, path in files]
+        """Run ``sink`` on the events of each file, ``copies`` times over.
+
+        Returns the counters of copy 0's files in order, then copy 1's,
+        and so on.
+        """
+        limits = [EventLimit(self.options.max_events) for _ in range(copies)]
+        items = [(copy, index, path) for copy in range(copies) for index, path in files]
+        counters = [FileCounters(path=path) for _, _, path in items]
         if keep_counters:
             self._counters = counters
 
         def main(scope: CoroScope) -> None:
-            work: Channel[Tuple[int, int, str]] = make_channel(0)
-            for position, (index, path) in enumerate(files):
-                work.send((position, index, path))
+            work: Channel[Tuple[int, int, int, str]] = make_channel(0)
+            for position, (copy, index, path) in enumerate(items):
+                work.send((position, copy, index, path))
             work.close()
-            workers = min(len(files), (self.options.threads or os.cpu_count() or 1) + 1)
+            workers = min(len(items), (self.options.threads or os.cpu_count() or 1) + 1)
 
             def file_worker(scope: CoroScope) -> None:
-                for position, index, path in work:
-                    scope.scope(self._file_pipeline, index, path, counters[position], sink, limit)
+                for position, copy, index, path in work:
+                    scope.scope(
+                        self._file_pipeline,
+                        index,
+                        path,
+                        counters[position],
+                        sink,
+                        limits[copy],
+                        copy,
+                    )
 
             def body(inner: CoroScope) -> None:
                 with self._lock:
@@ -483,7 +608,7 @@ class Replayer:
     def _ordered_pass(
         self,
         files: Sequence[Tuple[int, str]],
-        context: ReplayContext,
+        contexts: Sequence[ReplayContext],
         anchors: Mapping[str, int],
         groups: Optional[Sequence[Sequence[int]]] = None,
     ) -> List[FileCounters]:
@@ -492,11 +617,16 @@ class Replayer:
         The files of a group are read at once, each by its own parse and
         decode tasks, so the group's dispatcher can merge them by start
         time. ``global`` makes one group of all files. Groups run like
-        the files of a ``stream`` pass: a few at a time.
+        the files of a ``stream`` pass: a few at a time, each copy
+        (``contexts``) reading the files again.
+
+        Returns the counters of copy 0's files in order, then copy 1's,
+        and so on, as :meth:`_passes` does.
         """
         options = self.options
-        limit = EventLimit(options.max_events)
-        counters = [FileCounters(path=path) for _, path in files]
+        copies = len(contexts)
+        limits = [EventLimit(options.max_events) for _ in range(copies)]
+        counters = [FileCounters(path=path) for _ in range(copies) for _, path in files]
         self._counters = counters
         position_of = {index: position for position, (index, _) in enumerate(files)}
         if options.order == "global" or groups is None:
@@ -506,9 +636,11 @@ class Replayer:
             grouped = {position for part in parts for position in part}
             parts = [part for part in parts if part]
             parts.extend([position] for position in range(len(files)) if position not in grouped)
-        workers = min(len(parts), (options.threads or os.cpu_count() or 1) + 1)
+        items = [(copy, part) for copy in range(copies) for part in parts]
+        workers = min(len(items), (options.threads or os.cpu_count() or 1) + 1)
+        scaler = options.scaler()
 
-        def dispatch(scope: CoroScope, positions: List[int]) -> None:
+        def dispatch(scope: CoroScope, copy: int, positions: List[int]) -> None:
             # A group with more files than a stream pass reads at once
             # queues less per file.
             # NOTE: memory still grows with the files of the largest group,
@@ -519,29 +651,30 @@ class Replayer:
             sources: List[Tuple[str, Channel[List[Event]]]] = []
             for position in positions:
                 index, path = files[position]
+                mine = counters[copy * len(files) + position]
                 raw: Channel[bytes] = make_channel(raw_capacity)
                 events: Channel[List[Event]] = make_channel(event_capacity)
                 scope.spawn(
-                    _parse, path, raw.producer(), counters[position], options.memory_budget,
+                    _parse, path, raw.producer(), mine, options.memory_budget,
                     name=f"parse {path}",
                 )
                 scope.spawn(
-                    _decode, path, raw, events.producer(), counters[position],
-                    EventFilter(options, index), limit, options.memory_budget,
+                    _decode, path, raw, events.producer(), mine,
+                    EventFilter(options, index), limits[copy], options.memory_budget, scaler,
                     name=f"decode {path}",
                 )
                 sources.append((path, events))
-            Dispatcher(self, scope, context, sources, anchors).run(scope)
+            Dispatcher(self, scope, contexts[copy], sources, anchors, copy).run(scope)
 
         def start(scope: CoroScope) -> None:
-            work: Channel[List[int]] = make_channel(0)
-            for part in parts:
-                work.send(part)
+            work: Channel[Tuple[int, List[int]]] = make_channel(0)
+            for item in items:
+                work.send(item)
             work.close()
 
             def group_worker(inner: CoroScope) -> None:
-                for part in work:
-                    inner.scope(dispatch, part)
+                for copy, part in work:
+                    inner.scope(dispatch, copy, part)
 
             for number in range(workers):
                 scope.spawn(group_worker, name=f"groups-{number}")
@@ -557,6 +690,7 @@ class Replayer:
         counters: FileCounters,
         sink: Sink,
         limit: EventLimit,
+        copy: int,
     ) -> None:
         raw: Channel[bytes] = make_channel(RAW_CAPACITY)
         events: Channel[List[Event]] = make_channel(EVENT_CAPACITY)
@@ -570,12 +704,16 @@ class Replayer:
             EventFilter(self.options, index),
             limit,
             self.options.memory_budget,
+            self.options.scaler(),
             name=f"decode {path}",
         )
-        sink(scope, index, path, events, counters)
+        sink(scope, index, path, events, counters, copy)
 
-    def _make_router(self, context: ReplayContext, anchors: Mapping[str, int]) -> Sink:
-        def route(scope: CoroScope, index: int, path: str, channel: Channel[Any], c: FileCounters) -> None:
+    def _make_router(self, contexts: List[ReplayContext], anchors: Mapping[str, int]) -> Sink:
+        def route(
+            scope: CoroScope, index: int, path: str, channel: Channel[Any], c: FileCounters, copy: int
+        ) -> None:
+            context = contexts[copy]
             streams: Dict[Tuple[int, int], ChannelProducer[List[Event]]] = {}
             anchor = anchors.get(path)
             try:
@@ -592,7 +730,7 @@ class Replayer:
                         producer = streams.get(key)
                         if producer is None:
                             producer = streams[key] = self._start_stream(
-                                scope, context, path, key, anchor
+                                scope, context, path, key, anchor, copy
                             )
                         producer.send(group)
             finally:
@@ -608,10 +746,11 @@ class Replayer:
         path: str,
         key: Tuple[int, int],
         anchor: Optional[int],
+        copy: int = 0,
     ) -> ChannelProducer[List[Event]]:
         channel: Channel[List[Event]] = make_channel(STREAM_CAPACITY)
         producer = channel.producer()
-        stats = StreamStats(path, key[0], key[1])
+        stats = StreamStats(path, key[0], key[1], copy)
         with self._lock:
             self._streams.append(stats)
         runner = StreamRunner(context, stats, anchor)
@@ -619,7 +758,7 @@ class Replayer:
         def stream(inner: CoroScope) -> None:
             runner.run(channel, inner.maybe_yield)
 
-        scope.spawn(stream, name=f"stream {key[0]}/{key[1]} of {os.path.basename(path)}")
+        scope.spawn(stream, name=f"stream {key[0]}/{key[1]} of {os.path.basename(path)} ({copy})")
         return producer
 
 
@@ -646,12 +785,14 @@ class Dispatcher:
         context: ReplayContext,
         sources: Sequence[Tuple[str, Channel[List[Event]]]],
         anchors: Mapping[str, int],
+        copy: int = 0,
     ) -> None:
         self._replayer = replayer
         self._scope = scope
         self._context = context
         self._sources = sources
         self._anchors = anchors
+        self._copy = copy
         if replayer.options.order == "global":
             self._order: Any = GlobalOrder()
         else:
@@ -740,7 +881,7 @@ class Dispatcher:
         path = self._sources[key[0]][0]
         channel: Channel[List[Any]] = make_channel(STREAM_CAPACITY)
         producer = channel.producer()
-        stats = StreamStats(path, key[1], key[2])
+        stats = StreamStats(path, key[1], key[2], self._copy)
         replayer = self._replayer
         with replayer._lock:
             replayer._streams.append(stats)
@@ -749,7 +890,9 @@ class Dispatcher:
         def stream(inner: CoroScope) -> None:
             runner.run_ordered(channel, inner.maybe_yield)
 
-        self._scope.spawn(stream, name=f"stream {key[1]}/{key[2]} of {os.path.basename(path)}")
+        self._scope.spawn(
+            stream, name=f"stream {key[1]}/{key[2]} of {os.path.basename(path)} ({self._copy})"
+        )
         return producer
 
 
@@ -800,8 +943,9 @@ def _decode(
     event_filter: EventFilter,
     limit: EventLimit,
     memory_budget: int,
+    scaler: Optional[SizeScaler] = None,
 ) -> None:
-    """Decode chunks into events, resolve second paths, filter, and batch."""
+    """Decode chunks into events, resolve second paths, filter, scale and batch."""
     decoder = Decoder(path, memory_budget=memory_budget)
     batch: List[Event] = []
     io_categories = calls.IO_CATEGORIES
@@ -818,8 +962,8 @@ def _decode(
     with producer.guard():
         try:
             for events in decoder.iter_batches(iter(raw)):
-                if accept is None and take is None:
-                    # No filter and no cap: the whole list is sorted in one call.
+                if accept is None and take is None and scaler is None:
+                    # No filter, cap or scaling: the whole list is sorted in one call.
                     seen += len(events)
                     application += scan(events, io_categories, second_path_calls, batch, named, span)
                     if named:
@@ -850,6 +994,8 @@ def _decode(
                             break
                         if event.name in second_path_calls:
                             _resolve_second_path(event.args, decoder)
+                        if scaler is not None:
+                            scaler.apply(calls.classify(event.category, event.name), event.args)
                         batch.append(event)
                     if stop:
                         raw.close()
@@ -937,14 +1083,16 @@ def check_free_space(
 ) -> int:
     """Return the bytes a replay will write, capped by ``options.max_bytes``.
 
-    ``free`` is the free space to compare with; ``None`` measures the file
-    system of ``root``.
+    ``write_bytes`` is the estimate of one copy; the result counts every
+    copy (``options.copies``). ``free`` is the free space to compare with;
+    ``None`` measures the file system of ``root``.
 
     Raises:
         InsufficientSpaceError: the bytes exceed the free space and
             ``options.force`` is false.
     """
     needed = write_bytes if options.max_bytes is None else min(write_bytes, options.max_bytes)
+    needed *= options.copies
     if free is None:
         free = shutil.disk_usage(root).free
     if needed > free and not options.force:

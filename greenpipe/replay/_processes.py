@@ -72,7 +72,10 @@ from ._pipeline import (
     ReplayError,
     ReplayProgress,
     Replayer,
+    open_copies,
     peak_rss_bytes,
+    prepare_copies,
+    ranked_files,
     require_trace_files,
 )
 from ._plan import Plan
@@ -401,6 +404,7 @@ class ShardedReplayer:
         """
         files, problems = require_trace_files(self.inputs)
         options = self.options
+        ranked_files(files, options)  # raises for a rank that names no file
         groups = partition_files(files, self.processes, options)
         if len(groups) <= 1:
             if options.max_events is not None or options.max_bytes is not None:
@@ -476,27 +480,28 @@ class ShardedReplayer:
     ) -> ReplaySummary:
         options = self.options
         assert options.root is not None
-        with PathSandbox(options.root) as sandbox:
+        with open_copies(options.root, options.copies, prepare=True) as sandboxes:
             self._set_phase("plan")
             planned = self._round([ReplayShard("plan", group, worker_options) for group in groups])
             if self._cancelled:
                 return self._finish(files, problems, [], 0.0, Preparation())
             plan = merge_plans([r for r in planned if r is not None])
 
-            needed = check_free_space(plan.write_bytes, options, sandbox.root)
+            needed = check_free_space(plan.write_bytes, options, os.path.realpath(options.root))
 
             self._set_phase("prepare")
-            preparation = plan.prepare(sandbox)
+            preparation = prepare_copies(plan, sandboxes)
 
             planned_ok = [result is not None for result in planned]
             linked: List[List[int]] = []
             if options.order != "stream" and all(planned_ok):
-                groups = self._order_groups(files, plan, sandbox)
+                # Every copy maps paths alike, so the first one stands for all.
+                groups = self._order_groups(files, plan, sandboxes[0])
                 planned_ok = [True] * len(groups)
                 if options.order == "resource":
-                    linked = order_groups(plan, list(enumerate(files)), sandbox)
+                    linked = order_groups(plan, ranked_files(files, options), sandboxes[0])
 
-        self._events_total = plan.events
+        self._events_total = plan.events * options.copies
         self._bytes_total = needed
         self._set_phase("replay")
         started = time.monotonic()
@@ -529,8 +534,9 @@ class ShardedReplayer:
         ``global`` every file goes to one worker; with ``resource`` the
         files that share a mapped path go to the same worker.
         """
+        chosen = {index for index, _ in ranked_files(files, self.options)}
         if self.options.order == "global":
-            groups = [tuple(enumerate(files))]
+            groups = [tuple((index, path) for index, path in enumerate(files) if index in chosen)]
             logger.info(
                 "--order global: one worker process replays all %d trace files, "
                 "because one timeline needs every file",
@@ -544,7 +550,14 @@ class ShardedReplayer:
                 except SandboxError:
                     return path
 
-            groups = partition_by_paths(files, len(self._workers), plan, mapped)
+            groups = [
+                kept
+                for kept in (
+                    tuple(pair for pair in group if pair[0] in chosen)
+                    for group in partition_by_paths(files, len(self._workers), plan, mapped)
+                )
+                if kept
+            ]
             if len(groups) == 1:
                 logger.info(
                     "--order resource: one worker process replays all %d trace files, "

@@ -52,13 +52,15 @@ from typing import Callable, Dict, Hashable, Iterable, Iterator, List, Optional,
 
 from .._compat import allocate_lock
 
-from ._options import ReplayOptions
+from ._options import ReplayOptions, select_ranks
 from ._pipeline import (
     check_free_space,
     ReplayError,
     ReplayProgress,
     Replayer,
+    open_copies,
     peak_rss_bytes,
+    prepare_copies,
     problem_counters,
 )
 from ._plan import Plan
@@ -245,9 +247,9 @@ class ShardRun:
             counters = replayer.dry_pass(shard.files)
         else:
             assert shard.options.root is not None
-            with PathSandbox(shard.options.root) as sandbox:
+            with open_copies(shard.options.root, shard.options.copies) as sandboxes:
                 counters, streams = replayer.replay_pass(
-                    shard.files, sandbox, dict(shard.anchors), shard.groups or None
+                    shard.files, sandboxes, dict(shard.anchors), shard.groups or None
                 )
         indexed = tuple(zip((index for index, _ in shard.files), counters))
         return ShardResult(
@@ -323,9 +325,9 @@ def run_shard_in_subroot(shard: ReplayShard, plan: Plan) -> ShardResult:
     message = prepare_root(subroot)
     if message is not None:
         raise ReplayError(message)
-    with PathSandbox(subroot) as sandbox:
-        check_free_space(plan.write_bytes, shard.options, sandbox.root)
-        preparation = plan.prepare(sandbox)
+    check_free_space(plan.write_bytes, shard.options, subroot)
+    with open_copies(subroot, shard.options.copies, prepare=True) as sandboxes:
+        preparation = prepare_copies(plan, sandboxes)
     inner = dataclasses.replace(shard, options=dataclasses.replace(shard.options, root=subroot))
     result = run_shard(inner)
     result.preparation = preparation
@@ -393,7 +395,7 @@ def partition_files(
     """
     if parts < 1:
         raise ValueError(f"parts must be >= 1, not {parts!r}")
-    indexed = list(enumerate(files))
+    indexed = select_ranks(files, options.ranks)
     if options.max_events is not None or options.max_bytes is not None:
         parts = 1
     parts = min(parts, len(indexed))
@@ -522,6 +524,8 @@ def merge_results(
         preparation=preparation,
         worker_failures=worker_failures,
         order_mode=options.order,
+        copies=1 if options.dry_run else options.copies,
+        verify=options.verify and not options.dry_run,
     )
 
 

@@ -14,6 +14,7 @@ from collections import Counter
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from ._calls import REASON_FAILED_IN_TRACE, REASON_MAX_BYTES
+from ._data import VerifyCounts
 
 #: Failure messages kept per reason.
 MAX_MESSAGES_PER_REASON = 5
@@ -118,12 +119,18 @@ class StreamStats:
         "order_examples",
         "order_short_reads",
         "order_missing",
+        "copy",
+        "verify",
     )
 
-    def __init__(self, file: str, pid: int, tid: int) -> None:
+    def __init__(self, file: str, pid: int, tid: int, copy: int = 0) -> None:
         self.file = file
         self.pid = pid
         self.tid = tid
+        #: The copy of the replay (``--copies``) that the stream ran in.
+        self.copy = copy
+        #: Reads checked by ``--verify`` and the mismatches found.
+        self.verify = VerifyCounts()
         self.replayed = 0
         self.failed = 0
         #: ``(call name, reason)`` to count.
@@ -272,6 +279,33 @@ class FileCounters:
         return max(self.last_end - self.first_ts, 0)
 
 
+def merge_copies(counters: List[FileCounters], files: int) -> List[FileCounters]:
+    """Add up the counters of the copies of each file.
+
+    ``counters`` lists the files of copy 0, then of copy 1, and so on,
+    ``files`` per copy. Returns one counter per file, in order.
+    """
+    merged = [dataclasses.replace(c) for c in counters[:files]]
+    for position, other in enumerate(counters[files:]):
+        into = merged[position % files]
+        for field in dataclasses.fields(FileCounters):
+            name = field.name
+            value = getattr(other, name)
+            if name in ("path", "problem") or value is None:
+                continue
+            mine = getattr(into, name)
+            if name == "first_ts":
+                value = value if mine is None else min(mine, value)
+            elif name == "last_end":
+                value = value if mine is None else max(mine, value)
+            else:
+                value += mine
+            setattr(into, name, value)
+        if into.problem is None:
+            into.problem = other.problem
+    return merged
+
+
 @dataclasses.dataclass(frozen=True)
 class Preparation:
     """Files and folders that the preparation step created under the root.
@@ -380,7 +414,7 @@ class ReplaySummary:
         files: per trace file: ``events``, ``filtered``, ``application``,
             ``replayed``, ``failed``, ``skipped``, ``bytes_read``,
             ``bytes_written``, ``bad_lines``, ``span_us``, ``streams``.
-        streams: per stream: ``file``, ``pid``, ``tid``, ``replayed``,
+        streams: per stream: ``file``, ``pid``, ``tid``, ``copy``, ``replayed``,
             ``failed``, ``skipped``, ``bytes_read``, ``bytes_written``.
         preparation: what was created before replaying.
         input_problems: messages about inputs that could not be used.
@@ -416,6 +450,16 @@ class ReplaySummary:
             so caused by the replay order; part of ``short_reads``.
         missing_by_order: calls that found no file (``ENOENT``) and broke
             an order dependency, so caused by the replay order.
+        copies: copies of the replay that ran at once (``--copies``);
+            every count above adds up all of them.
+        verify: with ``--verify``, ``reads_checked`` (reads that found
+            bytes written earlier in the replay), ``bytes_checked``,
+            ``mismatches`` (ranges holding other bytes than the latest
+            write before the read in trace order) and ``examples``, the
+            first mismatches in trace order, each with ``file`` (the
+            traced path), ``path`` (the mapped path), ``offset``,
+            ``length``, ``expected`` and ``found``; ``None`` without
+            ``--verify``.
     """
 
     inputs: Tuple[str, ...]
@@ -462,6 +506,8 @@ class ReplaySummary:
     )
     short_reads_by_order: int = 0
     missing_by_order: int = 0
+    copies: int = 1
+    verify: Optional[Mapping[str, Any]] = None
 
     def exit_code(self) -> int:
         """Return the command's exit code for this outcome.
@@ -583,6 +629,8 @@ def build_summary(
     processes: Iterable[Mapping[str, Any]] = (),
     worker_failures: Iterable[str] = (),
     order_mode: str = "stream",
+    copies: int = 1,
+    verify: bool = False,
 ) -> ReplaySummary:
     """Merge the per-file and per-stream counters into a summary.
 
@@ -591,7 +639,8 @@ def build_summary(
     merged here equal the summary of one pass over all the files.
     """
     counters = list(file_counters)
-    stream_list = sorted(streams, key=lambda s: (s.file, s.pid, s.tid))
+    stream_list = sorted(streams, key=lambda s: (s.file, s.pid, s.tid, s.copy))
+    verified = VerifyCounts()
     skipped: Counter[str] = Counter()
     skipped_by_call: Counter[str] = Counter()
     failed: Counter[str] = Counter()
@@ -648,6 +697,7 @@ def build_summary(
         )
         violations.update(stream.order_violations)
         examples.extend(stream.order_examples)
+        verified.merge(stream.verify)
         _add_stream_buckets(stream, buckets.setdefault(stream.file, Counter()), details)
         row = per_file.setdefault(
             stream.file,
@@ -666,6 +716,7 @@ def build_summary(
                 "file": stream.file,
                 "pid": stream.pid,
                 "tid": stream.tid,
+                "copy": stream.copy,
                 "replayed": stream.replayed,
                 "failed": stream.failed,
                 "skipped": skipped_here,
@@ -759,4 +810,6 @@ def build_summary(
         },
         short_reads_by_order=totals["order_short_reads"],
         missing_by_order=totals["order_missing"],
+        copies=copies,
+        verify=verified.to_dict() if verify else None,
     )
