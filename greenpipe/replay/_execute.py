@@ -32,7 +32,7 @@ import heapq
 import logging
 import os
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .._compat import allocate_lock
 from .._scope import sleep
@@ -41,6 +41,10 @@ from . import _calls as calls
 from ._descriptors import DescriptorCache, Handle, ProcessTable, default_open_limit
 from ._sandbox import PathSandbox, SandboxError
 from ._summary import MISMATCH_BYTES, MISMATCH_CLASS, SANDBOX_REASON, StreamStats
+
+if TYPE_CHECKING:
+    from ._emit import TraceEmitter
+    from ._series import SeriesCollector
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +91,10 @@ class ReplayContext:
             which traced gaps are divided (1.0 keeps them).
         window: events each stream holds back for reordering.
         descriptors: the real descriptors, recycled past ``max_open``.
+        series: where the streams fold their time series, or ``None``
+            to collect none.
+        emitter: where the streams write the replay's own trace, or
+            ``None``.
 
     Args:
         max_open: most traced files open at once; by default what
@@ -101,8 +109,12 @@ class ReplayContext:
         speed: Optional[float] = None,
         window: int = DEFAULT_REORDER_WINDOW,
         max_open: Optional[int] = None,
+        series: Optional[SeriesCollector] = None,
+        emitter: Optional[TraceEmitter] = None,
     ) -> None:
         self.sandbox = sandbox
+        self.series = series
+        self.emitter = emitter
         self.budget = budget or ByteBudget(None)
         self.speed = speed
         self.window = max(1, window)
@@ -176,6 +188,14 @@ class StreamRunner:
         self._traced_failed = False
         self._moved: Optional[int] = None
         self._handle_path: Optional[str] = None
+        # Filled only for --report and --emit-trace; see _observe.
+        self._recorder = None if context.series is None else context.series.recorder(stats.file)
+        self._emitter = (
+            None
+            if context.emitter is None
+            else context.emitter.stream(stats.pid, stats.tid, context.sandbox.display)
+        )
+        self._observing = self._recorder is not None or self._emitter is not None
         self._ops: Dict[str, Callable[[Event, str], None]] = {
             "open": self._open,
             "openat": self._open,
@@ -219,16 +239,29 @@ class StreamRunner:
         heap: List[Tuple[int, int, Event]] = []
         window = self.context.window
         sequence = 0
-        for batch in batches:
-            for event in batch:
-                heapq.heappush(heap, (event.ts, sequence, event))
-                sequence += 1
-                if len(heap) > window:
-                    self.execute(heapq.heappop(heap)[2])
-            maybe_yield()
-        while heap:
-            self.execute(heapq.heappop(heap)[2])
-            maybe_yield()
+        try:
+            for batch in batches:
+                for event in batch:
+                    heapq.heappush(heap, (event.ts, sequence, event))
+                    sequence += 1
+                    if len(heap) > window:
+                        self.execute(heapq.heappop(heap)[2])
+                maybe_yield()
+            while heap:
+                self.execute(heapq.heappop(heap)[2])
+                maybe_yield()
+        finally:
+            self.finish()
+
+    def finish(self) -> None:
+        """Hand over this stream's series and emitted events; call once at its end."""
+        if self._recorder is not None:
+            self._recorder.finish(self.context.sandbox.display)
+            self._recorder = None
+        if self._emitter is not None:
+            self._emitter.flush()
+            self._emitter = None
+        self._observing = False
 
     def execute(self, event: Event) -> None:
         """Replay one event and count its outcome and its parity with the trace."""
@@ -258,6 +291,11 @@ class StreamRunner:
         replayed = stats.replayed
         self._traced_failed = traced_failed
         self._handle_path = None
+        observing = self._observing
+        if observing:
+            read_before = stats.bytes_read
+            written_before = stats.bytes_written
+            started_ns = time.perf_counter_ns()
         try:
             try:
                 self._ops[op](event, op)
@@ -270,10 +308,21 @@ class StreamRunner:
             return
         except OSError as exc:
             self._count_error(event, op, ret, exc)
+            if observing:
+                self._observe(event, op, started_ns, None, 0, 0)
             return
 
         if stats.replayed == replayed:
             return  # skipped inside the operation, with its reason
+        if observing:
+            self._observe(
+                event,
+                op,
+                started_ns,
+                stats.last_seconds,
+                stats.bytes_read - read_before,
+                stats.bytes_written - written_before,
+            )
         if ret is None:
             stats.parity_no_ret += 1
         elif traced_failed:
@@ -288,6 +337,48 @@ class StreamRunner:
             self._mismatch(event, MISMATCH_BYTES, f"offset {ret}", f"offset {self._moved}")
         else:
             stats.parity_match += 1
+
+    def _observe(
+        self,
+        event: Event,
+        op: str,
+        started_ns: int,
+        seconds: Optional[float],
+        read: int,
+        written: int,
+    ) -> None:
+        """Record an executed call in the series and the emitted trace.
+
+        ``seconds`` is the duration of its system call, or ``None`` when
+        the call failed; the emitted event then spans the whole attempt.
+        """
+        end_ns = time.perf_counter_ns()
+        path = event.path or self._handle_path
+        args = event.args
+        traced_bytes = 0
+        if op in calls.BYTE_OPS:
+            traced_bytes = calls.done_size(op, args) or 0
+        recorder = self._recorder
+        if recorder is not None:
+            recorder.record(
+                op, event.name, event.ts, event.dur, traced_bytes, path,
+                end_ns, seconds, read, written,
+            )
+        emitter = self._emitter
+        if emitter is None:
+            return
+        second = None
+        if op == "openat":
+            path = _openat_path(event)
+        elif op == "rename":
+            second = second_path(event)
+        if seconds is None:
+            duration = end_ns - started_ns
+            result: Optional[int] = -1
+        else:
+            duration = int(seconds * 1e9)
+            result = _replay_ret(op, args, self._moved)
+        emitter.emit(event, path, second, end_ns - duration, duration, result)
 
     def _count_error(self, event: Event, op: str, ret: Optional[int], exc: OSError) -> None:
         """Count a call that raised ``exc`` when replayed."""
@@ -640,6 +731,27 @@ def second_path(event: Event) -> Optional[str]:
         return value
     value = event.args.get("newpath")
     return value if isinstance(value, str) and value else None
+
+
+def _replay_ret(op: str, args: Dict[str, Any], moved: Optional[int]) -> Optional[int]:
+    """Return the ``ret`` of a replayed call that succeeded, as the trace writes it.
+
+    Data calls return the bytes moved (items for ``fread``/``fwrite``),
+    ``lseek`` the new offset. Opens return none, as in the newest traces,
+    because the replay's descriptor numbers mean nothing to a reader.
+    """
+    if op in calls.BYTE_OPS:
+        if moved is None:
+            return None
+        if op in _ITEM_OPS:
+            size = calls.arg_int(args, "size")
+            return moved // size if size else moved
+        return moved
+    if op == "lseek":
+        return moved
+    if op in ("open", "openat", "creat", "fopen"):
+        return None
+    return 0
 
 
 def _openat_path(event: Event) -> Optional[str]:

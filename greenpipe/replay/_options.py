@@ -49,6 +49,11 @@ class ReplayOptions:
             order.
         memory_budget: bytes the trace reader may hold per file, 0 for
             its default.
+        series: keep the time series and distributions of the replay
+            for a report (``ReplaySummary.series``); a dry run has none.
+        emit_trace: file that the replay writes its own trace to, in the
+            newest DFTracer format (gzip when the name ends in ``.gz``);
+            ``None`` writes none. Not allowed with ``dry_run``.
     """
 
     root: Optional[str] = None
@@ -74,10 +79,16 @@ class ReplayOptions:
     force: bool = False
     window: int = DEFAULT_REORDER_WINDOW
     memory_budget: int = 0
+    series: bool = False
+    emit_trace: Optional[str] = None
 
     def __post_init__(self) -> None:
         if not self.dry_run and not self.root:
             raise ValueError("root is required unless dry_run is set")
+        if self.emit_trace is not None and self.dry_run:
+            raise ValueError("emit_trace needs a replay; a dry run executes no call")
+        if self.emit_trace == "":
+            raise ValueError("emit_trace must name a file, not ''")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, not {self.threads!r}")
         if isinstance(self.timing, str):

@@ -45,6 +45,7 @@ from ._execute import SECOND_PATH, ByteBudget, ReplayContext, StreamRunner
 from ._options import EventFilter, EventLimit, ReplayOptions
 from ._plan import FilePlan, Plan
 from ._sandbox import PathSandbox, prepare_root
+from ._series import ReplaySeries, SeriesCollector, SeriesOrigin
 from ._summary import FileCounters, Preparation, ReplaySummary, StreamStats, build_summary
 
 logger = logging.getLogger(__name__)
@@ -206,6 +207,8 @@ class Replayer:
         self._events_total = 0
         self._bytes_total = 0
         self._plan_events = 0
+        self._series: Optional[ReplaySeries] = None
+        self._series_origin: Optional[SeriesOrigin] = None
 
     # -- control from other threads -------------------------------------------
 
@@ -300,6 +303,8 @@ class Replayer:
             wall_seconds=wall,
             preparation=preparation,
             processes=[process],
+            series=self._series,
+            series_origin=self._series_origin,
         )
 
     def _run_dry(self, files: List[str], problems: List[str]) -> ReplaySummary:
@@ -324,7 +329,7 @@ class Replayer:
         self._events_total = plan.events
         self._bytes_total = needed
         started = time.monotonic()
-        self.replay_pass(indexed, sandbox, plan.first_ts)
+        self.replay_pass(indexed, sandbox, plan.first_ts, series_origin(), framed=True)
         return self._finish(files, problems, sandbox.root, time.monotonic() - started, preparation)
 
     # -- passes over the files ------------------------------------------------
@@ -368,23 +373,47 @@ class Replayer:
         files: Sequence[Tuple[int, str]],
         sandbox: PathSandbox,
         anchors: Mapping[str, int],
+        origin: Optional[SeriesOrigin] = None,
+        *,
+        framed: bool = False,
     ) -> Tuple[List[FileCounters], List[StreamStats]]:
         """Replay ``files`` under ``sandbox``, which must be prepared already.
+
+        With ``options.series``, the time series of the pass are kept for
+        :meth:`series`. With ``options.emit_trace``, the executed calls
+        are written to that file.
 
         Args:
             anchors: per trace file, the first start time of its plan, from
                 which ``original`` timing measures the traced gaps.
+            origin: the zero of the replay clock of the time series,
+                shared by every pass of the replay; by default the
+                present moment.
+            framed: write the brackets that open and close the emitted
+                trace; a worker's part of it has none.
 
         Returns:
             The counters of the files, in order, and of their streams.
         """
         self._set_phase("replay")
         options = self.options
+        collector = None
+        if options.series:
+            if origin is None:
+                origin = series_origin()
+            collector = SeriesCollector(origin, anchors)
+        emitter = None
+        if options.emit_trace is not None:
+            from ._emit import TraceEmitter
+
+            emitter = TraceEmitter(options.emit_trace, framed=framed)
         context = ReplayContext(
             sandbox,
             budget=ByteBudget(options.max_bytes),
             speed=options.speed(),
             window=options.window,
+            series=collector,
+            emitter=emitter,
         )
         try:
             counters = self._passes(files, self._make_router(context, anchors), keep_counters=True)
@@ -392,7 +421,20 @@ class Replayer:
             left_open = context.close_all()
             if left_open:
                 logger.debug("closed %d descriptors left open by the trace", left_open)
+            if emitter is not None:
+                emitter.close()
+        if collector is not None:
+            self._series = collector.series
+            self._series_origin = collector.origin
         return counters, list(self._streams)
+
+    def series(self) -> Tuple[Optional[ReplaySeries], Optional[SeriesOrigin]]:
+        """Return the series of the last replay pass and their origin.
+
+        ``(None, None)`` unless ``options.series`` was set and a replay
+        pass ran.
+        """
+        return self._series, self._series_origin
 
     def _passes(
         self, files: Sequence[Tuple[int, str]], sink: Sink, *, keep_counters: bool
@@ -647,6 +689,11 @@ def _resolve_second_path(args: Dict[str, Any], decoder: Decoder) -> None:
     value = decoder.resolve_path(key)
     if value is not None:
         args[SECOND_PATH] = value
+
+
+def series_origin() -> SeriesOrigin:
+    """Return the origin of the replay clock of a replay's series: now."""
+    return SeriesOrigin(time.time_ns())
 
 
 def check_free_space(

@@ -73,7 +73,9 @@ from ._pipeline import (
     Replayer,
     peak_rss_bytes,
     require_trace_files,
+    series_origin,
 )
+from ._emit import join_parts, part_path, remove_parts
 from ._sandbox import PathSandbox, prepare_root
 from ._shards import (
     ReplayShard,
@@ -489,15 +491,29 @@ class ShardedReplayer:
         self._bytes_total = needed
         self._set_phase("replay")
         started = time.monotonic()
+        origin = series_origin()
+        target = options.emit_trace
+        parts = [part_path(target, number) for number in range(len(groups))] if target else []
         shards: List[Optional[ReplayShard]] = []
-        for group, result in zip(groups, planned):
+        for number, (group, result) in enumerate(zip(groups, planned)):
             # A worker that failed while planning has no plan for its
             # files, so they are not replayed; the failure is reported.
             if result is None:
                 shards.append(None)
-            else:
-                shards.append(ReplayShard("replay", group, worker_options, anchors_of(plan, group)))
-        results = self._round(shards)
+                continue
+            shard_options = worker_options
+            if target:
+                shard_options = dataclasses.replace(worker_options, emit_trace=parts[number])
+            shards.append(
+                ReplayShard("replay", group, shard_options, anchors_of(plan, group), origin)
+            )
+        try:
+            results = self._round(shards)
+            if target:
+                # A worker that failed may have left a cut gzip member.
+                join_parts(target, [part for part, r in zip(parts, results) if r is not None])
+        finally:
+            remove_parts(parts)
         return self._finish(files, problems, results, time.monotonic() - started, preparation)
 
     def _round(self, shards: Sequence[Optional[ReplayShard]]) -> List[Optional[ShardResult]]:

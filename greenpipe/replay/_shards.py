@@ -62,6 +62,7 @@ from ._pipeline import (
     problem_counters,
 )
 from ._plan import Plan
+from ._series import ReplaySeries, SeriesOrigin
 from ._sandbox import ROOT_MARKER, PathSandbox, SandboxError, mount_points_under, prepare_root
 from ._summary import FileCounters, Preparation, ReplaySummary, StreamStats, build_summary
 
@@ -86,12 +87,16 @@ class ReplayShard:
         options: the options of the whole replay.
         anchors: ``(path, first start time)`` of each file from the
             merged plan; ``original`` timing measures gaps from it.
+        origin: the zero of the replay clock of the time series
+            (``options.series``), the same for every shard of a replay;
+            ``None`` takes the moment the shard starts.
     """
 
     phase: str
     files: Tuple[Tuple[int, str], ...]
     options: ReplayOptions
     anchors: Tuple[Tuple[str, int], ...] = ()
+    origin: Optional[SeriesOrigin] = None
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
@@ -123,6 +128,8 @@ class ShardResult:
             the shard, measured when it ended.
         preparation: what the shard prepared in its own sub-root, for a
             shard run by :func:`run_shard_in_subroot`; ``None`` otherwise.
+        series: the time series of a replay shard with
+            ``options.series``, and their origin; ``None`` otherwise.
     """
 
     phase: str
@@ -133,6 +140,8 @@ class ShardResult:
     wall_seconds: float = 0.0
     peak_rss_bytes: int = 0
     preparation: Optional[Preparation] = None
+    series: Optional[ReplaySeries] = None
+    series_origin: Optional[SeriesOrigin] = None
 
 
 class ShardRegistry:
@@ -234,6 +243,8 @@ class ShardRun:
         started = time.monotonic()
         streams: List[StreamStats] = []
         plan = None
+        series: Optional[ReplaySeries] = None
+        origin: Optional[SeriesOrigin] = None
         if shard.phase == "plan":
             plan = replayer.plan_pass(shard.files)
             counters: List[FileCounters] = []
@@ -243,8 +254,9 @@ class ShardRun:
             assert shard.options.root is not None
             with PathSandbox(shard.options.root) as sandbox:
                 counters, streams = replayer.replay_pass(
-                    shard.files, sandbox, dict(shard.anchors)
+                    shard.files, sandbox, dict(shard.anchors), shard.origin
                 )
+            series, origin = replayer.series()
         indexed = tuple(zip((index for index, _ in shard.files), counters))
         return ShardResult(
             phase=shard.phase,
@@ -254,6 +266,8 @@ class ShardRun:
             interrupted=replayer.cancelled,
             wall_seconds=time.monotonic() - started,
             peak_rss_bytes=peak_rss_bytes(),
+            series=series,
+            series_origin=origin,
         )
 
 
@@ -455,10 +469,17 @@ def merge_results(
     """
     counters: Dict[int, FileCounters] = {}
     streams: List[StreamStats] = []
+    series: Optional[ReplaySeries] = None
+    origin: Optional[SeriesOrigin] = None
     for result in results:
         counters.update(result.files)
         streams.extend(result.streams)
         interrupted = interrupted or result.interrupted
+        if result.series is not None:
+            if series is None:
+                series = ReplaySeries()
+                origin = result.series_origin
+            series.merge(result.series)
     for index, path in failed_files:
         counters.setdefault(
             index,
@@ -475,6 +496,8 @@ def merge_results(
         wall_seconds=wall_seconds,
         preparation=preparation,
         worker_failures=worker_failures,
+        series=series,
+        series_origin=origin,
     )
 
 

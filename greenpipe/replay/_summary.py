@@ -11,9 +11,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import Counter
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from ._calls import REASON_FAILED_IN_TRACE, REASON_MAX_BYTES
+
+if TYPE_CHECKING:
+    from ._series import ReplaySeries, SeriesOrigin
 
 #: Failure messages kept per reason.
 MAX_MESSAGES_PER_REASON = 5
@@ -111,6 +114,7 @@ class StreamStats:
         "parity_no_ret",
         "failures_reproduced",
         "causes",
+        "last_seconds",
     )
 
     def __init__(self, file: str, pid: int, tid: int) -> None:
@@ -142,6 +146,8 @@ class StreamStats:
         #: Traced path to its first mismatch:
         #: ``[ts, call, mapped path, kind, expected, got, mismatches]``.
         self.causes: Dict[str, List[Any]] = {}
+        #: Latency of the last call counted by :meth:`done`, in seconds.
+        self.last_seconds = 0.0
 
     def skip(self, name: str, reason: str) -> None:
         """Count one call skipped for ``reason``."""
@@ -201,6 +207,7 @@ class StreamStats:
         """Count one replayed call and its latency."""
         self.replayed += 1
         self.calls[name] += 1
+        self.last_seconds = seconds
         histogram = self.latency.get(name)
         if histogram is None:
             histogram = self.latency[name] = LatencyHistogram()
@@ -390,6 +397,16 @@ class ReplaySummary:
             ``total``, the physical lines read.
         line_details: ``filtered`` by reason, ``unsupported`` by call name
             and ``rejected`` by reason.
+        series: the time series and distributions of the executed calls
+            (see ``ReplayOptions.series``), or ``None`` when not kept:
+            ``trace`` and ``replay`` (``bucket_s``, ``read_bytes``,
+            ``written_bytes`` and ``in_flight`` per bucket, and the
+            origin: ``origin_us`` in trace time, ``origin_epoch_s`` for
+            the replay), ``duration_ratio`` per call name (``count``,
+            ``zero_traced_dur``, ``p50``, ``p95``, ``p99``, ``max`` of
+            replay duration / traced duration), ``files`` and ``paths``
+            (traced and replayed bytes read and written; the paths with
+            the most bytes) and ``path_count``.
     """
 
     inputs: Tuple[str, ...]
@@ -431,6 +448,7 @@ class ReplaySummary:
     mismatch_cause_count: int = 0
     lines: Mapping[str, int] = dataclasses.field(default_factory=dict)
     line_details: Mapping[str, Mapping[str, int]] = dataclasses.field(default_factory=dict)
+    series: Optional[Mapping[str, Any]] = None
 
     def exit_code(self) -> int:
         """Return the command's exit code for this outcome.
@@ -551,6 +569,8 @@ def build_summary(
     preparation: Preparation,
     processes: Iterable[Mapping[str, Any]] = (),
     worker_failures: Iterable[str] = (),
+    series: Optional[ReplaySeries] = None,
+    series_origin: Optional[SeriesOrigin] = None,
 ) -> ReplaySummary:
     """Merge the per-file and per-stream counters into a summary.
 
@@ -710,4 +730,5 @@ def build_summary(
         mismatch_cause_count=len(causes),
         lines={"total": line_totals["total"], **{name: line_totals[name] for name in LINE_BUCKETS}},
         line_details={key: dict(counter.most_common()) for key, counter in details.items()},
+        series=None if series is None else series.to_dict(series_origin),
     )
