@@ -280,6 +280,8 @@ def _check_report_folder(folder: str) -> None:
         require_matplotlib()
     except ReportUnavailableError as exc:
         raise UsageError(f"The option --report {str(exc)[4:]}.") from None
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UsageError(f"The report folder {folder} exists and is not a folder. Choose another folder.")
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:
