@@ -13,6 +13,13 @@ Reports, in one run on one machine:
 * ``--timing asap`` with 1 and 2 workers on ``--copies`` copies of the
   newest-generation trace (74,362 events each), reads larger than 64 KiB
   filtered out because the full trace reads 18 GB;
+* the same with 1 worker while collecting the report's series
+  (``--report``), then also writing the replay's trace to a ``.pfw.gz``
+  (``--emit-trace``);
+* the execute step alone (``StreamRunner.execute``) on ``--calls``
+  alternating 4 KiB ``pwrite64``/``pread64`` calls in a root on tmpfs
+  (``/dev/shm``), plain, collecting the series, and collecting them while
+  emitting a ``.pfw.gz``: microseconds per call and the added cost;
 * the peak RSS of the process.
 """
 
@@ -30,7 +37,11 @@ from pathlib import Path
 
 import orjson
 
-from greenpipe.replay import ReplayOptions, replay
+from greenpipe.replay import PathSandbox, ReplayContext, ReplayOptions, StreamRunner, StreamStats, prepare_root, replay
+from greenpipe.replay._emit import TraceEmitter
+from greenpipe.replay._pipeline import series_origin
+from greenpipe.replay._series import SeriesCollector
+from greenpipe.trace import Event
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 NEWEST = DATA / "anku94_dftracer" / "examples" / "dfanalyzer" / "test-trace.pfw.gz"
@@ -60,11 +71,66 @@ def bare_loop(files: list[Path]) -> int:
     return lines
 
 
+def hot_path(parent: Path, count: int, rounds: int = 3) -> None:
+    """Time ``StreamRunner.execute`` per call, with and without the report's recording."""
+    path = "/bench/data.bin"
+    events = [Event("open64", "POSIX", 1, 1, 0, 1, "X", {"flags": 66, "mode": 420}, path)]
+    for number in range(count):
+        name = "pwrite64" if number % 2 == 0 else "pread64"
+        offset = (number // 2 % 256) * 4096
+        args = {"count": 4096, "offset": offset, "ret": 4096}
+        events.append(Event(name, "POSIX", 1, 1, 10 + number * 10, 3, "X", args, path))
+    events.append(Event("close", "POSIX", 1, 1, 10 + count * 10, 1, "X", {"ret": 0}, path))
+
+    def run_once(label: str) -> float:
+        root = parent / "hot-root"
+        shutil.rmtree(root, ignore_errors=True)
+        assert prepare_root(str(root)) is None
+        with PathSandbox(str(root)) as sandbox:
+            collector = SeriesCollector(series_origin(), {"bench": 0}) if label != "plain" else None
+            emitter = TraceEmitter(str(parent / "hot.pfw.gz")) if "emit" in label else None
+            context = ReplayContext(sandbox, series=collector, emitter=emitter)
+            runner = StreamRunner(context, StreamStats("bench", 1, 1))
+            started = time.perf_counter()
+            for event in events:
+                runner.execute(event)
+            runner.finish()
+            elapsed = time.perf_counter() - started
+            context.close_all()
+            if emitter is not None:
+                emitter.close()
+        shutil.rmtree(root, ignore_errors=True)
+        return elapsed
+
+    labels = ("plain", "series", "series + emit-trace")
+    # Rounds alternate the three, and the fastest round of each counts, so
+    # that other load on the machine distorts the comparison less.
+    best = {label: float("inf") for label in labels}
+    for _ in range(rounds):
+        for label in labels:
+            best[label] = min(best[label], run_once(label))
+    plain = best["plain"] / len(events) * 1e6
+    for label in labels:
+        per_call = best[label] / len(events) * 1e6
+        line = f"execute, {label}: {len(events):,} calls, best of {rounds}: {per_call:.2f} us per call"
+        if label != "plain":
+            line += f" ({per_call - plain:+.2f} us, {(per_call / plain - 1) * 100:+.0f} %)"
+        print(line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=int, default=20)
     parser.add_argument("--root", default=None, help="parent folder for replay roots (default: a new folder in /tmp)")
+    parser.add_argument("--calls", type=int, default=200_000, help="data calls of the execute-step measurement")
     args = parser.parse_args()
+
+    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+    hot = Path(tempfile.mkdtemp(prefix="greenpipe-bench-hot-", dir=shm))
+    try:
+        hot_path(hot, args.calls)
+    finally:
+        shutil.rmtree(hot, ignore_errors=True)
 
     files = sorted(p for p in DATA.rglob("*") if p.name.endswith((".pfw", ".pfw.gz")))
     started = time.perf_counter()
@@ -87,18 +153,28 @@ def main() -> None:
         target = copies / f"rank-{index:03d}.pfw.gz"
         if not target.exists():
             shutil.copyfile(NEWEST, target)
-    for threads in (1, 2):
+    emitted = parent / "replay.pfw.gz"
+    runs = [
+        ("", 1, {}),
+        ("", 2, {}),
+        (" + series", 1, {"series": True}),
+        (" + series + emit-trace", 1, {"series": True, "emit_trace": str(emitted)}),
+    ]
+    for label, threads, extra in runs:
         root = parent / f"root-{threads}"
         shutil.rmtree(root, ignore_errors=True)
         started = time.perf_counter()
-        summary = replay([str(copies)], ReplayOptions(root=str(root), threads=threads, max_size=65536))
+        summary = replay(
+            [str(copies)], ReplayOptions(root=str(root), threads=threads, max_size=65536, **extra)
+        )
         elapsed = time.perf_counter() - started
-        print(
-            f"--timing asap, {threads} worker(s): {summary.events_seen:,} events "
+        line = (
+            f"--timing asap, {threads} worker(s){label}: {summary.events_seen:,} events "
             f"({summary.events_replayed:,} replayed) in {elapsed:.2f} s, "
             f"{summary.events_seen / elapsed:,.0f} events/s "
             f"(replay phase {summary.wall_seconds:.2f} s)"
         )
+        print(line)
         shutil.rmtree(root, ignore_errors=True)
     shutil.rmtree(parent, ignore_errors=True)
 

@@ -309,7 +309,7 @@ class StreamRunner:
         except OSError as exc:
             self._count_error(event, op, ret, exc)
             if observing:
-                self._observe(event, op, started_ns, None, 0, 0)
+                self._observe(event, op, ret, started_ns, None, 0, 0)
             return
 
         if stats.replayed == replayed:
@@ -318,6 +318,7 @@ class StreamRunner:
             self._observe(
                 event,
                 op,
+                ret,
                 started_ns,
                 stats.last_seconds,
                 stats.bytes_read - read_before,
@@ -342,6 +343,7 @@ class StreamRunner:
         self,
         event: Event,
         op: str,
+        ret: Optional[int],
         started_ns: int,
         seconds: Optional[float],
         read: int,
@@ -349,15 +351,19 @@ class StreamRunner:
     ) -> None:
         """Record an executed call in the series and the emitted trace.
 
-        ``seconds`` is the duration of its system call, or ``None`` when
-        the call failed; the emitted event then spans the whole attempt.
+        ``ret`` is the traced result. ``seconds`` is the duration of the
+        replayed system call, or ``None`` when the call failed; the
+        emitted event then spans the whole attempt.
         """
         end_ns = time.perf_counter_ns()
         path = event.path or self._handle_path
         args = event.args
         traced_bytes = 0
         if op in calls.BYTE_OPS:
-            traced_bytes = calls.done_size(op, args) or 0
+            if ret is not None and ret >= 0 and op not in _ITEM_OPS:
+                traced_bytes = ret
+            else:
+                traced_bytes = calls.done_size(op, args) or 0
         recorder = self._recorder
         if recorder is not None:
             recorder.record(

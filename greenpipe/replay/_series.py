@@ -372,6 +372,8 @@ class StreamRecorder:
                 it failed (it then adds no replay time).
             read, written: bytes the replayed call moved.
         """
+        # The common case is inlined: a call that ends in the bucket it
+        # started in, which exists already. Timeline.add handles the rest.
         traced_read = traced_written = 0
         if traced_bytes:
             if op in _READ_OPS:
@@ -382,10 +384,35 @@ class StreamRecorder:
         origin = self._trace_origin
         if origin is None:
             origin = self._trace_origin = ts
-        series.trace.add(ts - origin, dur, traced_read, traced_written)
+        start = ts - origin
+        line = series.trace
+        width = line.width
+        index = start // width
+        busy = line.busy
+        if start >= 0 and dur >= 0 and index == (start + dur) // width and index < len(busy):
+            busy[index] += dur
+            if traced_read:
+                line.read[index] += traced_read
+            if traced_written:
+                line.written[index] += traced_written
+        else:
+            line.add(start, dur, traced_read, traced_written)
+
         if seconds is not None:
             duration = int(seconds * 1e9)
-            series.replay.add(end_ns - self._replay_origin - duration, duration, read, written)
+            start = end_ns - self._replay_origin - duration
+            line = series.replay
+            width = line.width
+            index = start // width
+            busy = line.busy
+            if start >= 0 and index == (start + duration) // width and index < len(busy):
+                busy[index] += duration
+                if read:
+                    line.read[index] += read
+                if written:
+                    line.written[index] += written
+            else:
+                line.add(start, duration, read, written)
             if dur > 0:
                 histogram = series.ratios.get(name)
                 if histogram is None:
@@ -393,6 +420,7 @@ class StreamRecorder:
                 histogram.add(seconds / (dur * 1e-6))
             else:
                 series.zero_dur[name] = series.zero_dur.get(name, 0) + 1
+
         row = self._file_row
         row[0] += traced_read
         row[1] += traced_written
