@@ -274,12 +274,15 @@ def _check_report_folder(folder: str) -> None:
     Raises:
         UsageError: matplotlib is missing or the folder cannot be written.
     """
-    from .replay._report import ReportUnavailableError, require_matplotlib
+    from .replay._report import INSTALL_HINT, ReportUnavailableError, require_matplotlib
 
     try:
         require_matplotlib()
     except ReportUnavailableError as exc:
-        raise UsageError(f"The option --report {str(exc)[4:]}.") from None
+        raise UsageError(
+            f"The option --report needs matplotlib, which cannot be imported ({exc.cause}). "
+            f"Install it with: {INSTALL_HINT}."
+        ) from None
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise UsageError(f"The report folder {folder} exists and is not a folder. Choose another folder.")
     try:

@@ -3,7 +3,7 @@
 With ``--emit-trace FILE`` every executed call becomes one ``ph: "X"``
 event with the replay's timestamps (epoch microseconds when the system
 call started) and durations, the traced ``pid``, ``tid``, call name and
-category, the traced call arguments that say what to do (``count``,
+category, the traced call arguments that describe the request (``count``,
 ``offset``, ``whence``, ``flags``, ``mode``, ``size``, ``length``), and
 the ``ret`` of the replayed call. Paths are the mapped paths under the
 root, named as the newest DFTracer writer names them: a 16-hex-digit hash
@@ -41,13 +41,13 @@ import orjson
 from .._compat import allocate_lock
 from ..trace import Event
 
-#: Traced arguments copied into the replay's events: what the call was
-#: asked to do. Descriptor numbers and hashes of the trace are left out.
+#: Traced arguments copied into the replay's events, which describe the
+#: request. Descriptor numbers and hashes of the trace are left out.
 CALL_ARGS = ("count", "offset", "whence", "flags", "mode", "size", "length")
 #: Lines a stream buffers before writing them.
 BLOCK_LINES = 256
-#: zlib level of a ``.gz`` output; 9, gzip's default, costs about three
-#: times the time for a few percent of size.
+#: zlib level of a ``.gz`` output: zlib's default, below the 9 that the
+#: gzip module uses by default, because the output is written during the replay.
 COMPRESS_LEVEL = 6
 
 

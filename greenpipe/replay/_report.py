@@ -14,7 +14,7 @@
 
 A section whose data the run did not measure (a dry run has no replay
 series; lateness and order violations come with the timing and ordering
-modes) says so in the page instead of showing a plot.
+modes) states that in the page instead of showing a plot.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ import os
 import warnings
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-#: What to install when matplotlib is missing.
+#: Install command named when matplotlib is missing.
 INSTALL_HINT = "pip install 'greenpipe[report]'"
 #: Text of a section whose data the run did not collect.
 NOT_MEASURED = "Not measured in this run."
-#: Longest plot label; longer ones keep their end.
+#: Maximum length of a plot label; longer labels keep their end.
 MAX_LABEL = 40
 #: Bars shown per bar chart; the rest are left out and counted.
 MAX_BARS = 20
@@ -38,7 +38,15 @@ _DPI = 100
 
 
 class ReportUnavailableError(ImportError):
-    """Raised when matplotlib, which draws the plots, cannot be imported."""
+    """Raised when matplotlib, which draws the plots, cannot be imported.
+
+    Attributes:
+        cause: the message of the import error.
+    """
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(f"the report needs matplotlib ({cause}); install it with {INSTALL_HINT}")
+        self.cause = cause
 
 
 def require_matplotlib() -> None:
@@ -52,9 +60,7 @@ def require_matplotlib() -> None:
         import matplotlib  # noqa: F401
         from matplotlib.figure import Figure  # noqa: F401
     except ImportError as exc:
-        raise ReportUnavailableError(
-            f"the report needs matplotlib ({exc}); install it with {INSTALL_HINT}"
-        ) from None
+        raise ReportUnavailableError(str(exc)) from None
 
 
 # -- values -------------------------------------------------------------------
@@ -93,8 +99,14 @@ def elapsed_section(data: Mapping[str, Any], timing: Any = None) -> Optional[Dic
     elapsed = float(data.get("wall_seconds", 0.0))
     speed = _speed_of(timing)
     expected = span / speed if speed else span
+    if speed is None:
+        mode = "asap"
+    elif timing == "original":
+        mode = "original"
+    else:
+        mode = "speed"
     return {
-        "mode": "asap" if speed is None else ("original" if timing == "original" else "speed"),
+        "mode": mode,
         "speed": speed,
         "elapsed_s": elapsed,
         "expected_s": expected,

@@ -1,9 +1,10 @@
 """Time series and distributions of a replay, for the report.
 
-What is kept. For every executed call, on two clocks: trace time (the
-call's traced ``ts`` and ``dur``, relative to the first traced start of
-its trace file) and replay time (when the replay issued the call and how
-long its system call took, relative to the start of the replay round).
+What is kept. Every executed call is recorded on two clocks. Trace time
+is the call's traced ``ts`` and ``dur``, relative to the first traced
+start of its trace file. Replay time is when the replay issued the call
+and how long its system call took, relative to the start of the replay
+round.
 Each file counts from its own first start because the replay starts the
 files together, each from its own first start (``--timing original``
 measures the gaps of a file from it), so the two clocks line up:

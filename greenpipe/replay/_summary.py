@@ -400,9 +400,9 @@ class ReplaySummary:
         series: the time series and distributions of the executed calls
             (see ``ReplayOptions.series``), or ``None`` when not kept:
             ``trace`` and ``replay`` (``bucket_s``, ``read_bytes``,
-            ``written_bytes`` and ``in_flight`` per bucket, and the
-            origin: ``origin_us`` in trace time, ``origin_epoch_s`` for
-            the replay), ``duration_ratio`` per call name (``count``,
+            ``written_bytes`` and ``in_flight`` per bucket; trace time
+            counts from each file's first replayed call, replay time from
+            ``origin_epoch_s``), ``duration_ratio`` per call name (``count``,
             ``zero_traced_dur``, ``p50``, ``p95``, ``p99``, ``max`` of
             replay duration / traced duration), ``files`` and ``paths``
             (traced and replayed bytes read and written; the paths with

@@ -290,7 +290,8 @@ def test_cli_report_without_matplotlib(tmp_path: Path, monkeypatch: pytest.Monke
     code = main(["replay", str(SMALL), "--root", str(root), "--report", str(tmp_path / "r")], stdout=out, stderr=err)
 
     assert code == 1
-    assert "pip install 'greenpipe[report]'" in err.getvalue()
+    assert err.getvalue().startswith("greenpipe replay: The option --report needs matplotlib, which cannot be imported")
+    assert "Install it with: pip install 'greenpipe[report]'." in err.getvalue()
     assert err.getvalue().count("\n") == 1
     assert not root.exists()
     assert not (tmp_path / "r").exists()
