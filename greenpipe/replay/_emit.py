@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import os
 import shutil
 import socket
@@ -40,6 +41,8 @@ import orjson
 
 from .._compat import allocate_lock
 from ..trace import Event
+
+logger = logging.getLogger(__name__)
 
 #: Traced arguments copied into the replay's events, which describe the
 #: request. Descriptor numbers and hashes of the trace are left out.
@@ -73,7 +76,13 @@ class TraceEmitter:
             written by a worker process has neither; :func:`join_parts`
             adds them.
 
+    A failed write (a full disk, say) is logged once at ERROR, and later
+    events are dropped, so the replay itself goes on.
+
     Threads: :meth:`write` and :meth:`close` are safe from any thread.
+
+    Attributes:
+        error: the message of the first failed write, or ``None``.
     """
 
     def __init__(self, path: str, *, framed: bool = True) -> None:
@@ -83,6 +92,7 @@ class TraceEmitter:
         self._out = _open_output(path)
         self._raw = getattr(self._out, "fileobj", None)
         self._closed = False
+        self.error: Optional[str] = None
         host = socket.gethostname()
         self.host_hash = path_hash(host)
         #: Added to ``time.perf_counter_ns()`` to get epoch nanoseconds.
@@ -105,8 +115,16 @@ class TraceEmitter:
         """Write whole lines, each ending in a newline."""
         data = b"".join(lines)
         with self._lock:
-            if not self._closed:
+            if self._closed or self.error is not None:
+                return
+            try:
                 self._out.write(data)
+            except OSError as exc:
+                self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        self.error = f"{self.path}: {exc.strerror or exc}"
+        logger.error("cannot write the replay's trace, later events are dropped: %s", self.error)
 
     def close(self) -> None:
         """Write the closing bracket if framed, and close the file."""
@@ -114,11 +132,17 @@ class TraceEmitter:
             if self._closed:
                 return
             self._closed = True
-            if self.framed:
-                self._out.write(b"]")
-            self._out.close()
-            if self._raw is not None:
-                self._raw.close()
+            try:
+                try:
+                    if self.framed and self.error is None:
+                        self._out.write(b"]")
+                finally:
+                    self._out.close()
+                    if self._raw is not None:
+                        self._raw.close()
+            except OSError as exc:
+                if self.error is None:
+                    self._fail(exc)
 
 
 class StreamEmitter:

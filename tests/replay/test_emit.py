@@ -291,3 +291,18 @@ def test_real_trace_sequence(tmp_path: Path, trace: Path) -> None:
     for stream, events in streams.items():
         emitted = [_key(e, e.path) for e in events]
         assert _is_subsequence(emitted, expected[stream]), stream
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_write_error_is_kept_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    from greenpipe.replay._emit import TraceEmitter
+
+    emitter = TraceEmitter("/dev/full")
+    emitter.write([b"x" * (1 << 20) + b"\n"])
+    emitter.write([b"y\n"])
+    emitter.close()
+
+    assert emitter.error is not None
+    assert emitter.error.startswith("/dev/full: ")
+    assert "cannot write the replay's trace" in caplog.text
+    assert caplog.text.count("cannot write") == 1
