@@ -357,19 +357,9 @@ class StreamRunner:
         """
         end_ns = time.perf_counter_ns()
         path = event.path or self._handle_path
-        args = event.args
-        traced_bytes = 0
-        if op in calls.BYTE_OPS:
-            if ret is not None and ret >= 0 and op not in _ITEM_OPS:
-                traced_bytes = ret
-            else:
-                traced_bytes = calls.done_size(op, args) or 0
         recorder = self._recorder
         if recorder is not None:
-            recorder.record(
-                op, event.name, event.ts, event.dur, traced_bytes, path,
-                end_ns, seconds, read, written,
-            )
+            recorder.record(event, op, ret, path, end_ns, seconds, read, written)
         emitter = self._emitter
         if emitter is None:
             return
@@ -383,7 +373,7 @@ class StreamRunner:
             result: Optional[int] = -1
         else:
             duration = int(seconds * 1e9)
-            result = _replay_ret(op, args, self._moved)
+            result = _replay_ret(op, event.args, self._moved)
         emitter.emit(event, path, second, end_ns - duration, duration, result)
 
     def _count_error(self, event: Event, op: str, ret: Optional[int], exc: OSError) -> None:

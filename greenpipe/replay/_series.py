@@ -35,12 +35,14 @@ streams running at once, not with all the streams of the replay.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from .._compat import allocate_lock
+from ..trace import Event
 from . import _calls as calls
-from ._summary import LatencyHistogram
+from ._summary import _SUB_BUCKETS, LatencyHistogram
 
 #: Most buckets of a time series; a longer series gets wider buckets.
 MAX_BUCKETS = 1024
@@ -56,7 +58,10 @@ MAX_PATHS_LISTED = 50
 OTHER_PATHS = "(other paths)"
 
 _READ_OPS = calls.READ_OPS
-_WRITE_OPS = calls.WRITE_OPS
+_BYTE_OPS = calls.BYTE_OPS
+#: Data calls whose ``ret`` counts items of ``size`` bytes.
+_ITEM_OPS = frozenset(("fread", "fwrite"))
+_frexp = math.frexp
 
 
 class Timeline:
@@ -324,21 +329,20 @@ class SeriesCollector:
         """Return a recorder for one stream of trace ``file``."""
         return StreamRecorder(self, file)
 
-    def fold(self, recorder: StreamRecorder, mapped: Dict[str, str]) -> None:
-        """Add what ``recorder`` recorded; ``mapped`` maps traced to mapped paths."""
-        series = recorder.series
-        if mapped:
-            by_mapped: Dict[str, List[int]] = {}
-            _add_rows(by_mapped, {mapped[key]: row for key, row in series.paths.items()}, None)
-            series.paths = by_mapped
+    def fold(self, series: ReplaySeries) -> None:
+        """Add the series of a stream that ended; its paths are mapped paths."""
         with self._lock:
             self.series.merge(series)
 
 
 class StreamRecorder:
-    """The series of one stream; only its task writes to it."""
+    """The series of one stream; only its task writes to it.
 
-    __slots__ = ("collector", "series", "file", "_trace_origin", "_replay_origin", "_file_row")
+    Bytes are kept per traced path only (``None`` for calls without one).
+    The file's row is their sum, made when the stream is folded.
+    """
+
+    __slots__ = ("collector", "series", "file", "_trace_origin", "_replay_origin", "_rows")
 
     def __init__(self, collector: SeriesCollector, file: str) -> None:
         self.collector = collector
@@ -346,15 +350,13 @@ class StreamRecorder:
         self.file = file
         self._trace_origin = collector.anchors.get(file)
         self._replay_origin = collector.replay_origin_perf_ns
-        self._file_row = self.series.files[file] = [0, 0, 0, 0]
+        self._rows: Dict[Optional[str], List[int]] = {}
 
     def record(
         self,
+        event: Event,
         op: str,
-        name: str,
-        ts: int,
-        dur: int,
-        traced_bytes: int,
+        ret: Optional[int],
         path: Optional[str],
         end_ns: int,
         seconds: Optional[float],
@@ -364,24 +366,31 @@ class StreamRecorder:
         """Record one executed call.
 
         Args:
-            op, name: the operation and the traced call name.
-            ts, dur: the traced start and duration, in microseconds.
-            traced_bytes: bytes the traced call moved (0 for other calls).
+            event: the traced event.
+            op: the operation that replayed it.
+            ret: the traced result, as an integer, or ``None``.
             path: the traced path the call used, if known.
             end_ns: ``perf_counter_ns()`` when the replayed call returned.
             seconds: duration of the replayed system call, ``None`` when
                 it failed (it then adds no replay time).
             read, written: bytes the replayed call moved.
         """
-        # The common case is inlined: a call that ends in the bucket it
-        # started in, which exists already. Timeline.add handles the rest.
+        # This runs once per executed call, so the common cases are
+        # inlined: a call that ends in the bucket it started in, which
+        # exists already, and the ratio histogram's bucket.
         traced_read = traced_written = 0
-        if traced_bytes:
+        if op in _BYTE_OPS:
+            if ret is not None and ret >= 0 and op not in _ITEM_OPS:
+                traced = ret
+            else:
+                traced = calls.done_size(op, event.args) or 0
             if op in _READ_OPS:
-                traced_read = traced_bytes
-            elif op in _WRITE_OPS:
-                traced_written = traced_bytes
+                traced_read = traced
+            else:
+                traced_written = traced
         series = self.series
+        ts = event.ts
+        dur = event.dur
         origin = self._trace_origin
         if origin is None:
             origin = self._trace_origin = ts
@@ -414,33 +423,48 @@ class StreamRecorder:
                     line.written[index] += written
             else:
                 line.add(start, duration, read, written)
+            name = event.name
             if dur > 0:
                 histogram = series.ratios.get(name)
                 if histogram is None:
                     histogram = series.ratios[name] = RatioHistogram()
-                histogram.add(seconds / (dur * 1e-6))
+                ratio = seconds * 1e6 / dur
+                # LatencyHistogram.add, without the total, which no
+                # summary of ratios uses.
+                scaled = ratio * 1e9
+                if scaled < 1.0:
+                    scaled = 1.0
+                mantissa, exponent = _frexp(scaled)
+                key = exponent * _SUB_BUCKETS + int((mantissa * 2.0 - 1.0) * _SUB_BUCKETS)
+                buckets = histogram.buckets
+                buckets[key] = buckets.get(key, 0) + 1
+                histogram.count += 1
+                if ratio > histogram.maximum:
+                    histogram.maximum = ratio
             else:
                 series.zero_dur[name] = series.zero_dur.get(name, 0) + 1
 
-        row = self._file_row
+        row = self._rows.get(path)
+        if row is None:
+            row = self._rows[path] = [0, 0, 0, 0]
         row[0] += traced_read
         row[1] += traced_written
         row[2] += read
         row[3] += written
-        if path is not None:
-            row = series.paths.get(path)
-            if row is None:
-                row = series.paths[path] = [0, 0, 0, 0]
-            row[0] += traced_read
-            row[1] += traced_written
-            row[2] += read
-            row[3] += written
 
     def finish(self, display: Callable[[str], str]) -> None:
         """Fold this stream's series into the collector.
 
         ``display`` maps a traced path to its path under the root.
         """
-        mapped = {path: display(path) for path in self.series.paths}
-        self.series.path_count = 0
-        self.collector.fold(self, mapped)
+        total = [0, 0, 0, 0]
+        paths: Dict[str, List[int]] = {}
+        for path, row in self._rows.items():
+            for index in range(4):
+                total[index] += row[index]
+            if path is not None:
+                _add_rows(paths, {display(path): row}, None)
+        series = self.series
+        series.files = {self.file: total}
+        series.paths = paths
+        self.collector.fold(series)
