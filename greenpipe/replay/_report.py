@@ -201,20 +201,26 @@ def _plot_ratios(plotter: _Plotter, ratios: Mapping[str, Mapping[str, Any]]) -> 
     return plotter.save("duration_ratio.png", draw)
 
 
-def _times(section: Mapping[str, Any]) -> List[float]:
-    width = float(section["bucket_s"])
+def _times(section: Mapping[str, Any], speed: float = 1.0) -> List[float]:
+    width = float(section["bucket_s"]) / speed
     return [index * width for index in range(len(section["read_bytes"]))]
 
 
-def _plot_bandwidth(plotter: _Plotter, series: Mapping[str, Any]) -> str:
+def _trace_name(speed: float) -> str:
+    return "trace" if speed == 1.0 else f"trace, time / {speed:g}"
+
+
+def _plot_bandwidth(plotter: _Plotter, series: Mapping[str, Any], speed: float) -> str:
+    """Plot bytes per second; trace time is divided by ``speed`` to match the replay's."""
     trace, replay = series["trace"], series["replay"]
 
     def draw(axes: Any) -> None:
         for axis, key, title in ((axes[0], "read_bytes", "Read"), (axes[1], "written_bytes", "Write")):
-            for section, name, color in ((trace, "trace", "C7"), (replay, "replay", "C0")):
-                width = float(section["bucket_s"])
+            sections = ((trace, _trace_name(speed), "C7", speed), (replay, "replay", "C0", 1.0))
+            for section, name, color, factor in sections:
+                width = float(section["bucket_s"]) / factor
                 rates = [value / width / 2**20 for value in section[key]]
-                axis.step(_times(section), rates, where="post", label=name, color=color)
+                axis.step(_times(section, factor), rates, where="post", label=name, color=color)
             axis.set_ylabel("MiB/s")
             axis.set_title(f"{title} bandwidth")
             axis.legend(fontsize=8)
@@ -223,11 +229,12 @@ def _plot_bandwidth(plotter: _Plotter, series: Mapping[str, Any]) -> str:
     return plotter.save("bandwidth.png", draw, rows=2, height=3.0)
 
 
-def _plot_in_flight(plotter: _Plotter, series: Mapping[str, Any]) -> str:
+def _plot_in_flight(plotter: _Plotter, series: Mapping[str, Any], speed: float) -> str:
     def draw(axis: Any) -> None:
-        for key, name, color in (("trace", "trace", "C7"), ("replay", "replay", "C0")):
+        lines = (("trace", _trace_name(speed), "C7", speed), ("replay", "replay", "C0", 1.0))
+        for key, name, color, factor in lines:
             section = series[key]
-            axis.step(_times(section), section["in_flight"], where="post", label=name, color=color)
+            axis.step(_times(section, factor), section["in_flight"], where="post", label=name, color=color)
         axis.set_xlabel("seconds since the start")
         axis.set_ylabel("operations in flight")
         axis.set_title("Operations in flight (mean per bucket)")
@@ -394,7 +401,9 @@ def _elapsed_html(plotter: _Plotter, elapsed: Optional[Mapping[str, Any]]) -> Tu
     return _image(image, "elapsed time") + note + _table(["", "value"], rows), [image]
 
 
-def _series_html(plotter: _Plotter, series: Optional[Mapping[str, Any]]) -> Dict[str, Tuple[str, List[str]]]:
+def _series_html(
+    plotter: _Plotter, series: Optional[Mapping[str, Any]], speed: float
+) -> Dict[str, Tuple[str, List[str]]]:
     if not series:
         reason = "Run a replay (not a dry run) with --report to collect it."
         return {key: (_absent(reason), []) for key in ("ratio", "bandwidth", "in_flight", "files")}
@@ -409,15 +418,18 @@ def _series_html(plotter: _Plotter, series: Optional[Mapping[str, Any]]) -> Dict
     table = _table(["call", "calls", "traced dur 0 (no ratio)", "p50", "p95", "p99", "max"], rows)
     sections["ratio"] = (_image(image, "duration ratio per call") + table, [image] if image else [])
 
-    image = _plot_bandwidth(plotter, series)
+    image = _plot_bandwidth(plotter, series, speed)
     text = (
         f"<p>Buckets of {_number(series['trace']['bucket_s'])} s of trace time and "
         f"{_number(series['replay']['bucket_s'])} s of replay time. Trace time counts from "
-        "each trace file's first replayed call, as the replay starts every file together.</p>"
+        "each trace file's first replayed call, as the replay starts every file together."
     )
+    if speed != 1.0:
+        text += f" Trace time is divided by the speed, {_number(speed)}, to match the replay's."
+    text += "</p>"
     sections["bandwidth"] = (_image(image, "read and write bandwidth") + text, [image])
 
-    image = _plot_in_flight(plotter, series)
+    image = _plot_in_flight(plotter, series, speed)
     sections["in_flight"] = (_image(image, "operations in flight"), [image])
 
     files = series.get("files", [])
@@ -532,7 +544,10 @@ def write_report(data: Mapping[str, Any], directory: str, *, timing: Any = None)
 
     sections: List[Tuple[str, Tuple[str, List[str]]]] = []
     sections.append(("Elapsed time", _elapsed_html(plotter, elapsed)))
-    series_parts = _series_html(plotter, data.get("series"))
+    speed = elapsed.get("speed") if elapsed is not None else None
+    if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not speed > 0:
+        speed = 1.0
+    series_parts = _series_html(plotter, data.get("series"), float(speed))
     sections.append(("Per-call duration ratio (replay / trace)", series_parts["ratio"]))
     sections.append(("Read and write bandwidth", series_parts["bandwidth"]))
     sections.append(("Operations in flight", series_parts["in_flight"]))

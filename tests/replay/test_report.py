@@ -190,6 +190,7 @@ def test_report_with_timing_and_order(tmp_path: Path) -> None:
     assert "order.png" in images
     elapsed = _section(page, "Elapsed time")
     assert "0.1" in elapsed
+    assert "divided by the speed" not in _section(page, "Read and write bandwidth")
     report = json.loads((folder / "report.json").read_text())
     assert report["timing"] == TIMING
     assert report["order"] == ORDER
@@ -225,6 +226,16 @@ def test_report_escapes_trace_strings(tmp_path: Path) -> None:
     # One script, the page's own, and no resource from elsewhere.
     assert page.count("<script>") == 1
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", page)
+
+
+@needs_matplotlib
+def test_report_scales_trace_time_by_speed(tmp_path: Path) -> None:
+    data = _summary_data(tmp_path)
+
+    write_report(data, str(tmp_path / "report"), timing=4.0)
+
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "Trace time is divided by the speed, 4, " in _section(page, "Read and write bandwidth")
 
 
 @needs_matplotlib
