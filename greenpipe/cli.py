@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional, Protoc
 
 from . import __version__
 from .replay import ReplayError, ReplayOptions, ReplayProgress, Replayer, ReplaySummary
+from .replay._options import is_inside
 from .replay._processes import ShardedReplayer, usable_cores
 from .replay._sandbox import SandboxError
 
@@ -225,7 +226,7 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
     if args.emit_trace is not None and args.dry_run:
         raise UsageError("The option --emit-trace needs a replay; drop --dry-run, which executes no call.")
     for option, value in (("--report", args.report), ("--emit-trace", args.emit_trace)):
-        if value is not None and args.root and _is_inside(value, args.root):
+        if value is not None and args.root and is_inside(value, args.root):
             raise UsageError(
                 f"The {option} output {value!r} is inside --root {args.root!r}, where the "
                 "replay may overwrite or remove it. Choose a path outside the root."
@@ -259,13 +260,6 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
         series=args.report is not None,
         emit_trace=None if args.emit_trace is None else os.path.abspath(args.emit_trace),
     )
-
-
-def _is_inside(path: str, folder: str) -> bool:
-    """Return whether ``path`` is ``folder`` or below it, after resolving symlinks."""
-    path = os.path.realpath(path)
-    folder = os.path.realpath(folder)
-    return os.path.commonpath([path, folder]) == folder
 
 
 def _check_report_folder(folder: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 from typing import AbstractSet, Optional, Union
 
@@ -53,7 +54,8 @@ class ReplayOptions:
             for a report (``ReplaySummary.series``); a dry run has none.
         emit_trace: file that the replay writes its own trace to, in the
             newest DFTracer format (gzip when the name ends in ``.gz``);
-            ``None`` writes none. Not allowed with ``dry_run``.
+            ``None`` writes none. Not allowed with ``dry_run`` nor
+            inside ``root``.
     """
 
     root: Optional[str] = None
@@ -89,6 +91,11 @@ class ReplayOptions:
             raise ValueError("emit_trace needs a replay; a dry run executes no call")
         if self.emit_trace == "":
             raise ValueError("emit_trace must name a file, not ''")
+        if self.emit_trace is not None and self.root and is_inside(self.emit_trace, self.root):
+            raise ValueError(
+                f"emit_trace must be outside root, where the replay may overwrite it, "
+                f"not {self.emit_trace!r}"
+            )
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, not {self.threads!r}")
         if isinstance(self.timing, str):
@@ -114,6 +121,13 @@ class ReplayOptions:
         if self.timing == "original":
             return 1.0
         return float(self.timing)
+
+
+def is_inside(path: str, folder: str) -> bool:
+    """Return whether ``path`` is ``folder`` or below it, after resolving symlinks."""
+    path = os.path.realpath(path)
+    folder = os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
 
 
 class EventLimit:

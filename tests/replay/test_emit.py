@@ -256,6 +256,13 @@ def test_part_path_keeps_gz_suffix() -> None:
     assert part_path("/o/t.pfw", 2) == "/o/t.pfw.part-2"
 
 
+def test_emit_trace_rejected_inside_root(tmp_path: Path) -> None:
+    inside = tmp_path / "root" / "sub" / "t.pfw"
+
+    with pytest.raises(ValueError, match=r"^emit_trace must be outside root, where the replay may overwrite it, not '.*t\.pfw'$"):
+        ReplayOptions(root=str(tmp_path / "root"), emit_trace=str(inside))
+
+
 def test_emit_trace_rejected_in_dry_run() -> None:
     with pytest.raises(ValueError, match=r"^emit_trace needs a replay; a dry run executes no call$"):
         ReplayOptions(dry_run=True, emit_trace="/tmp/x.pfw")
