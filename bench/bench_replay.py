@@ -19,7 +19,14 @@ Reports, in one run on one machine:
 * the cost of ``--data`` and ``--verify`` on the asap path: a synthetic
   trace of 4 KiB ``pwrite`` and ``pread`` calls (4 streams, each on its
   own file) replayed with each data kind, into ``/dev/shm`` when it
-  exists (tmpfs). ``--only-data`` prints this table alone.
+  exists (tmpfs). ``--only-data`` prints this table alone;
+* ``--timing asap`` with 1 worker while collecting the report's series
+  (``--report``), then also writing the replay's trace to a ``.pfw.gz``
+  (``--emit-trace``);
+* the execute step alone (``StreamRunner.execute``) on ``--calls``
+  alternating 4 KiB ``pwrite64``/``pread64`` calls in a root on tmpfs
+  (``/dev/shm``), plain, collecting the series, and collecting them while
+  emitting a ``.pfw.gz``: microseconds per call and the added cost.
 """
 
 from __future__ import annotations
@@ -36,7 +43,11 @@ from pathlib import Path
 
 import orjson
 
-from greenpipe.replay import ReplayOptions, replay
+from greenpipe.replay import PathSandbox, ReplayContext, ReplayOptions, StreamRunner, StreamStats, prepare_root, replay
+from greenpipe.replay._emit import TraceEmitter
+from greenpipe.replay._pipeline import series_origin
+from greenpipe.replay._series import SeriesCollector
+from greenpipe.trace import Event
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 NEWEST = DATA / "anku94_dftracer" / "examples" / "dfanalyzer" / "test-trace.pfw.gz"
@@ -120,6 +131,51 @@ def data_table(parent: Path, calls_per_stream: int) -> None:
             print(f"| {label:<18} | {best:>8.3f} | {events / best:>10,.0f} | {best / base:>7.2f} |")
     finally:
         shutil.rmtree(roots, ignore_errors=True)
+def hot_path(parent: Path, count: int, rounds: int = 3) -> None:
+    """Time ``StreamRunner.execute`` per call, with and without the report's recording."""
+    path = "/bench/data.bin"
+    events = [Event("open64", "POSIX", 1, 1, 0, 1, "X", {"flags": 66, "mode": 420}, path)]
+    for number in range(count):
+        name = "pwrite64" if number % 2 == 0 else "pread64"
+        offset = (number // 2 % 256) * 4096
+        args = {"count": 4096, "offset": offset, "ret": 4096}
+        events.append(Event(name, "POSIX", 1, 1, 10 + number * 10, 3, "X", args, path))
+    events.append(Event("close", "POSIX", 1, 1, 10 + count * 10, 1, "X", {"ret": 0}, path))
+
+    def run_once(label: str) -> float:
+        root = parent / "hot-root"
+        shutil.rmtree(root, ignore_errors=True)
+        assert prepare_root(str(root)) is None
+        with PathSandbox(str(root)) as sandbox:
+            collector = SeriesCollector(series_origin(), {"bench": 0}) if label != "plain" else None
+            emitter = TraceEmitter(str(parent / "hot.pfw.gz")) if "emit" in label else None
+            context = ReplayContext(sandbox, series=collector, emitter=emitter)
+            runner = StreamRunner(context, StreamStats("bench", 1, 1))
+            started = time.perf_counter()
+            for event in events:
+                runner.execute(event)
+            runner.finish()
+            elapsed = time.perf_counter() - started
+            context.close_all()
+            if emitter is not None:
+                emitter.close()
+        shutil.rmtree(root, ignore_errors=True)
+        return elapsed
+
+    labels = ("plain", "series", "series + emit-trace")
+    # Rounds alternate the three, and the fastest round of each counts, so
+    # that other load on the machine distorts the comparison less.
+    best = {label: float("inf") for label in labels}
+    for _ in range(rounds):
+        for label in labels:
+            best[label] = min(best[label], run_once(label))
+    plain = best["plain"] / len(events) * 1e6
+    for label in labels:
+        per_call = best[label] / len(events) * 1e6
+        line = f"execute, {label}: {len(events):,} calls, best of {rounds}: {per_call:.2f} us per call"
+        if label != "plain":
+            line += f" ({per_call - plain:+.2f} us, {(per_call / plain - 1) * 100:+.0f} %)"
+        print(line)
 
 
 def main() -> None:
@@ -129,6 +185,7 @@ def main() -> None:
     parser.add_argument("--root", default=None, help="parent folder for replay roots (default: a new folder in /tmp)")
     parser.add_argument("--only-data", action="store_true", help="print only the table of --data kinds")
     parser.add_argument("--data-calls", type=int, default=50_000, help="data calls per stream of the --data table")
+    parser.add_argument("--calls", type=int, default=200_000, help="data calls of the execute-step measurement")
     args = parser.parse_args()
 
     if args.only_data:
@@ -139,6 +196,13 @@ def main() -> None:
         finally:
             shutil.rmtree(parent, ignore_errors=True)
         return
+
+    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+    hot = Path(tempfile.mkdtemp(prefix="greenpipe-bench-hot-", dir=shm))
+    try:
+        hot_path(hot, args.calls)
+    finally:
+        shutil.rmtree(hot, ignore_errors=True)
 
     files = sorted(p for p in DATA.rglob("*") if p.name.endswith((".pfw", ".pfw.gz")))
     started = time.perf_counter()
@@ -179,6 +243,28 @@ def main() -> None:
             )
             shutil.rmtree(root, ignore_errors=True)
     data_table(parent, args.data_calls)
+    emitted = parent / "replay.pfw.gz"
+    runs = [
+        ("", 1, {}),
+        (" + series", 1, {"series": True}),
+        (" + series + emit-trace", 1, {"series": True, "emit_trace": str(emitted)}),
+    ]
+    for label, threads, extra in runs:
+        root = parent / f"root-{threads}"
+        shutil.rmtree(root, ignore_errors=True)
+        started = time.perf_counter()
+        summary = replay(
+            [str(copies)], ReplayOptions(root=str(root), threads=threads, max_size=65536, **extra)
+        )
+        elapsed = time.perf_counter() - started
+        line = (
+            f"--timing asap, {threads} worker(s){label}: {summary.events_seen:,} events "
+            f"({summary.events_replayed:,} replayed) in {elapsed:.2f} s, "
+            f"{summary.events_seen / elapsed:,.0f} events/s "
+            f"(replay phase {summary.wall_seconds:.2f} s)"
+        )
+        print(line)
+        shutil.rmtree(root, ignore_errors=True)
     shutil.rmtree(parent, ignore_errors=True)
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -23,6 +23,7 @@ from . import __version__
 from .replay import ReplayError, ReplayOptions, ReplayProgress, Replayer, ReplaySummary
 from .replay._data import parse_data
 from .replay._options import SAMPLE_UNITS
+from .replay._options import is_inside
 from .replay._processes import ShardedReplayer, usable_cores
 from .replay._order import DEFAULT_ORDER, ORDER_MODES
 from .replay._sandbox import SandboxError
@@ -277,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     output = rep.add_argument_group("output")
     output.add_argument("--json", metavar="FILE", help="also write the summary as JSON to FILE ('-' for standard output)")
+    output.add_argument("--report", metavar="DIR", help="also write report.json, report.html and PNG plots comparing the trace and the replay to DIR (made if missing, outside --root); needs matplotlib: pip install 'greenpipe[report]'")
+    output.add_argument("--emit-trace", metavar="FILE", help="write the replay's own DFTracer trace to FILE (outside --root; gzip when FILE ends in .gz; overwritten), one event per executed call")
     output.add_argument("--quiet", "-q", action="store_true", help="print no summary and no progress bar")
     output.add_argument("--verbose", "-v", action="count", default=0, help="log progress (-v) or details (-vv) to standard error")
     return parser
@@ -298,6 +301,18 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
         raise UsageError("The option --json got an empty file name ''. Give a file name or '-'.")
     if not args.dry_run and not args.root:
         raise UsageError("The option --root DIR is required unless --dry-run is given.")
+    if args.report == "":
+        raise UsageError("The option --report got an empty folder name ''. Give a folder for the report.")
+    if args.emit_trace == "":
+        raise UsageError("The option --emit-trace got an empty file name ''. Give a file name.")
+    if args.emit_trace is not None and args.dry_run:
+        raise UsageError("The option --emit-trace needs a replay; drop --dry-run, which executes no call.")
+    for option, value in (("--report", args.report), ("--emit-trace", args.emit_trace)):
+        if value is not None and args.root and is_inside(value, args.root):
+            raise UsageError(
+                f"The {option} output {value!r} is inside --root {args.root!r}, where the "
+                "replay may overwrite or remove it. Choose a path outside the root."
+            )
     if args.start is not None and args.end is not None and args.end <= args.start:
         raise UsageError(f"--end ({args.end}) must be greater than --start ({args.start}).")
     if args.min_size is not None and args.max_size is not None and args.max_size < args.min_size:
@@ -338,7 +353,36 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
         size_scale=args.size_scale,
         align=args.align,
         copies=args.copies,
+        series=args.report is not None,
+        emit_trace=None if args.emit_trace is None else os.path.abspath(args.emit_trace),
     )
+
+
+def _check_report_folder(folder: str) -> None:
+    """Check that the report can be drawn and written to ``folder``, which is made.
+
+    Raises:
+        UsageError: matplotlib is missing or the folder cannot be written.
+    """
+    from .replay._report import INSTALL_HINT, ReportUnavailableError, require_matplotlib
+
+    try:
+        require_matplotlib()
+    except ReportUnavailableError as exc:
+        raise UsageError(
+            f"The option --report needs matplotlib, which cannot be imported ({exc.cause}). "
+            f"Install it with: {INSTALL_HINT}."
+        ) from None
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UsageError(f"The report folder {folder} exists and is not a folder. Choose another folder.")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"Cannot make the report folder {folder}: {exc.strerror}. Choose a writable folder."
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"Cannot write the report to {folder}: permission denied. Choose a writable folder.")
 
 
 # -- progress bar ---------------------------------------------------------------
@@ -635,6 +679,18 @@ def _run_replay(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int
             open(args.json, "a", encoding="utf-8").close()
         except OSError as exc:
             raise UsageError(f"Cannot write the JSON summary to {args.json}: {exc.strerror}. Choose a writable file.") from None
+    if args.emit_trace is not None:
+        if args.dask is not None or args.scheduler_file is not None:
+            raise UsageError(
+                "The option --emit-trace is not supported with --dask or --scheduler-file. "
+                "Replay locally to write the replay's trace."
+            )
+        try:
+            open(args.emit_trace, "a").close()
+        except OSError as exc:
+            raise UsageError(f"Cannot write the replay's trace to {args.emit_trace}: {exc.strerror}. Choose a writable file.") from None
+    if args.report is not None:
+        _check_report_folder(args.report)
     replayer: Union[Replayer, ShardedReplayer, "DaskReplayer"]
     processes = usable_cores() if args.processes is None else args.processes
     if args.dask is not None or args.scheduler_file is not None:
@@ -678,6 +734,17 @@ def _run_replay(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int
         stdout.write(format_summary(summary) + "\n")
     if args.json:
         _write_json(summary, args.json, stdout)
+    if args.report is not None:
+        from .replay._report import write_report
+
+        try:
+            write_report(summary.to_dict(), args.report, timing=options.timing)
+        except OSError as exc:
+            stderr.write(
+                f"greenpipe replay: cannot write the report to {args.report}: "
+                f"{exc.strerror or exc}. Choose a writable folder.\n"
+            )
+            return EXIT_ERROR
     return summary.exit_code()
 
 

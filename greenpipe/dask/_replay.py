@@ -43,6 +43,7 @@ from ..replay._pipeline import (
     peak_rss_bytes,
     ranked_files,
     require_trace_files,
+    series_origin,
 )
 from ..replay._plan import MAX_EXAMPLES
 from ..replay._sandbox import prepare_root
@@ -192,7 +193,7 @@ class DaskReplayer:
 
     Raises:
         ValueError: more than one of ``address``, ``scheduler_file`` and
-            ``client`` is given.
+            ``client`` is given, or ``options.emit_trace`` is set.
     """
 
     def __init__(
@@ -208,6 +209,9 @@ class DaskReplayer:
         chosen = [name for name, value in (("address", address), ("scheduler_file", scheduler_file), ("client", client)) if value is not None]
         if len(chosen) > 1:
             raise ValueError(f"give at most one of address, scheduler_file and client, not {' and '.join(chosen)}")
+        if options.emit_trace is not None:
+            # TODO: write a part per shard on the shared file system and join them.
+            raise ValueError("emit_trace is not supported on a Dask cluster; replay locally to emit a trace")
         self.inputs = list(inputs)
         self.options = options
         self._dask = DaskOptions(address=address, scheduler_file=scheduler_file, client=client)
@@ -330,6 +334,8 @@ class DaskReplayer:
 
         calls: List[Optional[Tuple[Callable[..., ShardResult], Tuple[Any, ...]]]] = []
         events_total = bytes_total = 0
+        # One origin for the series of every shard, so that they add up.
+        origin = series_origin()
         for group, result in zip(groups, planned):
             # A shard whose plan failed is not replayed; its failure is reported.
             if result is None or result.plan is None:
@@ -338,7 +344,7 @@ class DaskReplayer:
             plan = result.plan
             events_total += plan.events
             bytes_total += plan.write_bytes
-            shard = ReplayShard("replay", group, options, anchors_of(plan, group))
+            shard = ReplayShard("replay", group, options, anchors_of(plan, group), origin=origin)
             calls.append((self._shard_function, (shard, plan)))
         # Each shard checks its own bytes on its worker; shards that share a
         # file system can only be checked together here, before any writes.

@@ -35,7 +35,7 @@ import heapq
 import logging
 import os
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .._compat import allocate_lock
 from .._scope import sleep
@@ -46,6 +46,10 @@ from ._descriptors import DescriptorCache, Handle, ProcessTable, default_open_li
 from ._order import OrderGates, OrderTracker, Step, namespace_kind
 from ._sandbox import PathSandbox, SandboxError
 from ._summary import MISMATCH_BYTES, MISMATCH_CLASS, SANDBOX_REASON, StreamStats
+
+if TYPE_CHECKING:
+    from ._emit import TraceEmitter
+    from ._series import SeriesCollector
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +101,10 @@ class ReplayContext:
         data: the bytes that writes write.
         verifier: the record of writes that reads are checked against,
             or ``None`` when reads are not checked.
+        series: where the streams fold their time series, or ``None``
+            to collect none.
+        emitter: where the streams write the replay's own trace, or
+            ``None``.
 
     Args:
         max_open: most traced files open at once; by default what
@@ -116,12 +124,16 @@ class ReplayContext:
         max_open: Optional[int] = None,
         data: Optional[DataSource] = None,
         verify: bool = False,
+        series: Optional[SeriesCollector] = None,
+        emitter: Optional[TraceEmitter] = None,
     ) -> None:
         if verify and (data is None or data.kind != "pattern"):
             raise ValueError("verify needs pattern data: pass data=DataSource('pattern')")
         self.sandbox = sandbox
         self.data = data or DataSource()
         self.verifier = Verifier(self.data) if verify else None
+        self.series = series
+        self.emitter = emitter
         self.budget = budget or ByteBudget(None)
         self.speed = speed
         self.window = max(1, window)
@@ -205,6 +217,14 @@ class StreamRunner:
         self._sequence = 0
         # Data key of each traced path, for ``pattern`` and ``random`` data.
         self._keys: Dict[str, int] = {}
+        # Filled only for --report and --emit-trace; see _observe.
+        self._recorder = None if context.series is None else context.series.recorder(stats.file)
+        self._emitter = (
+            None
+            if context.emitter is None
+            else context.emitter.stream(stats.pid, stats.tid, context.sandbox.display)
+        )
+        self._observing = self._recorder is not None or self._emitter is not None
         self._ops: Dict[str, Callable[[Event, str], None]] = {
             "open": self._open,
             "openat": self._open,
@@ -248,16 +268,29 @@ class StreamRunner:
         heap: List[Tuple[int, int, Event]] = []
         window = self.context.window
         sequence = 0
-        for batch in batches:
-            for event in batch:
-                heapq.heappush(heap, (event.ts, sequence, event))
-                sequence += 1
-                if len(heap) > window:
-                    self.execute(heapq.heappop(heap)[2])
-            maybe_yield()
-        while heap:
-            self.execute(heapq.heappop(heap)[2])
-            maybe_yield()
+        try:
+            for batch in batches:
+                for event in batch:
+                    heapq.heappush(heap, (event.ts, sequence, event))
+                    sequence += 1
+                    if len(heap) > window:
+                        self.execute(heapq.heappop(heap)[2])
+                maybe_yield()
+            while heap:
+                self.execute(heapq.heappop(heap)[2])
+                maybe_yield()
+        finally:
+            self.finish()
+
+    def finish(self) -> None:
+        """Hand over this stream's series and emitted events; call once at its end."""
+        if self._recorder is not None:
+            self._recorder.finish(self.context.sandbox.display)
+            self._recorder = None
+        if self._emitter is not None:
+            self._emitter.flush()
+            self._emitter = None
+        self._observing = False
 
     def run_ordered(
         self,
@@ -277,18 +310,21 @@ class StreamRunner:
         """
         gates = self.context.gates
         stats = self.stats
-        for batch in batches:
-            for event, step in batch:
-                if step is None:
-                    self.execute(event)
-                    continue
-                try:
-                    if step.waits and gates.wait(step):
-                        stats.order_waits += 1
-                    self.execute(event)
-                finally:
-                    gates.release(step)
-            maybe_yield()
+        try:
+            for batch in batches:
+                for event, step in batch:
+                    if step is None:
+                        self.execute(event)
+                        continue
+                    try:
+                        if step.waits and gates.wait(step):
+                            stats.order_waits += 1
+                        self.execute(event)
+                    finally:
+                        gates.release(step)
+                maybe_yield()
+        finally:
+            self.finish()
 
     def execute(self, event: Event) -> None:
         """Replay one event and count its outcome and its parity with the trace."""
@@ -322,6 +358,11 @@ class StreamRunner:
         self._handle_path = None
         self._call_path = None
         self._missing = False
+        observing = self._observing
+        if observing:
+            read_before = stats.bytes_read
+            written_before = stats.bytes_written
+            started_ns = time.perf_counter_ns()
         try:
             try:
                 self._ops[op](event, op)
@@ -335,11 +376,23 @@ class StreamRunner:
         except OSError as exc:
             self._count_error(event, op, ret, exc)
             self._track(event, op, short_reads)
+            if observing:
+                self._observe(event, op, ret, started_ns, None, 0, 0)
             return
 
         if stats.replayed == replayed:
             return  # skipped inside the operation, with its reason
         self._track(event, op, short_reads)
+        if observing:
+            self._observe(
+                event,
+                op,
+                ret,
+                started_ns,
+                stats.last_seconds,
+                stats.bytes_read - read_before,
+                stats.bytes_written - written_before,
+            )
         if ret is None:
             stats.parity_no_ret += 1
         elif traced_failed:
@@ -369,6 +422,43 @@ class StreamRunner:
             target = second_path(event)
             if target is not None and target != path:
                 tracker.record(stats, event, op, target, kind="rename", missing=self._missing)
+
+    def _observe(
+        self,
+        event: Event,
+        op: str,
+        ret: Optional[int],
+        started_ns: int,
+        seconds: Optional[float],
+        read: int,
+        written: int,
+    ) -> None:
+        """Record an executed call in the series and the emitted trace.
+
+        ``ret`` is the traced result. ``seconds`` is the duration of the
+        replayed system call, or ``None`` when the call failed; the
+        emitted event then spans the whole attempt.
+        """
+        end_ns = time.perf_counter_ns()
+        path = event.path or self._handle_path
+        recorder = self._recorder
+        if recorder is not None:
+            recorder.record(event, op, ret, path, end_ns, seconds, read, written)
+        emitter = self._emitter
+        if emitter is None:
+            return
+        second = None
+        if op == "openat":
+            path = _openat_path(event)
+        elif op == "rename":
+            second = second_path(event)
+        if seconds is None:
+            duration = end_ns - started_ns
+            result: Optional[int] = -1
+        else:
+            duration = int(seconds * 1e9)
+            result = _replay_ret(op, event.args, self._moved)
+        emitter.emit(event, path, second, end_ns - duration, duration, result)
 
     def _count_error(self, event: Event, op: str, ret: Optional[int], exc: OSError) -> None:
         """Count a call that raised ``exc`` when replayed."""
@@ -821,6 +911,27 @@ def second_path(event: Event) -> Optional[str]:
         return value
     value = event.args.get("newpath")
     return value if isinstance(value, str) and value else None
+
+
+def _replay_ret(op: str, args: Dict[str, Any], moved: Optional[int]) -> Optional[int]:
+    """Return the ``ret`` of a replayed call that succeeded, as the trace writes it.
+
+    Data calls return the bytes moved (items for ``fread``/``fwrite``),
+    ``lseek`` the new offset. Opens return none, as in the newest traces,
+    because the replay's descriptor numbers mean nothing to a reader.
+    """
+    if op in calls.BYTE_OPS:
+        if moved is None:
+            return None
+        if op in _ITEM_OPS:
+            size = calls.arg_int(args, "size")
+            return moved // size if size else moved
+        return moved
+    if op == "lseek":
+        return moved
+    if op in ("open", "openat", "creat", "fopen"):
+        return None
+    return 0
 
 
 def _openat_path(event: Event) -> Optional[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import os
 import random
 from typing import AbstractSet, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -77,6 +78,12 @@ class ReplayOptions:
             trace's order between calls on the same path, across threads,
             processes and trace files; ``"global"`` runs every call in
             traced start order, one after the other.
+        series: keep the time series and distributions of the replay
+            for a report (``ReplaySummary.series``); a dry run has none.
+        emit_trace: file that the replay writes its own trace to, in the
+            newest DFTracer format (gzip when the name ends in ``.gz``);
+            ``None`` writes none. Not allowed with ``dry_run`` nor
+            inside ``root``.
     """
 
     root: Optional[str] = None
@@ -110,10 +117,21 @@ class ReplayOptions:
     size_scale: float = 1.0
     align: int = 1
     copies: int = 1
+    series: bool = False
+    emit_trace: Optional[str] = None
 
     def __post_init__(self) -> None:
         if not self.dry_run and not self.root:
             raise ValueError("root is required unless dry_run is set")
+        if self.emit_trace is not None and self.dry_run:
+            raise ValueError("emit_trace needs a replay; a dry run executes no call")
+        if self.emit_trace == "":
+            raise ValueError("emit_trace must name a file, not ''")
+        if self.emit_trace is not None and self.root and is_inside(self.emit_trace, self.root):
+            raise ValueError(
+                f"emit_trace must be outside root, where the replay may overwrite it, "
+                f"not {self.emit_trace!r}"
+            )
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, not {self.threads!r}")
         if isinstance(self.timing, str):
@@ -176,6 +194,13 @@ class ReplayOptions:
         if self.size_scale == 1.0 and self.align == 1:
             return None
         return SizeScaler(self.size_scale, self.align)
+
+
+def is_inside(path: str, folder: str) -> bool:
+    """Return whether ``path`` is ``folder`` or below it, after resolving symlinks."""
+    path = os.path.realpath(path)
+    folder = os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
 
 
 class EventLimit:

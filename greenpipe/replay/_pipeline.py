@@ -64,6 +64,7 @@ from ._options import EventFilter, EventLimit, ReplayOptions, select_ranks
 from ._order import GlobalOrder, ResourceOrder
 from ._plan import MAX_EXAMPLES, FilePlan, Plan
 from ._sandbox import PathSandbox, SandboxError, prepare_root
+from ._series import ReplaySeries, SeriesCollector, SeriesOrigin
 from ._summary import (
     FileCounters,
     Preparation,
@@ -299,6 +300,8 @@ class Replayer:
         self._events_total = 0
         self._bytes_total = 0
         self._plan_events = 0
+        self._series: Optional[ReplaySeries] = None
+        self._series_origin: Optional[SeriesOrigin] = None
 
     # -- control from other threads -------------------------------------------
 
@@ -398,6 +401,8 @@ class Replayer:
             order_mode=self.options.order,
             copies=1 if self.options.dry_run else self.options.copies,
             verify=self.options.verify and not self.options.dry_run,
+            series=self._series,
+            series_origin=self._series_origin,
         )
 
     def _run_dry(self, indexed: List[Tuple[int, str]], problems: List[str]) -> ReplaySummary:
@@ -424,7 +429,7 @@ class Replayer:
         self._bytes_total = needed
         started = time.monotonic()
         groups = order_groups(plan, indexed, sandboxes[0])
-        self.replay_pass(indexed, sandboxes, plan.first_ts, groups)
+        self.replay_pass(indexed, sandboxes, plan.first_ts, groups, series_origin(), framed=True)
         return self._finish(indexed, problems, root, time.monotonic() - started, preparation)
 
     # -- passes over the files ------------------------------------------------
@@ -473,8 +478,15 @@ class Replayer:
         sandbox: Union[PathSandbox, Sequence[PathSandbox]],
         anchors: Mapping[str, int],
         groups: Optional[Sequence[Sequence[int]]] = None,
+        origin: Optional[SeriesOrigin] = None,
+        *,
+        framed: bool = False,
     ) -> Tuple[List[FileCounters], List[StreamStats]]:
         """Replay ``files`` under ``sandbox``, which must be prepared already.
+
+        With ``options.series``, the time series of the pass are kept for
+        :meth:`series`. With ``options.emit_trace``, the executed calls
+        are written to that file.
 
         Args:
             sandbox: the root, or one root per copy (``--copies``); the
@@ -485,6 +497,11 @@ class Replayer:
                 must keep their order against each other, as
                 :func:`order_groups` finds them; each group is merged by
                 its own dispatcher. ``None`` merges all files in one.
+            origin: the zero of the replay clock of the time series,
+                shared by every pass of the replay; by default the
+                present moment.
+            framed: write the brackets that open and close the emitted
+                trace; a worker's part of it has none.
 
         Returns:
             The counters of the files, in order, each adding up all the
@@ -493,6 +510,16 @@ class Replayer:
         self._set_phase("replay")
         options = self.options
         sandboxes = [sandbox] if isinstance(sandbox, PathSandbox) else list(sandbox)
+        collector = None
+        if options.series:
+            if origin is None:
+                origin = series_origin()
+            collector = SeriesCollector(origin, anchors)
+        emitter = None
+        if options.emit_trace is not None:
+            from ._emit import TraceEmitter
+
+            emitter = TraceEmitter(options.emit_trace, framed=framed)
         contexts = [
             ReplayContext(
                 box,
@@ -502,8 +529,11 @@ class Replayer:
                 window=options.window,
                 data=options.data_source(),
                 verify=options.verify,
+                series=collector,
+                # NOTE: with --copies, the emitted trace holds the first copy only.
+                emitter=emitter if copy == 0 else None,
             )
-            for box in sandboxes
+            for copy, box in enumerate(sandboxes)
         ]
         try:
             if options.order == "stream":
@@ -519,10 +549,23 @@ class Replayer:
             left_open = sum(context.close_all() for context in contexts)
             if left_open:
                 logger.debug("closed %d descriptors left open by the trace", left_open)
+            if emitter is not None:
+                emitter.close()
         if len(contexts) > 1:
             counters = merge_copies(counters, len(files))
             self._counters = counters
+        if collector is not None:
+            self._series = collector.series
+            self._series_origin = collector.origin
         return counters, list(self._streams)
+
+    def series(self) -> Tuple[Optional[ReplaySeries], Optional[SeriesOrigin]]:
+        """Return the series of the last replay pass and their origin.
+
+        ``(None, None)`` unless ``options.series`` was set and a replay
+        pass ran.
+        """
+        return self._series, self._series_origin
 
     def _passes(
         self,
@@ -1076,6 +1119,11 @@ def order_groups(
         for group in plan.file_groups(mapped)
     ]
     return [group for group in groups if group]
+
+
+def series_origin() -> SeriesOrigin:
+    """Return the origin of the replay clock of a replay's series: now."""
+    return SeriesOrigin(time.time_ns())
 
 
 def check_free_space(

@@ -77,7 +77,9 @@ from ._pipeline import (
     prepare_copies,
     ranked_files,
     require_trace_files,
+    series_origin,
 )
+from ._emit import join_parts, part_path, remove_parts
 from ._plan import Plan
 from ._sandbox import PathSandbox, SandboxError, prepare_root
 from ._shards import (
@@ -505,24 +507,37 @@ class ShardedReplayer:
         self._bytes_total = needed
         self._set_phase("replay")
         started = time.monotonic()
+        origin = series_origin()
+        target = options.emit_trace
+        parts = [part_path(target, number) for number in range(len(groups))] if target else []
         shards: List[Optional[ReplayShard]] = []
-        for group, ok in zip(groups, planned_ok):
+        for number, (group, ok) in enumerate(zip(groups, planned_ok)):
             # A worker that failed while planning has no plan for its
             # files, so they are not replayed; the failure is reported.
             if not ok:
                 shards.append(None)
-            else:
-                mine = {index for index, _ in group}
-                shards.append(
-                    ReplayShard(
-                        "replay",
-                        group,
-                        worker_options,
-                        anchors_of(plan, group),
-                        tuple(tuple(part) for part in linked if part[0] in mine),
-                    )
+                continue
+            shard_options = worker_options
+            if target:
+                shard_options = dataclasses.replace(worker_options, emit_trace=parts[number])
+            mine = {index for index, _ in group}
+            shards.append(
+                ReplayShard(
+                    "replay",
+                    group,
+                    shard_options,
+                    anchors_of(plan, group),
+                    groups=tuple(tuple(part) for part in linked if part[0] in mine),
+                    origin=origin,
                 )
-        results = self._round(shards)
+            )
+        try:
+            results = self._round(shards)
+            if target:
+                # A worker that failed may have left a cut gzip member.
+                join_parts(target, [part for part, r in zip(parts, results) if r is not None])
+        finally:
+            remove_parts(parts)
         return self._finish(files, problems, results, time.monotonic() - started, preparation)
 
     def _order_groups(

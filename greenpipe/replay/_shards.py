@@ -64,6 +64,7 @@ from ._pipeline import (
     problem_counters,
 )
 from ._plan import Plan
+from ._series import ReplaySeries, SeriesOrigin
 from ._sandbox import ROOT_MARKER, PathSandbox, SandboxError, mount_points_under, prepare_root
 from ._summary import FileCounters, Preparation, ReplaySummary, StreamStats, build_summary
 
@@ -91,6 +92,9 @@ class ReplayShard:
         groups: for ``--order resource``, the indexes of the files that
             keep their order against each other (from the merged plan);
             empty to merge all the shard's files in one timeline.
+        origin: the zero of the replay clock of the time series
+            (``options.series``), the same for every shard of a replay;
+            ``None`` takes the moment the shard starts.
     """
 
     phase: str
@@ -98,6 +102,7 @@ class ReplayShard:
     options: ReplayOptions
     anchors: Tuple[Tuple[str, int], ...] = ()
     groups: Tuple[Tuple[int, ...], ...] = ()
+    origin: Optional[SeriesOrigin] = None
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
@@ -129,6 +134,8 @@ class ShardResult:
             the shard, measured when it ended.
         preparation: what the shard prepared in its own sub-root, for a
             shard run by :func:`run_shard_in_subroot`; ``None`` otherwise.
+        series: the time series of a replay shard with
+            ``options.series``, and their origin; ``None`` otherwise.
     """
 
     phase: str
@@ -139,6 +146,8 @@ class ShardResult:
     wall_seconds: float = 0.0
     peak_rss_bytes: int = 0
     preparation: Optional[Preparation] = None
+    series: Optional[ReplaySeries] = None
+    series_origin: Optional[SeriesOrigin] = None
 
 
 class ShardRegistry:
@@ -240,6 +249,8 @@ class ShardRun:
         started = time.monotonic()
         streams: List[StreamStats] = []
         plan = None
+        series: Optional[ReplaySeries] = None
+        origin: Optional[SeriesOrigin] = None
         if shard.phase == "plan":
             plan = replayer.plan_pass(shard.files)
             counters: List[FileCounters] = []
@@ -249,8 +260,9 @@ class ShardRun:
             assert shard.options.root is not None
             with open_copies(shard.options.root, shard.options.copies) as sandboxes:
                 counters, streams = replayer.replay_pass(
-                    shard.files, sandboxes, dict(shard.anchors), shard.groups or None
+                    shard.files, sandboxes, dict(shard.anchors), shard.groups or None, shard.origin
                 )
+            series, origin = replayer.series()
         indexed = tuple(zip((index for index, _ in shard.files), counters))
         return ShardResult(
             phase=shard.phase,
@@ -260,6 +272,8 @@ class ShardRun:
             interrupted=replayer.cancelled,
             wall_seconds=time.monotonic() - started,
             peak_rss_bytes=peak_rss_bytes(),
+            series=series,
+            series_origin=origin,
         )
 
 
@@ -503,10 +517,17 @@ def merge_results(
     """
     counters: Dict[int, FileCounters] = {}
     streams: List[StreamStats] = []
+    series: Optional[ReplaySeries] = None
+    origin: Optional[SeriesOrigin] = None
     for result in results:
         counters.update(result.files)
         streams.extend(result.streams)
         interrupted = interrupted or result.interrupted
+        if result.series is not None:
+            if series is None:
+                series = ReplaySeries()
+                origin = result.series_origin
+            series.merge(result.series)
     for index, path in failed_files:
         counters.setdefault(
             index,
@@ -526,6 +547,8 @@ def merge_results(
         order_mode=options.order,
         copies=1 if options.dry_run else options.copies,
         verify=options.verify and not options.dry_run,
+        series=series,
+        series_origin=origin,
     )
 
 

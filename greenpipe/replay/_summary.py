@@ -11,10 +11,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import Counter
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from ._calls import REASON_FAILED_IN_TRACE, REASON_MAX_BYTES
 from ._data import VerifyCounts
+
+if TYPE_CHECKING:
+    from ._series import ReplaySeries, SeriesOrigin
 
 #: Failure messages kept per reason.
 MAX_MESSAGES_PER_REASON = 5
@@ -121,6 +124,7 @@ class StreamStats:
         "order_missing",
         "copy",
         "verify",
+        "last_seconds",
     )
 
     def __init__(self, file: str, pid: int, tid: int, copy: int = 0) -> None:
@@ -166,6 +170,8 @@ class StreamStats:
         self.order_examples: List[Dict[str, Any]] = []
         self.order_short_reads = 0
         self.order_missing = 0
+        #: Latency of the last call counted by :meth:`done`, in seconds.
+        self.last_seconds = 0.0
 
     def skip(self, name: str, reason: str) -> None:
         """Count one call skipped for ``reason``."""
@@ -225,6 +231,7 @@ class StreamStats:
         """Count one replayed call and its latency."""
         self.replayed += 1
         self.calls[name] += 1
+        self.last_seconds = seconds
         histogram = self.latency.get(name)
         if histogram is None:
             histogram = self.latency[name] = LatencyHistogram()
@@ -460,6 +467,16 @@ class ReplaySummary:
             traced path), ``path`` (the mapped path), ``offset``,
             ``length``, ``expected`` and ``found``; ``None`` without
             ``--verify``.
+        series: the time series and distributions of the executed calls
+            (see ``ReplayOptions.series``), or ``None`` when not kept:
+            ``trace`` and ``replay`` (``bucket_s``, ``read_bytes``,
+            ``written_bytes`` and ``in_flight`` per bucket; trace time
+            counts from each file's first replayed call, replay time from
+            ``origin_epoch_s``), ``duration_ratio`` per call name (``count``,
+            ``zero_traced_dur``, ``p50``, ``p95``, ``p99``, ``max`` of
+            replay duration / traced duration), ``files`` and ``paths``
+            (traced and replayed bytes read and written; the paths with
+            the most bytes) and ``path_count``.
     """
 
     inputs: Tuple[str, ...]
@@ -508,6 +525,7 @@ class ReplaySummary:
     missing_by_order: int = 0
     copies: int = 1
     verify: Optional[Mapping[str, Any]] = None
+    series: Optional[Mapping[str, Any]] = None
 
     def exit_code(self) -> int:
         """Return the command's exit code for this outcome.
@@ -631,6 +649,8 @@ def build_summary(
     order_mode: str = "stream",
     copies: int = 1,
     verify: bool = False,
+    series: Optional[ReplaySeries] = None,
+    series_origin: Optional[SeriesOrigin] = None,
 ) -> ReplaySummary:
     """Merge the per-file and per-stream counters into a summary.
 
@@ -812,4 +832,5 @@ def build_summary(
         missing_by_order=totals["order_missing"],
         copies=copies,
         verify=verified.to_dict() if verify else None,
+        series=None if series is None else series.to_dict(series_origin),
     )
