@@ -23,10 +23,23 @@ and reopened on its next use (see ``_descriptors``).
 Bytes. Reads ask for the traced request (``count``, or ``size * count``
 for ``fread``); writes write that many zero bytes, because traces record
 sizes, never data.
+
+Timing. ``asap`` issues each call as soon as the previous one of its
+stream ends. Open-loop timing (``original``) gives every call a due time,
+``t0 + (ts - ts0) / speed``, where ``ts0`` is the earliest traced start
+of the whole replay and ``t0`` one instant on a monotonic clock shared by
+every stream (and, through a wall-clock epoch, by every worker process).
+Due times are computed from that origin, never by adding gaps, so a late
+call does not delay the calls after it and no drift builds up. Closed-loop
+timing (``think``) issues a call when the previous call of its stream
+ended plus the traced think time between the two, divided by the speed.
+How late each call starts is recorded, split into the part spent waiting
+for the stream's previous call to end ("busy") and the rest ("replayer").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import heapq
 import logging
@@ -35,7 +48,7 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .._compat import allocate_lock
-from .._scope import sleep
+from .._scope import sleep as _sleep
 from ..trace import Event
 from . import _calls as calls
 from ._descriptors import DescriptorCache, Handle, ProcessTable, default_open_limit
@@ -53,6 +66,38 @@ DEFAULT_REORDER_WINDOW = 256
 
 #: Data calls whose ``ret`` counts items of ``size`` bytes, not bytes.
 _ITEM_OPS = frozenset(("fread", "fwrite"))
+
+#: Timing modes: no waiting, open-loop, closed-loop.
+TIMING_MODES = ("asap", "original", "think")
+#: A timed stream sleeps until this many seconds before a due time, then
+#: yields to the other tasks until the due time has passed. The event loop
+#: wakes sleepers at about 1 ms granularity (its poll timeout is in whole
+#: milliseconds), which alone would make most calls up to 1 ms late.
+SPIN_SECONDS = 0.002
+
+
+@dataclasses.dataclass(frozen=True)
+class Timeline:
+    """The traced time span of the events of a replay, in trace microseconds.
+
+    Timed replays schedule every event from ``first_ts``, the earliest
+    start over all replayed files, so that all streams, files and
+    processes share one time origin.
+
+    Attributes:
+        first_ts: earliest start time.
+        last_ts: latest start time.
+        last_end: latest end time (``ts + dur``).
+    """
+
+    first_ts: int
+    last_ts: int
+    last_end: int
+
+    def span_us(self) -> int:
+        """Return the microseconds from the first start to the last end."""
+        return max(self.last_end - self.first_ts, 0)
+
 
 
 class ByteBudget:
@@ -83,14 +128,32 @@ class ReplayContext:
     Attributes:
         sandbox: the root and its safe operations.
         budget: the ``--max-bytes`` cap.
-        speed: ``None`` to replay as fast as possible, else the factor by
-            which traced gaps are divided (1.0 keeps them).
+        mode: ``"asap"``, ``"original"`` or ``"think"``.
+        speed: ``None`` for ``asap``, else the factor by which traced gaps
+            are divided (1.0 keeps them).
         window: events each stream holds back for reordering.
         descriptors: the real descriptors, recycled past ``max_open``.
+        ts0: the traced start time (microseconds) that ``t0`` stands for.
+        t0: the clock time at which the call traced at ``ts0`` is due.
+        clock: the monotonic time source of the pacing, in seconds.
+        sleep: pauses the calling task for some seconds of ``clock``.
 
     Args:
+        mode: the timing mode; by default ``"original"`` when ``speed``
+            is given and ``"asap"`` otherwise.
         max_open: most traced files open at once; by default what
             ``RLIMIT_NOFILE`` leaves (:func:`default_open_limit`).
+        timeline: the traced span of the whole replay. ``ts0`` is its
+            first start, and the first and last 1 % of it delimit the
+            calls whose lateness measures drift. Without it, ``ts0`` is
+            the first call that a stream paces, and drift is not measured.
+        start: the value of ``t0``; by default the clock time of the first
+            paced call.
+        clock, sleep: by default :func:`time.monotonic` and greenpipe's
+            :func:`~greenpipe.sleep`; tests pass a virtual clock.
+        spin: seconds before a due time from which a stream yields instead
+            of sleeping; by default :data:`SPIN_SECONDS` with the default
+            clock and 0 with an injected one.
     """
 
     def __init__(
@@ -101,16 +164,60 @@ class ReplayContext:
         speed: Optional[float] = None,
         window: int = DEFAULT_REORDER_WINDOW,
         max_open: Optional[int] = None,
+        mode: Optional[str] = None,
+        timeline: Optional[Timeline] = None,
+        start: Optional[float] = None,
+        clock: Optional[Callable[[], float]] = None,
+        sleep: Optional[Callable[[float], None]] = None,
+        spin: Optional[float] = None,
     ) -> None:
+        if mode is None:
+            mode = "asap" if speed is None else "original"
+        if mode not in TIMING_MODES:
+            raise ValueError(f"mode must be one of {', '.join(TIMING_MODES)}, not {mode!r}")
+        if mode != "asap" and speed is None:
+            speed = 1.0
+        if speed is not None and not speed > 0:
+            raise ValueError(f"speed must be > 0, not {speed!r}")
         self.sandbox = sandbox
         self.budget = budget or ByteBudget(None)
-        self.speed = speed
+        self.mode = mode
+        self.speed = None if mode == "asap" else speed
+        #: Seconds of replay per traced microsecond.
+        self.scale = 1e-6 / speed if self.speed else 0.0
+        self.clock: Callable[[], float] = clock or time.monotonic
+        self.sleep: Callable[[float], None] = sleep or _sleep
+        if spin is None:
+            spin = SPIN_SECONDS if clock is None else 0.0
+        self.spin = spin
+        self.t0 = start
+        self.ts0: Optional[int] = None
+        #: Calls traced at or before ``head_until`` (at or after
+        #: ``tail_from``) are in the first (last) 1 % of the traced span.
+        self.head_until: Optional[int] = None
+        self.tail_from: Optional[int] = None
+        if timeline is not None:
+            self.ts0 = timeline.first_ts
+            margin = (timeline.last_ts - timeline.first_ts) // 100
+            self.head_until = timeline.first_ts + margin
+            self.tail_from = timeline.last_ts - margin
         self.window = max(1, window)
         limit = max_open if max_open is not None else default_open_limit()
         self.descriptors = DescriptorCache(sandbox, limit)
         self._tables: Dict[Tuple[str, int], ProcessTable] = {}
         self._lock = allocate_lock()
         self._zeros = bytes(64 * 1024)
+
+    def begin(self, ts: int) -> None:
+        """Set ``ts0`` to ``ts`` and ``t0`` to now, unless they are set already.
+
+        Threads: safe from any thread; the first caller wins.
+        """
+        with self._lock:
+            if self.ts0 is None:
+                self.ts0 = ts
+            if self.t0 is None:
+                self.t0 = self.clock()
 
     def table(self, file: str, pid: int) -> ProcessTable:
         """Return the descriptor table of process ``pid`` of trace ``file``."""
@@ -165,8 +272,14 @@ class StreamRunner:
         self.stats = stats
         self.table = context.table(stats.file, stats.pid)
         self._buffer = bytearray(64 * 1024)
+        # The traced start that stands for the context's t0 when the
+        # context has no timeline; the first paced call's start otherwise.
         self._anchor_ts = anchor_ts
-        self._anchor_wall: Optional[float] = None
+        self._paced = context.mode != "asap"
+        # Clock time at which the previous call of the stream ended, and
+        # its traced end, for the busy share of lateness and for think time.
+        self._previous_end: Optional[float] = None
+        self._previous_traced_end = 0
         self._last_ts: Optional[int] = None
         # Handles held during the current call; released when it ends.
         self._held: List[Handle] = []
@@ -252,8 +365,9 @@ class StreamRunner:
             stats.late += 1
         else:
             self._last_ts = event.ts
-        if self.context.speed is not None:
-            self._pace(event.ts)
+        paced = self._paced
+        if paced:
+            self._pace(event)
 
         replayed = stats.replayed
         self._traced_failed = traced_failed
@@ -263,6 +377,8 @@ class StreamRunner:
                 self._ops[op](event, op)
             finally:
                 self._release_held()
+                if paced:
+                    self._end_paced(event)
         except SandboxError as exc:
             # Rejected before any system call, so there is no outcome to compare.
             where = self.context.sandbox.display(event.path) if event.path else "?"
@@ -318,17 +434,60 @@ class StreamRunner:
         path = cause[2] if cause is not None else self.context.sandbox.display(key)
         self.stats.mismatch(kind, event.ts, event.name, key, path, expected, got)
 
-    def _pace(self, ts: int) -> None:
-        now = time.monotonic()
-        if self._anchor_wall is None:
-            self._anchor_wall = now
-            if self._anchor_ts is None:
-                self._anchor_ts = ts
-        assert self._anchor_ts is not None
-        speed = self.context.speed or 1.0
-        delay = self._anchor_wall + (ts - self._anchor_ts) / 1e6 / speed - now
+    def _pace(self, event: Event) -> None:
+        """Wait until ``event`` is due, then record how late it starts."""
+        context = self.context
+        clock = context.clock
+        if context.t0 is None or context.ts0 is None:
+            context.begin(event.ts if self._anchor_ts is None else self._anchor_ts)
+        t0 = context.t0
+        ts0 = context.ts0
+        assert t0 is not None and ts0 is not None
+        ts = event.ts
+        previous_end = self._previous_end
+        if context.mode == "think" and previous_end is not None:
+            think = ts - self._previous_traced_end
+            due = previous_end + (think * context.scale if think > 0 else 0.0)
+        else:
+            # The first call of a stream keeps its place on the common
+            # timeline in think mode as well.
+            due = t0 + (ts - ts0) * context.scale
+
+        now = clock()
+        delay = due - now
         if delay > 0:
-            sleep(delay)
+            spin = context.spin
+            if delay > spin:
+                context.sleep(delay - spin)
+                now = clock()
+            if spin:
+                while now < due:
+                    context.sleep(0)
+                    now = clock()
+
+        lateness = now - due if now > due else 0.0
+        busy = 0.0
+        if previous_end is not None and previous_end > due:
+            busy = min(previous_end - due, lateness)
+        replayer = lateness - busy
+        stats = self.stats
+        stats.lateness_replayer.add(replayer)
+        stats.lateness_busy.add(busy)
+        head_until = context.head_until
+        if head_until is not None:
+            if ts <= head_until:
+                stats.lateness_head.add(replayer)
+            tail_from = context.tail_from
+            if tail_from is not None and ts >= tail_from:
+                stats.lateness_tail.add(replayer)
+
+    def _end_paced(self, event: Event) -> None:
+        end = self.context.clock()
+        self._previous_end = end
+        self._previous_traced_end = event.ts + event.dur
+        t0 = self.context.t0
+        assert t0 is not None
+        self.stats.end_offset = end - t0
 
     # -- descriptors ----------------------------------------------------------
 

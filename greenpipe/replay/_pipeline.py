@@ -38,14 +38,21 @@ from .._compat import allocate_lock
 from .._errors import Cancelled, GreenpipeError
 from .._executor import Executor
 from .._memory import compute_memory_budget
-from .._scope import CoroScope
 from ..trace import Decoder, Event, TraceReader
 from . import _calls as calls
-from ._execute import SECOND_PATH, ByteBudget, ReplayContext, StreamRunner
+from .._scope import CoroScope, sleep
+from ._execute import SECOND_PATH, ByteBudget, ReplayContext, StreamRunner, Timeline
 from ._options import EventFilter, EventLimit, ReplayOptions
 from ._plan import FilePlan, Plan
 from ._sandbox import PathSandbox, prepare_root
-from ._summary import FileCounters, Preparation, ReplaySummary, StreamStats, build_summary
+from ._summary import (
+    FileCounters,
+    Preparation,
+    ReplaySummary,
+    StreamStats,
+    TimingSetup,
+    build_summary,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +64,10 @@ BATCH_EVENTS = 512
 EVENT_CAPACITY = 8
 #: Batches queued for each stream.
 STREAM_CAPACITY = 8
+#: Seconds between the start of a timed replay pass and the instant its
+#: first call is due, so that the parse and decode stages can deliver the
+#: first events before then.
+START_LEAD = 0.05
 
 Sink = Callable[[CoroScope, int, str, Channel[Any], FileCounters], None]
 
@@ -191,11 +202,18 @@ class Replayer:
     Args:
         inputs: trace files and folders.
         options: what to replay and how.
+        clock: ``None`` for real time, or a
+            :class:`~greenpipe.testing.VirtualClock` that the executors of
+            the replay run on and that timed replays pace with.
     """
 
-    def __init__(self, inputs: Sequence[str], options: ReplayOptions) -> None:
+    def __init__(
+        self, inputs: Sequence[str], options: ReplayOptions, *, clock: Any = None
+    ) -> None:
         self.inputs = list(inputs)
         self.options = options
+        self._clock = clock
+        self._timeline: Optional[Timeline] = None
         self._lock = allocate_lock()
         self._cancelled = False
         self._scopes: List[CoroScope] = []
@@ -300,6 +318,7 @@ class Replayer:
             wall_seconds=wall,
             preparation=preparation,
             processes=[process],
+            timing=timing_setup(self.options, self._timeline),
         )
 
     def _run_dry(self, files: List[str], problems: List[str]) -> ReplaySummary:
@@ -323,9 +342,18 @@ class Replayer:
 
         self._events_total = plan.events
         self._bytes_total = needed
-        started = time.monotonic()
-        self.replay_pass(indexed, sandbox, plan.first_ts)
-        return self._finish(files, problems, sandbox.root, time.monotonic() - started, preparation)
+        self._timeline = plan.timeline()
+        now = self._now
+        started = now()
+        self.replay_pass(
+            indexed, sandbox, plan.first_ts, timeline=self._timeline, start=started + START_LEAD
+        )
+        return self._finish(files, problems, sandbox.root, now() - started, preparation)
+
+    @property
+    def _now(self) -> Callable[[], float]:
+        """The monotonic time source of the replay: real, or the virtual clock's."""
+        return time.monotonic if self._clock is None else self._clock.now
 
     # -- passes over the files ------------------------------------------------
     #
@@ -368,24 +396,42 @@ class Replayer:
         files: Sequence[Tuple[int, str]],
         sandbox: PathSandbox,
         anchors: Mapping[str, int],
+        *,
+        timeline: Optional[Timeline] = None,
+        start: Optional[float] = None,
     ) -> Tuple[List[FileCounters], List[StreamStats]]:
         """Replay ``files`` under ``sandbox``, which must be prepared already.
 
         Args:
-            anchors: per trace file, the first start time of its plan, from
-                which ``original`` timing measures the traced gaps.
+            anchors: per trace file, the first start time of its plan.
+                Timed replays measure traced times from the earliest of
+                them when ``timeline`` is not given.
+            timeline: the traced span of the whole replay, all files and
+                shards together; timed replays measure traced times from
+                its first start.
+            start: the monotonic clock time (virtual under a virtual
+                clock) at which that first start is due; by default when
+                the first call is paced.
 
         Returns:
             The counters of the files, in order, and of their streams.
         """
         self._set_phase("replay")
         options = self.options
+        virtual = self._clock is not None
         context = ReplayContext(
             sandbox,
             budget=ByteBudget(options.max_bytes),
-            speed=options.speed(),
+            speed=options.speed_factor(),
+            mode=options.timing_mode(),
             window=options.window,
+            timeline=timeline,
+            start=start,
+            clock=self._clock.now if virtual else None,
+            sleep=sleep if virtual else None,
         )
+        if context.ts0 is None and anchors:
+            context.ts0 = min(anchors.values())
         try:
             counters = self._passes(files, self._make_router(context, anchors), keep_counters=True)
         finally:
@@ -428,7 +474,7 @@ class Replayer:
 
             scope.scope(body)
 
-        with Executor(self.options.threads, name="replay") as executor:
+        with Executor(self.options.threads, name="replay", clock=self._clock) as executor:
             try:
                 executor.run(main, name="replay")
             except Cancelled:
@@ -647,6 +693,15 @@ def _resolve_second_path(args: Dict[str, Any], decoder: Decoder) -> None:
     value = decoder.resolve_path(key)
     if value is not None:
         args[SECOND_PATH] = value
+
+
+def timing_setup(options: ReplayOptions, timeline: Optional[Timeline]) -> TimingSetup:
+    """Return how ``options`` pace a replay of ``timeline``, for its summary."""
+    return TimingSetup(
+        options.timing_mode(),
+        options.speed_factor(),
+        None if timeline is None else timeline.span_us(),
+    )
 
 
 def check_free_space(

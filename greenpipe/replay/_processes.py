@@ -74,6 +74,7 @@ from ._pipeline import (
     peak_rss_bytes,
     require_trace_files,
 )
+from ._execute import Timeline
 from ._sandbox import PathSandbox, prepare_root
 from ._shards import (
     ReplayShard,
@@ -90,6 +91,10 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between progress messages of a worker.
 PROGRESS_INTERVAL = 0.2
+#: Seconds between sending the replay shards and the instant the first
+#: traced call is due in every worker: a shard is pickled, sent and
+#: unpickled, and the worker starts an executor, before its first call.
+START_LEAD = 0.25
 #: Seconds a worker gets to exit after being asked, then after SIGTERM.
 STOP_TIMEOUT = 10.0
 KILL_TIMEOUT = 2.0
@@ -325,6 +330,7 @@ class ShardedReplayer:
         self._phase_started = time.monotonic()
         self._events_total = 0
         self._bytes_total = 0
+        self._timeline: Optional[Timeline] = None
 
     # -- control from other threads -------------------------------------------
 
@@ -487,8 +493,12 @@ class ShardedReplayer:
 
         self._events_total = plan.events
         self._bytes_total = needed
+        self._timeline = plan.timeline()
         self._set_phase("replay")
         started = time.monotonic()
+        # Every worker starts the common timeline at the same wall-clock
+        # instant, late enough for all of them to receive their shard.
+        start_epoch = time.time() + START_LEAD
         shards: List[Optional[ReplayShard]] = []
         for group, result in zip(groups, planned):
             # A worker that failed while planning has no plan for its
@@ -496,7 +506,16 @@ class ShardedReplayer:
             if result is None:
                 shards.append(None)
             else:
-                shards.append(ReplayShard("replay", group, worker_options, anchors_of(plan, group)))
+                shards.append(
+                    ReplayShard(
+                        "replay",
+                        group,
+                        worker_options,
+                        anchors_of(plan, group),
+                        timeline=self._timeline,
+                        start_epoch=start_epoch,
+                    )
+                )
         results = self._round(shards)
         return self._finish(files, problems, results, time.monotonic() - started, preparation)
 
@@ -591,6 +610,7 @@ class ShardedReplayer:
             failed_files=failed_files,
             worker_failures=[self._failures[n] for n in sorted(self._failures)],
             interrupted=self._cancelled,
+            timeline=self._timeline,
         )
 
     def _process_rows(self, share: int) -> Tuple[Dict[str, Any], ...]:

@@ -60,7 +60,9 @@ from ._pipeline import (
     Replayer,
     peak_rss_bytes,
     problem_counters,
+    timing_setup,
 )
+from ._execute import Timeline
 from ._plan import Plan
 from ._sandbox import ROOT_MARKER, PathSandbox, SandboxError, mount_points_under, prepare_root
 from ._summary import FileCounters, Preparation, ReplaySummary, StreamStats, build_summary
@@ -85,13 +87,21 @@ class ReplayShard:
             among all the files of the replay, which seeds its sampling.
         options: the options of the whole replay.
         anchors: ``(path, first start time)`` of each file from the
-            merged plan; ``original`` timing measures gaps from it.
+            merged plan.
+        timeline: the traced span of the whole replay, from the merged
+            plan of all shards; timed replays measure traced times from
+            its first start, so that every shard shares one origin.
+        start_epoch: the wall-clock time (:func:`time.time`) at which the
+            first traced call of the whole replay is due, shared by every
+            shard; ``None`` starts the shard's own timeline when it starts.
     """
 
     phase: str
     files: Tuple[Tuple[int, str], ...]
     options: ReplayOptions
     anchors: Tuple[Tuple[str, int], ...] = ()
+    timeline: Optional[Timeline] = None
+    start_epoch: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
@@ -241,9 +251,18 @@ class ShardRun:
             counters = replayer.dry_pass(shard.files)
         else:
             assert shard.options.root is not None
+            start = None
+            if shard.start_epoch is not None:
+                # Each process converts the shared wall-clock instant to its
+                # own monotonic clock once; pacing then uses only the latter.
+                start = time.monotonic() + (shard.start_epoch - time.time())
             with PathSandbox(shard.options.root) as sandbox:
                 counters, streams = replayer.replay_pass(
-                    shard.files, sandbox, dict(shard.anchors)
+                    shard.files,
+                    sandbox,
+                    dict(shard.anchors),
+                    timeline=shard.timeline,
+                    start=start,
                 )
         indexed = tuple(zip((index for index, _ in shard.files), counters))
         return ShardResult(
@@ -433,6 +452,7 @@ def merge_results(
     failed_files: Iterable[Tuple[int, str]] = (),
     worker_failures: Iterable[str] = (),
     interrupted: bool = False,
+    timeline: Optional[Timeline] = None,
 ) -> ReplaySummary:
     """Merge the results of dry-run or replay shards into one summary.
 
@@ -452,6 +472,8 @@ def merge_results(
         worker_failures: one message per failed worker.
         interrupted: whether the replay was cancelled; a result that was
             interrupted also marks the summary.
+        timeline: the traced span of the replayed events, for the
+            expected time of a timed replay.
     """
     counters: Dict[int, FileCounters] = {}
     streams: List[StreamStats] = []
@@ -475,6 +497,7 @@ def merge_results(
         wall_seconds=wall_seconds,
         preparation=preparation,
         worker_failures=worker_failures,
+        timing=timing_setup(options, timeline),
     )
 
 

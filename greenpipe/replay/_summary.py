@@ -77,10 +77,29 @@ class LatencyHistogram:
         for bucket in sorted(self.buckets):
             seen += self.buckets[bucket]
             if seen >= rank:
-                exponent, sub = divmod(bucket, _SUB_BUCKETS)
-                upper = math.ldexp(0.5 + (sub + 1) / (2.0 * _SUB_BUCKETS), exponent)
-                return min(upper / 1e9, self.maximum)
+                return min(_upper_bound(bucket), self.maximum)
         return self.maximum
+
+    def rows(self) -> List[List[float]]:
+        """Return ``[upper bound in seconds, count]`` of each non-empty bucket, in order."""
+        return [[_upper_bound(bucket), self.buckets[bucket]] for bucket in sorted(self.buckets)]
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Return the count, the p50, p95 and p99 bounds, the maximum and the buckets."""
+        return {
+            "count": self.count,
+            "p50_s": self.percentile(0.50),
+            "p95_s": self.percentile(0.95),
+            "p99_s": self.percentile(0.99),
+            "max_s": self.maximum,
+            "histogram": self.rows(),
+        }
+
+
+def _upper_bound(bucket: int) -> float:
+    """Return the upper bound of a histogram bucket, in seconds."""
+    exponent, sub = divmod(bucket, _SUB_BUCKETS)
+    return math.ldexp(0.5 + (sub + 1) / (2.0 * _SUB_BUCKETS), exponent) / 1e9
 
 
 class StreamStats:
@@ -111,6 +130,11 @@ class StreamStats:
         "parity_no_ret",
         "failures_reproduced",
         "causes",
+        "lateness_replayer",
+        "lateness_busy",
+        "lateness_head",
+        "lateness_tail",
+        "end_offset",
     )
 
     def __init__(self, file: str, pid: int, tid: int) -> None:
@@ -142,6 +166,17 @@ class StreamStats:
         #: Traced path to its first mismatch:
         #: ``[ts, call, mapped path, kind, expected, got, mismatches]``.
         self.causes: Dict[str, List[Any]] = {}
+        # Timed replays only (see ``StreamRunner``): how late each call
+        # started, split into the replayer's part and the part spent
+        # waiting for the stream's previous call; the replayer's part again
+        # for the calls of the first and of the last 1 % of the traced
+        # span; and the seconds from the replay's start to the end of the
+        # stream's last call.
+        self.lateness_replayer = LatencyHistogram()
+        self.lateness_busy = LatencyHistogram()
+        self.lateness_head = LatencyHistogram()
+        self.lateness_tail = LatencyHistogram()
+        self.end_offset = 0.0
 
     def skip(self, name: str, reason: str) -> None:
         """Count one call skipped for ``reason``."""
@@ -317,6 +352,65 @@ SANDBOX_REASON = "sandbox"
 
 
 @dataclasses.dataclass(frozen=True)
+class TimingSetup:
+    """How a replay was paced, for its summary.
+
+    Attributes:
+        mode: ``"asap"``, ``"original"`` or ``"think"``.
+        speed: the factor dividing traced gaps; ``None`` for ``asap``.
+        span_us: traced microseconds from the first start to the last end
+            of the replayed events, ``None`` when unknown.
+    """
+
+    mode: str = "asap"
+    speed: Optional[float] = None
+    span_us: Optional[int] = None
+
+
+def timing_summary(
+    setup: TimingSetup, streams: Iterable[StreamStats], wall_seconds: float
+) -> Dict[str, Any]:
+    """Merge the lateness of ``streams`` into the ``timing`` part of a summary.
+
+    ``elapsed_s`` is measured from the common start of the replay to the
+    end of its last call, or is ``wall_seconds`` for ``asap``, which has
+    no common start. ``expected_s`` (open-loop only) is the traced span
+    divided by the speed. ``drift_s`` is the median replayer lateness of
+    the calls in the last 1 % of the traced span minus that of the calls
+    in the first 1 %.
+    """
+    replayer = LatencyHistogram()
+    busy = LatencyHistogram()
+    head = LatencyHistogram()
+    tail = LatencyHistogram()
+    end = 0.0
+    for stream in streams:
+        replayer.merge(stream.lateness_replayer)
+        busy.merge(stream.lateness_busy)
+        head.merge(stream.lateness_head)
+        tail.merge(stream.lateness_tail)
+        end = max(end, stream.end_offset)
+
+    timed = setup.mode != "asap"
+    elapsed = end if timed and replayer.count else wall_seconds
+    expected: Optional[float] = None
+    if setup.mode == "original" and setup.span_us is not None and setup.speed:
+        expected = setup.span_us / 1e6 / setup.speed
+    drift: Optional[float] = None
+    if timed and head.count and tail.count:
+        drift = tail.percentile(0.5) - head.percentile(0.5)
+    return {
+        "mode": setup.mode,
+        "speed": setup.speed if timed else None,
+        "elapsed_s": elapsed,
+        "expected_s": expected,
+        "elapsed_error_s": None if expected is None else elapsed - expected,
+        "drift_s": drift,
+        "lateness": {"replayer": replayer.to_dict(), "busy": busy.to_dict()},
+    }
+
+
+@dataclasses.dataclass(frozen=True)
 class ReplaySummary:
     """The outcome of a replay, complete or interrupted.
 
@@ -390,6 +484,10 @@ class ReplaySummary:
             ``total``, the physical lines read.
         line_details: ``filtered`` by reason, ``unsupported`` by call name
             and ``rejected`` by reason.
+        timing: how the replay was paced and how closely it kept the
+            schedule: ``mode``, ``speed``, ``elapsed_s``, ``expected_s``,
+            ``elapsed_error_s``, ``drift_s`` and ``lateness`` (``replayer``
+            and ``busy`` histograms); see :func:`timing_summary`.
     """
 
     inputs: Tuple[str, ...]
@@ -431,6 +529,7 @@ class ReplaySummary:
     mismatch_cause_count: int = 0
     lines: Mapping[str, int] = dataclasses.field(default_factory=dict)
     line_details: Mapping[str, Mapping[str, int]] = dataclasses.field(default_factory=dict)
+    timing: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def exit_code(self) -> int:
         """Return the command's exit code for this outcome.
@@ -551,6 +650,7 @@ def build_summary(
     preparation: Preparation,
     processes: Iterable[Mapping[str, Any]] = (),
     worker_failures: Iterable[str] = (),
+    timing: TimingSetup = TimingSetup(),
 ) -> ReplaySummary:
     """Merge the per-file and per-stream counters into a summary.
 
@@ -710,4 +810,5 @@ def build_summary(
         mismatch_cause_count=len(causes),
         lines={"total": line_totals["total"], **{name: line_totals[name] for name in LINE_BUCKETS}},
         line_details={key: dict(counter.most_common()) for key, counter in details.items()},
+        timing=timing_summary(timing, stream_list, wall_seconds),
     )
