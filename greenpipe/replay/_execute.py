@@ -247,6 +247,105 @@ class ReplayContext:
         return closed
 
 
+class StreamPacer:
+    """The timing of one stream of a timed replay.
+
+    :meth:`wait` parks the stream until its next call is due and records
+    how late the call starts; :meth:`ended` records when a call ended.
+
+    Args:
+        anchor_ts: the traced start that the context's ``t0`` stands for
+            when the context has no ``ts0``; the first paced call's start
+            when ``None``.
+    """
+
+    def __init__(
+        self, context: ReplayContext, stats: StreamStats, anchor_ts: Optional[int] = None
+    ) -> None:
+        self.context = context
+        self.stats = stats
+        self._anchor_ts = anchor_ts
+        # Clock time at which the previous call of the stream ended, and
+        # its traced end, for the busy share of lateness and for think time.
+        self._previous_end: Optional[float] = None
+        self._previous_traced_end = 0
+
+    def due(self, ts: int) -> float:
+        """Return the clock time at which the call traced at ``ts`` is due."""
+        context = self.context
+        if context.t0 is None or context.ts0 is None:
+            context.begin(ts if self._anchor_ts is None else self._anchor_ts)
+        t0 = context.t0
+        ts0 = context.ts0
+        assert t0 is not None and ts0 is not None
+        previous_end = self._previous_end
+        if context.mode == "think" and previous_end is not None:
+            think = ts - self._previous_traced_end
+            return previous_end + (think * context.scale if think > 0 else 0.0)
+        # The first call of a stream keeps its place on the common timeline
+        # in think mode as well.
+        return t0 + (ts - ts0) * context.scale
+
+    def wait(self, ts: int) -> None:
+        """Park until the call traced at ``ts`` is due, then record its lateness.
+
+        Blocking: sleeps with the context's ``sleep`` and, within
+        ``context.spin`` of the due time, yields with ``sleep(0)``.
+        Cancellation: a cancellation point when ``sleep`` is greenpipe's.
+        """
+        context = self.context
+        clock = context.clock
+        due = self.due(ts)
+        now = clock()
+        delay = due - now
+        if delay > 0:
+            spin = context.spin
+            if delay > spin:
+                context.sleep(delay - spin)
+                now = clock()
+            if spin:
+                while now < due:
+                    context.sleep(0)
+                    now = clock()
+        self.record(ts, due, now)
+
+    def record(self, ts: int, due: float, start: float) -> None:
+        """Record that the call traced at ``ts``, due at ``due``, started at ``start``.
+
+        The lateness is the part of ``start - due`` above 0. The share of
+        it during which the stream's previous call was still running
+        counts as busy, the rest as the replayer's.
+        """
+        lateness = start - due if start > due else 0.0
+        busy = 0.0
+        previous_end = self._previous_end
+        if previous_end is not None and previous_end > due:
+            busy = min(previous_end - due, lateness)
+        replayer = lateness - busy
+        stats = self.stats
+        stats.lateness_replayer.add(replayer)
+        stats.lateness_busy.add(busy)
+        context = self.context
+        head_until = context.head_until
+        if head_until is not None:
+            if ts <= head_until:
+                stats.lateness_head.add(replayer)
+            tail_from = context.tail_from
+            if tail_from is not None and ts >= tail_from:
+                stats.lateness_tail.add(replayer)
+
+    def ended(self, end: float, traced_end: int) -> None:
+        """Record that the stream's current call ended at clock time ``end``.
+
+        ``traced_end`` is its traced ``ts + dur``.
+        """
+        self._previous_end = end
+        self._previous_traced_end = traced_end
+        t0 = self.context.t0
+        assert t0 is not None
+        self.stats.end_offset = end - t0
+
+
 def _reason(exc: OSError) -> str:
     if isinstance(exc, SandboxError):
         return SANDBOX_REASON
@@ -272,14 +371,8 @@ class StreamRunner:
         self.stats = stats
         self.table = context.table(stats.file, stats.pid)
         self._buffer = bytearray(64 * 1024)
-        # The traced start that stands for the context's t0 when the
-        # context has no timeline; the first paced call's start otherwise.
-        self._anchor_ts = anchor_ts
         self._paced = context.mode != "asap"
-        # Clock time at which the previous call of the stream ended, and
-        # its traced end, for the busy share of lateness and for think time.
-        self._previous_end: Optional[float] = None
-        self._previous_traced_end = 0
+        self._pacer = StreamPacer(context, stats, anchor_ts)
         self._last_ts: Optional[int] = None
         # Handles held during the current call; released when it ends.
         self._held: List[Handle] = []
@@ -435,59 +528,10 @@ class StreamRunner:
         self.stats.mismatch(kind, event.ts, event.name, key, path, expected, got)
 
     def _pace(self, event: Event) -> None:
-        """Wait until ``event`` is due, then record how late it starts."""
-        context = self.context
-        clock = context.clock
-        if context.t0 is None or context.ts0 is None:
-            context.begin(event.ts if self._anchor_ts is None else self._anchor_ts)
-        t0 = context.t0
-        ts0 = context.ts0
-        assert t0 is not None and ts0 is not None
-        ts = event.ts
-        previous_end = self._previous_end
-        if context.mode == "think" and previous_end is not None:
-            think = ts - self._previous_traced_end
-            due = previous_end + (think * context.scale if think > 0 else 0.0)
-        else:
-            # The first call of a stream keeps its place on the common
-            # timeline in think mode as well.
-            due = t0 + (ts - ts0) * context.scale
-
-        now = clock()
-        delay = due - now
-        if delay > 0:
-            spin = context.spin
-            if delay > spin:
-                context.sleep(delay - spin)
-                now = clock()
-            if spin:
-                while now < due:
-                    context.sleep(0)
-                    now = clock()
-
-        lateness = now - due if now > due else 0.0
-        busy = 0.0
-        if previous_end is not None and previous_end > due:
-            busy = min(previous_end - due, lateness)
-        replayer = lateness - busy
-        stats = self.stats
-        stats.lateness_replayer.add(replayer)
-        stats.lateness_busy.add(busy)
-        head_until = context.head_until
-        if head_until is not None:
-            if ts <= head_until:
-                stats.lateness_head.add(replayer)
-            tail_from = context.tail_from
-            if tail_from is not None and ts >= tail_from:
-                stats.lateness_tail.add(replayer)
+        self._pacer.wait(event.ts)
 
     def _end_paced(self, event: Event) -> None:
-        end = self.context.clock()
-        self._previous_end = end
-        self._previous_traced_end = event.ts + event.dur
-        t0 = self.context.t0
-        assert t0 is not None
-        self.stats.end_offset = end - t0
+        self._pacer.ended(self.context.clock(), event.ts + event.dur)
 
     # -- descriptors ----------------------------------------------------------
 
