@@ -265,8 +265,10 @@ class StreamPacer:
         self.context = context
         self.stats = stats
         self._anchor_ts = anchor_ts
-        # Clock time at which the previous call of the stream ended, and
-        # its traced end, for the busy share of lateness and for think time.
+        # Clock times at which the previous call of the stream started and
+        # ended, and its traced end, for the busy share of lateness and for
+        # think time.
+        self._previous_start = 0.0
         self._previous_end: Optional[float] = None
         self._previous_traced_end = 0
 
@@ -313,15 +315,18 @@ class StreamPacer:
         """Record that the call traced at ``ts``, due at ``due``, started at ``start``.
 
         The lateness is the part of ``start - due`` above 0. The share of
-        it during which the stream's previous call was still running
-        counts as busy, the rest as the replayer's.
+        it during which the stream's previous call was running counts as
+        busy, the rest as the replayer's. A stream that runs behind its
+        schedule therefore shows the delay that put it behind as the
+        replayer's, and only the calls' own run times as busy.
         """
         lateness = start - due if start > due else 0.0
         busy = 0.0
         previous_end = self._previous_end
         if previous_end is not None and previous_end > due:
-            busy = min(previous_end - due, lateness)
+            busy = min(previous_end - max(due, self._previous_start), lateness)
         replayer = lateness - busy
+        self._previous_start = start
         stats = self.stats
         stats.lateness_replayer.add(replayer)
         stats.lateness_busy.add(busy)
