@@ -57,6 +57,8 @@ from ._summary import MISMATCH_BYTES, MISMATCH_CLASS, SANDBOX_REASON, StreamStat
 
 logger = logging.getLogger(__name__)
 
+_perf_counter = time.perf_counter
+
 #: Largest single system call issued for a data call; bigger requests are
 #: split so buffers stay bounded.
 MAX_CHUNK = 16 * 1024 * 1024
@@ -385,6 +387,7 @@ class StreamRunner:
         # bytes it moved or, for lseek, the resulting offset, and the traced
         # path of the handle it used (older traces give a descriptor only).
         self._traced_failed = False
+        self._ret: Optional[int] = None
         self._moved: Optional[int] = None
         self._handle_path: Optional[str] = None
         self._ops: Dict[str, Callable[[Event, str], None]] = {
@@ -430,12 +433,19 @@ class StreamRunner:
         heap: List[Tuple[int, int, Event]] = []
         window = self.context.window
         sequence = 0
+        execute = self.execute
+        push = heapq.heappush
+        pushpop = heapq.heappushpop
         for batch in batches:
             for event in batch:
-                heapq.heappush(heap, (event.ts, sequence, event))
+                item = (event.ts, sequence, event)
                 sequence += 1
-                if len(heap) > window:
-                    self.execute(heapq.heappop(heap)[2])
+                if len(heap) < window:
+                    push(heap, item)
+                else:
+                    # One step instead of a push and a pop; an event older
+                    # than all held ones comes straight back.
+                    execute(pushpop(heap, item)[2])
             maybe_yield()
         while heap:
             self.execute(heapq.heappop(heap)[2])
@@ -469,6 +479,7 @@ class StreamRunner:
 
         replayed = stats.replayed
         self._traced_failed = traced_failed
+        self._ret = ret
         self._handle_path = None
         try:
             try:
@@ -556,7 +567,9 @@ class StreamRunner:
 
         The handle stays held until the current call ends.
         """
-        fd = calls.arg_int(event.args, "fd")
+        fd = event.args.get("fd")
+        if fd is not None and fd.__class__ is not int:
+            fd = calls.arg_int(event.args, "fd")
         handle = self.table.find(stdio, event.tid, fd, event.path)
         if handle is not None:
             self._held.append(handle)
@@ -607,7 +620,7 @@ class StreamRunner:
         flags = calls.open_flags(op, args)
         mode = calls.open_mode(op, args)
         stdio = op == "fopen"
-        started = time.perf_counter()
+        started = _perf_counter()
         try:
             # O_APPEND is emulated: on Linux, pwrite on an O_APPEND descriptor
             # ignores its offset, which would break the emulated positions.
@@ -617,7 +630,7 @@ class StreamRunner:
                 self.stats.skip(event.name, calls.REASON_TMPFILE)
                 return
             raise
-        elapsed = time.perf_counter() - started
+        elapsed = _perf_counter() - started
         if self._traced_failed:
             # The traced program got no descriptor, so no later call uses it.
             os.close(fd)
@@ -640,28 +653,43 @@ class StreamRunner:
             return
         self._handle_path = handle.path
         self.table.remove(handle)
-        started = time.perf_counter()
+        started = _perf_counter()
         if self.table.release(handle):
             self.context.descriptors.close(handle)
         # NOTE: when another thread's stream is in a call on this descriptor,
         # that stream closes it when its call ends; the time here excludes it.
-        self.stats.done(event.name, time.perf_counter() - started)
+        self.stats.done(event.name, _perf_counter() - started)
 
     # -- data -------------------------------------------------------------------
 
     def _transfer(self, event: Event, op: str) -> Optional[Tuple[Handle, int, Optional[int]]]:
-        size = calls.transfer_size(op, event.args)
+        args = event.args
+        size = args.get("count")
+        if size.__class__ is not int or size < 0 or op in _ITEM_OPS:
+            size = calls.transfer_size(op, args)
         if size is None:
             self.stats.skip(event.name, calls.REASON_NO_SIZE)
             return None
         handle = self._handle(event, op, op in ("fread", "fwrite"))
         if handle is None:
             return None
-        if not self.context.budget.take(size):
+        budget = self.context.budget
+        if budget.limit is not None and not budget.take(size):
             self.stats.skip(event.name, calls.REASON_MAX_BYTES)
             return None
-        offset = calls.arg_int(event.args, "offset") if op in ("pread", "pwrite") else None
+        offset = None
+        if op == "pread" or op == "pwrite":
+            offset = args.get("offset")
+            if offset.__class__ is not int:
+                offset = calls.arg_int(args, "offset")
         return handle, size, offset
+
+    def _traced_size(self, op: str, event: Event) -> Optional[int]:
+        """Return :func:`calls.done_size` of the current call, from its ``ret`` when it is enough."""
+        ret = self._ret
+        if ret is not None and ret >= 0 and op not in _ITEM_OPS:
+            return ret
+        return calls.done_size(op, event.args)
 
     def _read(self, event: Event, op: str) -> None:
         found = self._transfer(event, op)
@@ -675,20 +703,20 @@ class StreamRunner:
         view = memoryview(self._buffer)
         total = 0
         fd = self._fd(handle)
-        started = time.perf_counter()
+        started = _perf_counter()
         while total < size:
             want = min(size - total, MAX_CHUNK)
             got = os.preadv(fd, [view[:want]], position + total)
             total += got
             if got < want:
                 break
-        elapsed = time.perf_counter() - started
+        elapsed = _perf_counter() - started
 
         if offset is None:
             handle.position = position + total
         self._moved = total
         self.stats.bytes_read += total
-        traced = calls.done_size(op, event.args)
+        traced = self._traced_size(op, event)
         if traced is not None and total < traced:
             self.stats.short_reads += 1
         self.stats.done(event.name, elapsed)
@@ -699,7 +727,7 @@ class StreamRunner:
             return
         handle, size, offset = found
         fd = self._fd(handle)
-        started = time.perf_counter()
+        started = _perf_counter()
         if offset is None and handle.append:
             handle.position = os.fstat(fd).st_size
         position = handle.position if offset is None else offset
@@ -711,13 +739,13 @@ class StreamRunner:
             total += got
             if got < want:
                 break
-        elapsed = time.perf_counter() - started
+        elapsed = _perf_counter() - started
 
         if offset is None:
             handle.position = position + total
         self._moved = total
         self.stats.bytes_written += total
-        traced = calls.done_size(op, event.args)
+        traced = self._traced_size(op, event)
         if total < (size if traced is None else min(size, traced)):
             self.stats.short_writes += 1
         self.stats.done(event.name, elapsed)
@@ -729,7 +757,7 @@ class StreamRunner:
         offset = calls.arg_int(event.args, "offset") or 0
         whence = calls.arg_int(event.args, "whence") or 0
         fd = self._fd(handle)
-        started = time.perf_counter()
+        started = _perf_counter()
         if whence == os.SEEK_CUR:
             target = handle.position + offset
             whence = os.SEEK_SET
@@ -738,7 +766,7 @@ class StreamRunner:
         # The kernel validates the target and computes SEEK_END and
         # SEEK_DATA/SEEK_HOLE; data calls never use its offset.
         handle.position = self._moved = os.lseek(fd, target, whence)
-        self.stats.done(event.name, time.perf_counter() - started)
+        self.stats.done(event.name, _perf_counter() - started)
 
     def _tell(self, event: Event, op: str) -> None:
         handle = self._handle(event, op, True)
@@ -751,12 +779,12 @@ class StreamRunner:
         if handle is None:
             return
         fd = self._fd(handle)
-        started = time.perf_counter()
+        started = _perf_counter()
         if event.name == "fdatasync":
             os.fdatasync(fd)
         else:
             os.fsync(fd)
-        self.stats.done(event.name, time.perf_counter() - started)
+        self.stats.done(event.name, _perf_counter() - started)
 
     def _ftruncate(self, event: Event, op: str) -> None:
         length = calls.arg_int(event.args, "length")
@@ -767,18 +795,18 @@ class StreamRunner:
         if handle is None:
             return
         fd = self._fd(handle)
-        started = time.perf_counter()
+        started = _perf_counter()
         os.ftruncate(fd, length)
-        self.stats.done(event.name, time.perf_counter() - started)
+        self.stats.done(event.name, _perf_counter() - started)
 
     def _fstat(self, event: Event, op: str) -> None:
         handle = self._handle(event, op, False)
         if handle is None:
             return
         fd = self._fd(handle)
-        started = time.perf_counter()
+        started = _perf_counter()
         os.fstat(fd)
-        self.stats.done(event.name, time.perf_counter() - started)
+        self.stats.done(event.name, _perf_counter() - started)
 
     # -- paths ------------------------------------------------------------------
 
@@ -799,9 +827,9 @@ class StreamRunner:
                 target = second_path(event)
                 assert target is not None
                 descriptors.pin_below(target)
-        started = time.perf_counter()
+        started = _perf_counter()
         descriptors.retry(call)
-        self.stats.done(event.name, time.perf_counter() - started)
+        self.stats.done(event.name, _perf_counter() - started)
 
     def _path_operation(
         self, event: Event, op: str, path: str

@@ -32,6 +32,7 @@ PARITY_CLASSES = (MATCH, MISMATCH_CLASS, MISMATCH_BYTES, NO_RET_RECORDED)
 #: Sub-buckets per power of two in a latency histogram: the percentiles
 #: it reports are upper bounds at most 1/16 (6 %) above the true value.
 _SUB_BUCKETS = 16
+_frexp = math.frexp
 
 
 class LatencyHistogram:
@@ -54,7 +55,7 @@ class LatencyHistogram:
         nanos = seconds * 1e9
         if nanos < 1.0:
             nanos = 1.0
-        mantissa, exponent = math.frexp(nanos)
+        mantissa, exponent = _frexp(nanos)
         self.buckets[exponent * _SUB_BUCKETS + int((mantissa * 2.0 - 1.0) * _SUB_BUCKETS)] += 1
         self.count += 1
         self.total += seconds
