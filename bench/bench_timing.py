@@ -235,7 +235,7 @@ def run_stream_sync(
     buffer = bytearray(BLOCK)
     data = bytes(BLOCK)
     clock = time.monotonic
-    previous_end = 0.0
+    previous_start = previous_end = 0.0
     for at, write, index, offset in calls:
         due = t0 + at
         delay = due - clock()
@@ -249,8 +249,9 @@ def run_stream_sync(
                 sleep(delay)
         start = clock()
         late = start - due if start > due else 0.0
-        busy = min(previous_end - due, late) if previous_end > due else 0.0
+        busy = min(previous_end - max(due, previous_start), late) if previous_end > due else 0.0
         samples.append((at, late - busy, busy))
+        previous_start = start
         issue(fds, buffer, data, write, index, offset)
         previous_end = clock()
     return previous_end
@@ -276,7 +277,7 @@ async def _async_stream(
     buffer = bytearray(BLOCK)
     data = bytes(BLOCK)
     clock = time.monotonic
-    previous_end = 0.0
+    previous_start = previous_end = 0.0
     for at, write, index, offset in calls:
         due = t0 + at
         delay = due - clock()
@@ -290,8 +291,9 @@ async def _async_stream(
                 await sleep(delay)
         start = clock()
         late = start - due if start > due else 0.0
-        busy = min(previous_end - due, late) if previous_end > due else 0.0
+        busy = min(previous_end - max(due, previous_start), late) if previous_end > due else 0.0
         samples.append((at, late - busy, busy))
+        previous_start = start
         issue(fds, buffer, data, write, index, offset)
         previous_end = clock()
     return previous_end
@@ -395,9 +397,8 @@ def main() -> int:
         print(f"greenpipe done; load average {os.getloadavg()[0]:.2f}")
 
         if not args.skip_peers:
-            # The peers' schedule starts at the first data call, as greenpipe's
-            # expected time ends at the last one; their expected time is the
-            # span from the first to the last call plus the traced duration.
+            # A peer's expected time runs from its first data call to the
+            # traced end (5 us later) of its last one.
             expected = span + 5e-6
             peers: List[Tuple[str, Callable[..., Tuple[List[Any], float, float]]]] = [
                 ("gevent", run_gevent), ("asyncio", run_asyncio)

@@ -154,8 +154,9 @@ class ReplayContext:
         clock, sleep: by default :func:`time.monotonic` and greenpipe's
             :func:`~greenpipe.sleep`; tests pass a virtual clock.
         spin: seconds before a due time from which a stream yields instead
-            of sleeping; by default :data:`SPIN_SECONDS` with the default
-            clock and 0 with an injected one.
+            of sleeping. The default is :data:`SPIN_SECONDS` with the
+            default clock. It is 0 with an injected clock, because a
+            virtual clock does not move while a task yields.
     """
 
     def __init__(

@@ -38,9 +38,9 @@ from .._compat import allocate_lock
 from .._errors import Cancelled, GreenpipeError
 from .._executor import Executor
 from .._memory import compute_memory_budget
+from .._scope import CoroScope, sleep
 from ..trace import Decoder, Event, TraceReader
 from . import _calls as calls
-from .._scope import CoroScope, sleep
 from ._execute import SECOND_PATH, ByteBudget, ReplayContext, StreamRunner, Timeline
 from ._options import EventFilter, EventLimit, ReplayOptions
 from ._plan import FilePlan, Plan
@@ -74,7 +74,7 @@ STREAM_CAPACITY = 8
 #: Seconds between the start of a timed replay pass and the instant its
 #: first call is due, so that the parse and decode stages can deliver the
 #: first events before then.
-START_LEAD = 0.05
+START_LEAD = 0.2
 
 Sink = Callable[[CoroScope, int, str, Channel[Any], FileCounters], None]
 

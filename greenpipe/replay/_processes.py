@@ -94,7 +94,7 @@ PROGRESS_INTERVAL = 0.2
 #: Seconds between sending the replay shards and the instant the first
 #: traced call is due in every worker: a shard is pickled, sent and
 #: unpickled, and the worker starts an executor, before its first call.
-START_LEAD = 0.25
+START_LEAD = 0.5
 #: Seconds a worker gets to exit after being asked, then after SIGTERM.
 STOP_TIMEOUT = 10.0
 KILL_TIMEOUT = 2.0

@@ -167,12 +167,12 @@ class StreamStats:
         #: Traced path to its first mismatch:
         #: ``[ts, call, mapped path, kind, expected, got, mismatches]``.
         self.causes: Dict[str, List[Any]] = {}
-        # Timed replays only (see ``StreamRunner``): how late each call
-        # started, split into the replayer's part and the part spent
-        # waiting for the stream's previous call; the replayer's part again
-        # for the calls of the first and of the last 1 % of the traced
-        # span; and the seconds from the replay's start to the end of the
-        # stream's last call.
+        # Filled by timed replays only (see ``StreamPacer``). The first two
+        # are how late each call started, split into the replayer's part and
+        # the part spent waiting for the stream's previous call. The next
+        # two repeat the replayer's part for the calls of the first and the
+        # last 1 % of the traced span. The last is the seconds from the
+        # replay's t0 to the end of the stream's last call.
         self.lateness_replayer = LatencyHistogram()
         self.lateness_busy = LatencyHistogram()
         self.lateness_head = LatencyHistogram()
@@ -354,7 +354,7 @@ SANDBOX_REASON = "sandbox"
 
 @dataclasses.dataclass(frozen=True)
 class TimingSetup:
-    """How a replay was paced, for its summary.
+    """The pacing of a replay, for its summary.
 
     Attributes:
         mode: ``"asap"``, ``"original"`` or ``"think"``.
