@@ -407,7 +407,8 @@ def format_summary(summary: ReplaySummary) -> str:
                 lines.append(f"    {count:>9,}  {bucket}: {reason}")
     traced = s.trace_span_us / 1e6
     lines.append(f"  time     traced {traced:,.3f} s, replay {s.wall_seconds:,.3f} s")
-    lines.extend(_timing_lines(s.timing))
+    if not s.dry_run:
+        lines.extend(_timing_lines(s.timing))
     prep = s.preparation
     if prep.files or prep.folders or prep.failures:
         lines.append(

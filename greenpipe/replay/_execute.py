@@ -73,8 +73,8 @@ _ITEM_OPS = frozenset(("fread", "fwrite"))
 TIMING_MODES = ("asap", "original", "think")
 #: A timed stream sleeps until this many seconds before a due time, then
 #: yields to the other tasks until the due time has passed. The event loop
-#: wakes sleepers at about 1 ms granularity (its poll timeout is in whole
-#: milliseconds), which alone would make most calls up to 1 ms late.
+#: wakes sleepers at about 1 ms granularity: with gevent 26.9 on Linux, a
+#: lone 0.3 ms sleep lasted about 1.1 ms.
 SPIN_SECONDS = 0.002
 
 
