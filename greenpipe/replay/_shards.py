@@ -89,8 +89,8 @@ class ReplayShard:
         anchors: ``(path, first start time)`` of each file from the
             merged plan.
         timeline: the traced span of the whole replay, from the merged
-            plan of all shards; timed replays measure traced times from
-            its first start, so that every shard shares one origin.
+            plan of all shards. Timed replays measure traced times from
+            its first start, so every shard shares one origin.
         start_epoch: the wall-clock time (:func:`time.time`) at which the
             first traced call of the whole replay is due, shared by every
             shard; ``None`` starts the shard's own timeline when it starts.

@@ -87,7 +87,7 @@ def test_open_loop_calls_start_at_due_times(tmp_path: Path) -> None:
     assert stats.lateness_busy.maximum == 0.0
 
 
-def test_open_loop_late_call_does_not_shift_later_ones(tmp_path: Path) -> None:
+def test_late_call_keeps_later_due_times(tmp_path: Path) -> None:
     clock = ManualClock(0.0)
     context = make_context(tmp_path, clock, mode="original", start=0.0)
     context.ts0 = BASE
