@@ -124,14 +124,26 @@ def _process_count(text: str) -> int:
 
 
 def _timing(text: str) -> Any:
-    if text in ("asap", "original"):
+    if text in ("asap", "original", "think"):
         return text
     try:
         factor = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not 'asap', 'original' or a speed factor such as 2"
+            f"{text!r} is not 'asap', 'original', 'think' or a speed factor such as 2"
         ) from None
+    return _speed_factor(factor, text)
+
+
+def _speed(text: str) -> float:
+    try:
+        factor = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a speed factor such as 2 or 0.5") from None
+    return _speed_factor(factor, text)
+
+
+def _speed_factor(factor: float, text: str) -> float:
     if not math.isfinite(factor) or not MIN_SPEED <= factor <= MAX_SPEED:
         raise argparse.ArgumentTypeError(
             f"the speed factor must be between {MIN_SPEED:g} and {MAX_SPEED:g}, not {text}"
@@ -236,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("traces", nargs="+", metavar="TRACE_OR_DIR", help="trace files or folders of traces")
     rep.add_argument("--root", metavar="DIR", help="folder that traced paths are mapped under (new, empty, or used by an earlier replay); required unless --dry-run")
-    rep.add_argument("--timing", type=_timing, default="asap", metavar="asap|original|FACTOR", help="asap: no waiting (default); original: keep the traced gaps within each stream; FACTOR: divide the gaps by it")
+    rep.add_argument("--timing", type=_timing, default="asap", metavar="asap|original|think|FACTOR", help="asap: no waiting (default); original: start each call at its traced time since the first traced call (open loop); think: start each call when the previous call of its thread ended plus the traced think time (closed loop); FACTOR: original at --speed FACTOR")
+    rep.add_argument("--speed", type=_speed, metavar="FACTOR", help="divide the traced times of --timing original or think by FACTOR (default 1; 2 replays twice as fast)")
     rep.add_argument("--order", type=_order, default=DEFAULT_ORDER, metavar="stream|resource|global", help=f"stream: each traced thread in its own order, threads independent; resource: also keep the traced order of calls on the same path across threads, processes and files; global: every call in traced start order, one at a time (default: {DEFAULT_ORDER})")
     rep.add_argument("--dry-run", action="store_true", help="parse, decode and filter only; touch no file")
     rep.add_argument("--threads", type=_thread_count, metavar="N", help="worker threads of each process (default: number of CPUs)")
@@ -323,11 +336,22 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
         raise UsageError(
             f"--verify writes pattern data, so --data {args.data} does not apply; drop --data."
         )
+    if args.speed is not None and not isinstance(args.timing, str):
+        raise UsageError(
+            f"--timing {args.timing:g} and --speed {args.speed:g} both set the speed. "
+            f"Give --timing original --speed {args.speed:g} instead."
+        )
+    if args.speed is not None and args.timing == "asap":
+        raise UsageError(
+            f"--speed {args.speed:g} needs --timing original or --timing think; "
+            "--timing asap does not wait."
+        )
     return ReplayOptions(
         root=args.root,
         dry_run=args.dry_run,
         threads=args.threads,
         timing=args.timing,
+        speed=args.speed,
         pids=_flatten(args.pid),
         tids=_flatten(args.tid),
         categories=_flatten(args.category),
@@ -386,6 +410,26 @@ def _check_report_folder(folder: str) -> None:
 
 
 # -- progress bar ---------------------------------------------------------------
+
+
+def _timing_lines(timing: Mapping[str, Any]) -> List[str]:
+    """Return the summary lines of a timed replay: lateness and elapsed error."""
+    if not timing or timing.get("mode", "asap") == "asap":
+        return []
+    replayer = timing["lateness"]["replayer"]
+    busy = timing["lateness"]["busy"]
+    lines = [
+        f"  timing   {timing['mode']} at speed {timing['speed']:g}, "
+        f"elapsed {timing['elapsed_s']:,.3f} s"
+        + ("" if timing["expected_s"] is None else
+           f", expected {timing['expected_s']:,.3f} s, error {timing['elapsed_error_s'] * 1e3:+,.1f} ms")
+    ]
+    lines.append(
+        f"  lateness replayer p50 {replayer['p50_s'] * 1e6:,.0f} us, p99 {replayer['p99_s'] * 1e6:,.0f} us; "
+        f"busy p50 {busy['p50_s'] * 1e6:,.0f} us, p99 {busy['p99_s'] * 1e6:,.0f} us"
+        + ("" if timing["drift_s"] is None else f"; drift {timing['drift_s'] * 1e6:+,.0f} us")
+    )
+    return lines
 
 
 def _human_bytes(count: float) -> str:
@@ -517,6 +561,8 @@ def format_summary(summary: ReplaySummary) -> str:
                 lines.append(f"    {count:>9,}  {bucket}: {reason}")
     traced = s.trace_span_us / 1e6
     lines.append(f"  time     traced {traced:,.3f} s, replay {s.wall_seconds:,.3f} s")
+    if not s.dry_run:
+        lines.extend(_timing_lines(s.timing))
     prep = s.preparation
     if prep.files or prep.folders or prep.failures:
         lines.append(

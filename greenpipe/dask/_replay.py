@@ -45,6 +45,7 @@ from ..replay._pipeline import (
     require_trace_files,
     series_origin,
 )
+from ..replay._execute import Timeline
 from ..replay._plan import MAX_EXAMPLES
 from ..replay._sandbox import prepare_root
 from ..replay._shards import (
@@ -53,6 +54,7 @@ from ..replay._shards import (
     ShardResult,
     anchors_of,
     joined_registry,
+    merge_plans,
     merge_results,
     partition_files,
     run_shard,
@@ -227,6 +229,7 @@ class DaskReplayer:
         self._bytes_total = 0
         self._workers: Dict[str, _WorkerRow] = {}
         self._failures: List[Tuple[Tuple[Tuple[int, str], ...], str]] = []
+        self._timeline: Optional[Timeline] = None
 
     # -- control from other threads ---------------------------------------------
 
@@ -310,6 +313,7 @@ class DaskReplayer:
             failed_files=[item for group, _ in self._failures for item in group],
             worker_failures=[message for _, message in self._failures],
             interrupted=self._cancelled.is_set(),
+            timeline=self._timeline,
         )
         return dataclasses.replace(summary, processes=self._process_rows())
 
@@ -336,6 +340,10 @@ class DaskReplayer:
         events_total = bytes_total = 0
         # One origin for the series of every shard, so that they add up.
         origin = series_origin()
+        # Timed shards measure traced times from the earliest start of all
+        # of them. NOTE: each shard starts its timeline when its task
+        # starts, because a cluster may queue the tasks for a while.
+        self._timeline = merge_plans([r for r in planned if r is not None]).timeline()
         for group, result in zip(groups, planned):
             # A shard whose plan failed is not replayed; its failure is reported.
             if result is None or result.plan is None:
@@ -344,7 +352,14 @@ class DaskReplayer:
             plan = result.plan
             events_total += plan.events
             bytes_total += plan.write_bytes
-            shard = ReplayShard("replay", group, options, anchors_of(plan, group), origin=origin)
+            shard = ReplayShard(
+                "replay",
+                group,
+                options,
+                anchors_of(plan, group),
+                origin=origin,
+                timeline=self._timeline,
+            )
             calls.append((self._shard_function, (shard, plan)))
         # Each shard checks its own bytes on its worker; shards that share a
         # file system can only be checked together here, before any writes.

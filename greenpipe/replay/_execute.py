@@ -26,10 +26,23 @@ for ``fread``); writes write that many bytes of the ``--data`` kind
 ``--verify``, each write and each read holds its file's lock in the
 :class:`~greenpipe.replay._data.Verifier` across its system call (see
 ``_data``).
+
+Timing. ``asap`` issues each call as soon as the previous one of its
+stream ends. Open-loop timing (``original``) gives every call a due time,
+``t0 + (ts - ts0) / speed``, where ``ts0`` is the earliest traced start
+of the whole replay and ``t0`` one instant on a monotonic clock shared by
+every stream (and, through a wall-clock epoch, by every worker process).
+Due times are computed from that origin, never by adding gaps, so a late
+call does not delay the calls after it and no drift builds up. Closed-loop
+timing (``think``) issues a call when the previous call of its stream
+ended plus the traced think time between the two, divided by the speed.
+How late each call starts is recorded, split into the part spent waiting
+for the stream's previous call to end ("busy") and the rest ("replayer").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import heapq
 import logging
@@ -38,7 +51,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .._compat import allocate_lock
-from .._scope import sleep
+from .._scope import sleep as _sleep
 from ..trace import Event
 from . import _calls as calls
 from ._data import DataSource, Verifier, path_key, write_key
@@ -53,6 +66,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+_perf_counter = time.perf_counter
+
 #: Largest single system call issued for a data call; bigger requests are
 #: split so buffers stay bounded.
 MAX_CHUNK = 16 * 1024 * 1024
@@ -62,6 +77,38 @@ DEFAULT_REORDER_WINDOW = 256
 
 #: Data calls whose ``ret`` counts items of ``size`` bytes, not bytes.
 _ITEM_OPS = frozenset(("fread", "fwrite"))
+
+#: Timing modes: no waiting, open-loop, closed-loop.
+TIMING_MODES = ("asap", "original", "think")
+#: A timed stream sleeps until this many seconds before a due time, then
+#: yields to the other tasks until the due time has passed. The event loop
+#: wakes sleepers at about 1 ms granularity: with gevent 26.9 on Linux, a
+#: lone 0.3 ms sleep lasted about 1.1 ms.
+SPIN_SECONDS = 0.002
+
+
+@dataclasses.dataclass(frozen=True)
+class Timeline:
+    """The traced time span of the events of a replay, in trace microseconds.
+
+    Timed replays schedule every event from ``first_ts``, the earliest
+    start over all replayed files, so that all streams, files and
+    processes share one time origin.
+
+    Attributes:
+        first_ts: earliest start time.
+        last_ts: latest start time.
+        last_end: latest end time (``ts + dur``).
+    """
+
+    first_ts: int
+    last_ts: int
+    last_end: int
+
+    def span_us(self) -> int:
+        """Return the microseconds from the first start to the last end."""
+        return max(self.last_end - self.first_ts, 0)
+
 
 
 class ByteBudget:
@@ -92,8 +139,9 @@ class ReplayContext:
     Attributes:
         sandbox: the root and its safe operations.
         budget: the ``--max-bytes`` cap.
-        speed: ``None`` to replay as fast as possible, else the factor by
-            which traced gaps are divided (1.0 keeps them).
+        mode: ``"asap"``, ``"original"`` or ``"think"``.
+        speed: ``None`` for ``asap``, else the factor by which traced gaps
+            are divided (1.0 keeps them).
         window: events each stream holds back for reordering.
         descriptors: the real descriptors, recycled past ``max_open``.
         gates: the lock and the waiting of the ordering gates.
@@ -105,13 +153,31 @@ class ReplayContext:
             to collect none.
         emitter: where the streams write the replay's own trace, or
             ``None``.
+        ts0: the traced start time (microseconds) that ``t0`` stands for.
+        t0: the clock time at which the call traced at ``ts0`` is due.
+        clock: the monotonic time source of the pacing, in seconds.
+        sleep: pauses the calling task for some seconds of ``clock``.
 
     Args:
+        mode: the timing mode; by default ``"original"`` when ``speed``
+            is given and ``"asap"`` otherwise.
         max_open: most traced files open at once; by default what
             ``RLIMIT_NOFILE`` leaves (:func:`default_open_limit`).
         data: the bytes that writes write; zeros by default.
         verify: check reads against the writes replayed before them;
             needs ``data`` of the ``pattern`` kind.
+        timeline: the traced span of the whole replay. ``ts0`` is its
+            first start, and the first and last 1 % of it delimit the
+            calls whose lateness measures drift. Without it, ``ts0`` is
+            the first call that a stream paces, and drift is not measured.
+        start: the value of ``t0``; by default the clock time of the first
+            paced call.
+        clock, sleep: by default :func:`time.monotonic` and greenpipe's
+            :func:`~greenpipe.sleep`; tests pass a virtual clock.
+        spin: seconds before a due time from which a stream yields instead
+            of sleeping. The default is :data:`SPIN_SECONDS` with the
+            default clock. It is 0 with an injected clock, because a
+            virtual clock does not move while a task yields.
     """
 
     def __init__(
@@ -126,16 +192,49 @@ class ReplayContext:
         verify: bool = False,
         series: Optional[SeriesCollector] = None,
         emitter: Optional[TraceEmitter] = None,
+        mode: Optional[str] = None,
+        timeline: Optional[Timeline] = None,
+        start: Optional[float] = None,
+        clock: Optional[Callable[[], float]] = None,
+        sleep: Optional[Callable[[float], None]] = None,
+        spin: Optional[float] = None,
     ) -> None:
         if verify and (data is None or data.kind != "pattern"):
             raise ValueError("verify needs pattern data: pass data=DataSource('pattern')")
+        if mode is None:
+            mode = "asap" if speed is None else "original"
+        if mode not in TIMING_MODES:
+            raise ValueError(f"mode must be one of {', '.join(TIMING_MODES)}, not {mode!r}")
+        if mode != "asap" and speed is None:
+            speed = 1.0
+        if speed is not None and not speed > 0:
+            raise ValueError(f"speed must be > 0, not {speed!r}")
         self.sandbox = sandbox
         self.data = data or DataSource()
         self.verifier = Verifier(self.data) if verify else None
         self.series = series
         self.emitter = emitter
         self.budget = budget or ByteBudget(None)
-        self.speed = speed
+        self.mode = mode
+        self.speed = None if mode == "asap" else speed
+        #: Seconds of replay per traced microsecond.
+        self.scale = 1e-6 / speed if self.speed else 0.0
+        self.clock: Callable[[], float] = clock or time.monotonic
+        self.sleep: Callable[[float], None] = sleep or _sleep
+        if spin is None:
+            spin = SPIN_SECONDS if clock is None else 0.0
+        self.spin = spin
+        self.t0 = start
+        self.ts0: Optional[int] = None
+        #: Calls traced at or before ``head_until`` (at or after
+        #: ``tail_from``) are in the first (last) 1 % of the traced span.
+        self.head_until: Optional[int] = None
+        self.tail_from: Optional[int] = None
+        if timeline is not None:
+            self.ts0 = timeline.first_ts
+            margin = (timeline.last_ts - timeline.first_ts) // 100
+            self.head_until = timeline.first_ts + margin
+            self.tail_from = timeline.last_ts - margin
         self.window = max(1, window)
         limit = max_open if max_open is not None else default_open_limit()
         self.descriptors = DescriptorCache(sandbox, limit)
@@ -144,6 +243,17 @@ class ReplayContext:
         self._tables: Dict[Tuple[str, int], ProcessTable] = {}
         self._lock = allocate_lock()
         self._zeros = bytes(64 * 1024)
+
+    def begin(self, ts: int) -> None:
+        """Set ``ts0`` to ``ts`` and ``t0`` to now, unless they are set already.
+
+        Threads: safe from any thread; the first caller wins.
+        """
+        with self._lock:
+            if self.ts0 is None:
+                self.ts0 = ts
+            if self.t0 is None:
+                self.t0 = self.clock()
 
     def table(self, file: str, pid: int) -> ProcessTable:
         """Return the descriptor table of process ``pid`` of trace ``file``."""
@@ -173,6 +283,110 @@ class ReplayContext:
         return closed
 
 
+class StreamPacer:
+    """The timing of one stream of a timed replay.
+
+    :meth:`wait` parks the stream until its next call is due and records
+    how late the call starts; :meth:`ended` records when a call ended.
+
+    Args:
+        anchor_ts: the traced start that the context's ``t0`` stands for
+            when the context has no ``ts0``; the first paced call's start
+            when ``None``.
+    """
+
+    def __init__(
+        self, context: ReplayContext, stats: StreamStats, anchor_ts: Optional[int] = None
+    ) -> None:
+        self.context = context
+        self.stats = stats
+        self._anchor_ts = anchor_ts
+        # Clock times at which the previous call of the stream started and
+        # ended, and its traced end, for the busy share of lateness and for
+        # think time.
+        self._previous_start = 0.0
+        self._previous_end: Optional[float] = None
+        self._previous_traced_end = 0
+
+    def due(self, ts: int) -> float:
+        """Return the clock time at which the call traced at ``ts`` is due."""
+        context = self.context
+        if context.t0 is None or context.ts0 is None:
+            context.begin(ts if self._anchor_ts is None else self._anchor_ts)
+        t0 = context.t0
+        ts0 = context.ts0
+        assert t0 is not None and ts0 is not None
+        previous_end = self._previous_end
+        if context.mode == "think" and previous_end is not None:
+            think = ts - self._previous_traced_end
+            return previous_end + (think * context.scale if think > 0 else 0.0)
+        # The first call of a stream keeps its place on the common timeline
+        # in think mode as well.
+        return t0 + (ts - ts0) * context.scale
+
+    def wait(self, ts: int) -> None:
+        """Park until the call traced at ``ts`` is due, then record its lateness.
+
+        Blocking: sleeps with the context's ``sleep`` and, within
+        ``context.spin`` of the due time, yields with ``sleep(0)``.
+        Cancellation: a cancellation point when ``sleep`` is greenpipe's.
+        """
+        context = self.context
+        clock = context.clock
+        due = self.due(ts)
+        now = clock()
+        delay = due - now
+        if delay > 0:
+            spin = context.spin
+            if delay > spin:
+                context.sleep(delay - spin)
+                now = clock()
+            if spin:
+                while now < due:
+                    context.sleep(0)
+                    now = clock()
+        self.record(ts, due, now)
+
+    def record(self, ts: int, due: float, start: float) -> None:
+        """Record that the call traced at ``ts``, due at ``due``, started at ``start``.
+
+        The lateness is the part of ``start - due`` above 0. The share of
+        it during which the stream's previous call was running counts as
+        busy, the rest as the replayer's. A stream that runs behind its
+        schedule therefore shows the delay that put it behind as the
+        replayer's, and only the calls' own run times as busy.
+        """
+        lateness = start - due if start > due else 0.0
+        busy = 0.0
+        previous_end = self._previous_end
+        if previous_end is not None and previous_end > due:
+            busy = min(previous_end - max(due, self._previous_start), lateness)
+        replayer = lateness - busy
+        self._previous_start = start
+        stats = self.stats
+        stats.lateness_replayer.add(replayer)
+        stats.lateness_busy.add(busy)
+        context = self.context
+        head_until = context.head_until
+        if head_until is not None:
+            if ts <= head_until:
+                stats.lateness_head.add(replayer)
+            tail_from = context.tail_from
+            if tail_from is not None and ts >= tail_from:
+                stats.lateness_tail.add(replayer)
+
+    def ended(self, end: float, traced_end: int) -> None:
+        """Record that the stream's current call ended at clock time ``end``.
+
+        ``traced_end`` is its traced ``ts + dur``.
+        """
+        self._previous_end = end
+        self._previous_traced_end = traced_end
+        t0 = self.context.t0
+        assert t0 is not None
+        self.stats.end_offset = end - t0
+
+
 def _reason(exc: OSError) -> str:
     if isinstance(exc, SandboxError):
         return SANDBOX_REASON
@@ -198,8 +412,8 @@ class StreamRunner:
         self.stats = stats
         self.table = context.table(stats.file, stats.pid)
         self._buffer = bytearray(64 * 1024)
-        self._anchor_ts = anchor_ts
-        self._anchor_wall: Optional[float] = None
+        self._paced = context.mode != "asap"
+        self._pacer = StreamPacer(context, stats, anchor_ts)
         self._last_ts: Optional[int] = None
         # Handles held during the current call; released when it ends.
         self._held: List[Handle] = []
@@ -207,6 +421,7 @@ class StreamRunner:
         # bytes it moved or, for lseek, the resulting offset, and the traced
         # path of the handle it used (older traces give a descriptor only).
         self._traced_failed = False
+        self._ret: Optional[int] = None
         self._moved: Optional[int] = None
         self._handle_path: Optional[str] = None
         # The path an open used (openat joins two), and whether the current
@@ -268,13 +483,20 @@ class StreamRunner:
         heap: List[Tuple[int, int, Event]] = []
         window = self.context.window
         sequence = 0
+        execute = self.execute
+        push = heapq.heappush
+        pushpop = heapq.heappushpop
         try:
             for batch in batches:
                 for event in batch:
-                    heapq.heappush(heap, (event.ts, sequence, event))
+                    item = (event.ts, sequence, event)
                     sequence += 1
-                    if len(heap) > window:
-                        self.execute(heapq.heappop(heap)[2])
+                    if len(heap) < window:
+                        push(heap, item)
+                    else:
+                        # One step instead of a push and a pop; an event older
+                        # than all held ones comes straight back.
+                        execute(pushpop(heap, item)[2])
                 maybe_yield()
             while heap:
                 self.execute(heapq.heappop(heap)[2])
@@ -348,13 +570,15 @@ class StreamRunner:
             stats.late += 1
         else:
             self._last_ts = event.ts
-        if self.context.speed is not None:
-            self._pace(event.ts)
+        paced = self._paced
+        if paced:
+            self._pace(event)
 
         replayed = stats.replayed
         short_reads = stats.short_reads
         self._sequence += 1
         self._traced_failed = traced_failed
+        self._ret = ret
         self._handle_path = None
         self._call_path = None
         self._missing = False
@@ -368,6 +592,8 @@ class StreamRunner:
                 self._ops[op](event, op)
             finally:
                 self._release_held()
+                if paced:
+                    self._end_paced(event)
         except SandboxError as exc:
             # Rejected before any system call, so there is no outcome to compare.
             where = self.context.sandbox.display(event.path) if event.path else "?"
@@ -490,17 +716,11 @@ class StreamRunner:
         path = cause[2] if cause is not None else self.context.sandbox.display(key)
         self.stats.mismatch(kind, event.ts, event.name, key, path, expected, got)
 
-    def _pace(self, ts: int) -> None:
-        now = time.monotonic()
-        if self._anchor_wall is None:
-            self._anchor_wall = now
-            if self._anchor_ts is None:
-                self._anchor_ts = ts
-        assert self._anchor_ts is not None
-        speed = self.context.speed or 1.0
-        delay = self._anchor_wall + (ts - self._anchor_ts) / 1e6 / speed - now
-        if delay > 0:
-            sleep(delay)
+    def _pace(self, event: Event) -> None:
+        self._pacer.wait(event.ts)
+
+    def _end_paced(self, event: Event) -> None:
+        self._pacer.ended(self.context.clock(), event.ts + event.dur)
 
     # -- descriptors ----------------------------------------------------------
 
@@ -520,7 +740,9 @@ class StreamRunner:
 
         The handle stays held until the current call ends.
         """
-        fd = calls.arg_int(event.args, "fd")
+        fd = event.args.get("fd")
+        if fd is not None and fd.__class__ is not int:
+            fd = calls.arg_int(event.args, "fd")
         handle = self.table.find(stdio, event.tid, fd, event.path)
         if handle is not None:
             self._held.append(handle)
@@ -572,7 +794,7 @@ class StreamRunner:
         flags = calls.open_flags(op, args)
         mode = calls.open_mode(op, args)
         stdio = op == "fopen"
-        started = time.perf_counter()
+        started = _perf_counter()
         try:
             # O_APPEND is emulated: on Linux, pwrite on an O_APPEND descriptor
             # ignores its offset, which would break the emulated positions.
@@ -582,7 +804,7 @@ class StreamRunner:
                 self.stats.skip(event.name, calls.REASON_TMPFILE)
                 return
             raise
-        elapsed = time.perf_counter() - started
+        elapsed = _perf_counter() - started
         verifier = self.context.verifier
         if verifier is not None and flags & os.O_TRUNC and flags & os.O_ACCMODE != os.O_RDONLY:
             verifier.truncate(self.context.sandbox.display(path), 0)
@@ -608,28 +830,43 @@ class StreamRunner:
             return
         self._handle_path = handle.path
         self.table.remove(handle)
-        started = time.perf_counter()
+        started = _perf_counter()
         if self.table.release(handle):
             self.context.descriptors.close(handle)
         # NOTE: when another thread's stream is in a call on this descriptor,
         # that stream closes it when its call ends; the time here excludes it.
-        self.stats.done(event.name, time.perf_counter() - started)
+        self.stats.done(event.name, _perf_counter() - started)
 
     # -- data -------------------------------------------------------------------
 
     def _transfer(self, event: Event, op: str) -> Optional[Tuple[Handle, int, Optional[int]]]:
-        size = calls.transfer_size(op, event.args)
+        args = event.args
+        size = args.get("count")
+        if size.__class__ is not int or size < 0 or op in _ITEM_OPS:
+            size = calls.transfer_size(op, args)
         if size is None:
             self.stats.skip(event.name, calls.REASON_NO_SIZE)
             return None
         handle = self._handle(event, op, op in ("fread", "fwrite"))
         if handle is None:
             return None
-        if not self.context.budget.take(size):
+        budget = self.context.budget
+        if budget.limit is not None and not budget.take(size):
             self.stats.skip(event.name, calls.REASON_MAX_BYTES)
             return None
-        offset = calls.arg_int(event.args, "offset") if op in ("pread", "pwrite") else None
+        offset = None
+        if op == "pread" or op == "pwrite":
+            offset = args.get("offset")
+            if offset.__class__ is not int:
+                offset = calls.arg_int(args, "offset")
         return handle, size, offset
+
+    def _traced_size(self, op: str, event: Event) -> Optional[int]:
+        """Return :func:`calls.done_size` of the current call, from its ``ret`` when it is enough."""
+        ret = self._ret
+        if ret is not None and ret >= 0 and op not in _ITEM_OPS:
+            return ret
+        return calls.done_size(op, event.args)
 
     def _read(self, event: Event, op: str) -> None:
         found = self._transfer(event, op)
@@ -644,17 +881,17 @@ class StreamRunner:
         fd = self._fd(handle)
         verifier = self.context.verifier
         if verifier is None:
-            started = time.perf_counter()
+            started = _perf_counter()
             total = _read_into(fd, view, size, position)
-            elapsed = time.perf_counter() - started
+            elapsed = _perf_counter() - started
         else:
             mapped = self.context.sandbox.display(handle.path)
             lock, write_map = verifier.entry(mapped)
             order = self._order(event)
             with lock:
-                started = time.perf_counter()
+                started = _perf_counter()
                 total = _read_into(fd, view, size, position)
-                elapsed = time.perf_counter() - started
+                elapsed = _perf_counter() - started
                 # The buffer keeps the last chunk only, so a bigger read is
                 # checked on its last MAX_CHUNK bytes.
                 last = total - (total - 1) % MAX_CHUNK - 1 if total else 0
@@ -671,7 +908,7 @@ class StreamRunner:
             handle.position = position + total
         self._moved = total
         self.stats.bytes_read += total
-        traced = calls.done_size(op, event.args)
+        traced = self._traced_size(op, event)
         if traced is not None and total < traced:
             self.stats.short_reads += 1
         self.stats.done(event.name, elapsed)
@@ -685,7 +922,7 @@ class StreamRunner:
         context = self.context
         verifier = context.verifier
         if verifier is None:
-            started = time.perf_counter()
+            started = _perf_counter()
             if offset is None and handle.append:
                 handle.position = os.fstat(fd).st_size
             position = handle.position if offset is None else offset
@@ -696,25 +933,25 @@ class StreamRunner:
                 if key is None:
                     key = self._keys[handle.path] = path_key(handle.path)
                 total = _write_data(fd, context.data, key, size, position)
-            elapsed = time.perf_counter() - started
+            elapsed = _perf_counter() - started
         else:
             stats = self.stats
             key = write_key(handle.path, stats.file, stats.pid, stats.tid, self._sequence)
             lock, write_map = verifier.entry(context.sandbox.display(handle.path))
             with lock:
-                started = time.perf_counter()
+                started = _perf_counter()
                 if offset is None and handle.append:
                     handle.position = os.fstat(fd).st_size
                 position = handle.position if offset is None else offset
                 total = _write_data(fd, context.data, key, size, position)
-                elapsed = time.perf_counter() - started
+                elapsed = _perf_counter() - started
                 write_map.add(position, position + total, (self._order(event), key, event.name))
 
         if offset is None:
             handle.position = position + total
         self._moved = total
         self.stats.bytes_written += total
-        traced = calls.done_size(op, event.args)
+        traced = self._traced_size(op, event)
         if total < (size if traced is None else min(size, traced)):
             self.stats.short_writes += 1
         self.stats.done(event.name, elapsed)
@@ -731,7 +968,7 @@ class StreamRunner:
         offset = calls.arg_int(event.args, "offset") or 0
         whence = calls.arg_int(event.args, "whence") or 0
         fd = self._fd(handle)
-        started = time.perf_counter()
+        started = _perf_counter()
         if whence == os.SEEK_CUR:
             target = handle.position + offset
             whence = os.SEEK_SET
@@ -740,7 +977,7 @@ class StreamRunner:
         # The kernel validates the target and computes SEEK_END and
         # SEEK_DATA/SEEK_HOLE; data calls never use its offset.
         handle.position = self._moved = os.lseek(fd, target, whence)
-        self.stats.done(event.name, time.perf_counter() - started)
+        self.stats.done(event.name, _perf_counter() - started)
 
     def _tell(self, event: Event, op: str) -> None:
         handle = self._handle(event, op, True)
@@ -753,12 +990,12 @@ class StreamRunner:
         if handle is None:
             return
         fd = self._fd(handle)
-        started = time.perf_counter()
+        started = _perf_counter()
         if event.name == "fdatasync":
             os.fdatasync(fd)
         else:
             os.fsync(fd)
-        self.stats.done(event.name, time.perf_counter() - started)
+        self.stats.done(event.name, _perf_counter() - started)
 
     def _ftruncate(self, event: Event, op: str) -> None:
         length = calls.arg_int(event.args, "length")
@@ -769,9 +1006,9 @@ class StreamRunner:
         if handle is None:
             return
         fd = self._fd(handle)
-        started = time.perf_counter()
+        started = _perf_counter()
         os.ftruncate(fd, length)
-        elapsed = time.perf_counter() - started
+        elapsed = _perf_counter() - started
         if self.context.verifier is not None:
             self.context.verifier.truncate(self.context.sandbox.display(handle.path), length)
         self.stats.done(event.name, elapsed)
@@ -781,9 +1018,9 @@ class StreamRunner:
         if handle is None:
             return
         fd = self._fd(handle)
-        started = time.perf_counter()
+        started = _perf_counter()
         os.fstat(fd)
-        self.stats.done(event.name, time.perf_counter() - started)
+        self.stats.done(event.name, _perf_counter() - started)
 
     # -- paths ------------------------------------------------------------------
 
@@ -804,9 +1041,9 @@ class StreamRunner:
                 target = second_path(event)
                 assert target is not None
                 descriptors.pin_below(target)
-        started = time.perf_counter()
+        started = _perf_counter()
         descriptors.retry(call)
-        elapsed = time.perf_counter() - started
+        elapsed = _perf_counter() - started
         if self.context.verifier is not None:
             self._forget(event, op, path)
         self.stats.done(event.name, elapsed)

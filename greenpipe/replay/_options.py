@@ -13,7 +13,7 @@ from .._compat import allocate_lock
 from ..trace import Event
 from . import _calls as calls
 from ._data import DataSource, SizeScaler, parse_data
-from ._execute import DEFAULT_REORDER_WINDOW
+from ._execute import DEFAULT_REORDER_WINDOW, TIMING_MODES
 from ._order import DEFAULT_ORDER, ORDER_MODES
 
 Timing = Union[str, float]
@@ -33,9 +33,15 @@ class ReplayOptions:
         threads: worker threads of the executor; ``None`` for the number
             of CPUs.
         timing: ``"asap"`` runs each stream's calls back to back;
-            ``"original"`` keeps the traced gaps inside each stream; a
-            positive number divides the gaps by it (2.0 replays twice as
-            fast as traced).
+            ``"original"`` issues every call at its traced start time,
+            measured from the earliest start of the replay and divided by
+            ``speed`` (open loop); ``"think"`` issues each call when the
+            previous call of its stream has ended plus the traced think
+            time between them, divided by ``speed`` (closed loop). A
+            positive number is ``"original"`` at that speed (2.0 replays
+            twice as fast as traced) and excludes ``speed``.
+        speed: the factor dividing traced times for ``"original"`` and
+            ``"think"``; ``None`` for 1.0. Not allowed with ``"asap"``.
         pids, tids, categories, functions: keep only events whose value
             is in the set (an empty set keeps all).
         exclude_pids, exclude_tids, exclude_categories,
@@ -90,6 +96,7 @@ class ReplayOptions:
     dry_run: bool = False
     threads: Optional[int] = None
     timing: Timing = "asap"
+    speed: Optional[float] = None
     pids: AbstractSet[int] = frozenset()
     tids: AbstractSet[int] = frozenset()
     categories: AbstractSet[str] = frozenset()
@@ -135,12 +142,25 @@ class ReplayOptions:
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, not {self.threads!r}")
         if isinstance(self.timing, str):
-            if self.timing not in ("asap", "original"):
+            if self.timing not in TIMING_MODES:
                 raise ValueError(
-                    f"timing must be 'asap', 'original' or a positive number, not {self.timing!r}"
+                    "timing must be 'asap', 'original', 'think' or a positive number, "
+                    f"not {self.timing!r}"
                 )
-        elif not self.timing > 0:
-            raise ValueError(f"timing factor must be > 0, not {self.timing!r}")
+        elif not self.timing > 0 or not math.isfinite(self.timing):
+            raise ValueError(f"timing factor must be a finite number > 0, not {self.timing!r}")
+        if self.speed is not None:
+            if not isinstance(self.timing, str):
+                raise ValueError(
+                    f"speed ({self.speed!r}) and a numeric timing ({self.timing!r}) both set "
+                    "the speed; give timing 'original' with speed instead"
+                )
+            if self.timing == "asap":
+                raise ValueError(
+                    f"speed ({self.speed!r}) applies to timing 'original' or 'think', not 'asap'"
+                )
+            if not self.speed > 0 or not math.isfinite(self.speed):
+                raise ValueError(f"speed must be a finite number > 0, not {self.speed!r}")
         if self.sample is not None and not 0.0 <= self.sample <= 1.0:
             raise ValueError(f"sample must be between 0 and 1, not {self.sample!r}")
         for name in ("max_events", "max_bytes", "min_size", "max_size"):
@@ -174,13 +194,17 @@ class ReplayOptions:
         if isinstance(self.copies, bool) or not isinstance(self.copies, int) or self.copies < 1:
             raise ValueError(f"copies must be an integer >= 1, not {self.copies!r}")
 
-    def speed(self) -> Optional[float]:
-        """Return the factor dividing traced gaps, ``None`` for ``asap``."""
+    def timing_mode(self) -> str:
+        """Return ``"asap"``, ``"original"`` or ``"think"``; a factor is ``"original"``."""
+        return self.timing if isinstance(self.timing, str) else "original"
+
+    def speed_factor(self) -> Optional[float]:
+        """Return the factor dividing traced times, ``None`` for ``asap``."""
         if self.timing == "asap":
             return None
-        if self.timing == "original":
-            return 1.0
-        return float(self.timing)
+        if not isinstance(self.timing, str):
+            return float(self.timing)
+        return 1.0 if self.speed is None else float(self.speed)
 
     def data_source(self) -> DataSource:
         """Return the source of the bytes that writes write."""

@@ -54,12 +54,12 @@ from .._compat import allocate_lock
 from .._errors import Cancelled, GreenpipeError
 from .._executor import Executor
 from .._memory import compute_memory_budget
-from .._scope import CoroScope
+from .._scope import CoroScope, sleep
 from ..trace import Decoder, Event, TraceReader
 from ..trace._decode import make_scanner
 from . import _calls as calls
 from ._data import SizeScaler
-from ._execute import SECOND_PATH, ByteBudget, ReplayContext, StreamRunner, second_path
+from ._execute import SECOND_PATH, ByteBudget, ReplayContext, StreamRunner, Timeline, second_path
 from ._options import EventFilter, EventLimit, ReplayOptions, select_ranks
 from ._order import GlobalOrder, ResourceOrder
 from ._plan import MAX_EXAMPLES, FilePlan, Plan
@@ -70,6 +70,7 @@ from ._summary import (
     Preparation,
     ReplaySummary,
     StreamStats,
+    TimingSetup,
     build_summary,
     merge_copies,
 )
@@ -80,10 +81,21 @@ logger = logging.getLogger(__name__)
 RAW_CAPACITY = 4
 #: Events per batch sent from decode to the router.
 BATCH_EVENTS = 512
+#: Events per batch, and seconds a task runs before it lets others run,
+#: in a timed replay: a stream waits for the decoder at most about one
+#: batch, about 0.2 ms at 400,000 events/s.
+TIMED_BATCH_EVENTS = 64
+TIMED_TIMESLICE = 0.0002
+#: The executor's own timeslice, used by the other passes.
+DEFAULT_TIMESLICE = 0.01
 #: Batches queued between decode and the router.
 EVENT_CAPACITY = 8
 #: Batches queued for each stream.
 STREAM_CAPACITY = 8
+#: Seconds between the start of a timed replay pass and the instant its
+#: first call is due, so that the parse and decode stages can deliver the
+#: first events before then.
+START_LEAD = 0.2
 
 #: Called with the scope, the file index, the trace file, the channel of
 #: its event batches, its counters and the copy number.
@@ -278,6 +290,9 @@ class Replayer:
         executor_options: keyword arguments for the
             :class:`~greenpipe.Executor` of each pass, for example a
             ``timeslice`` of 0 so that tests get a fixed interleaving.
+        clock: ``None`` for real time, or a
+            :class:`~greenpipe.testing.VirtualClock` that the executors of
+            the replay run on and that timed replays pace with.
     """
 
     def __init__(
@@ -286,10 +301,13 @@ class Replayer:
         options: ReplayOptions,
         *,
         executor_options: Optional[Mapping[str, Any]] = None,
+        clock: Any = None,
     ) -> None:
         self.inputs = list(inputs)
         self.options = options
         self._executor_options = dict(executor_options or {})
+        self._clock = clock
+        self._timeline: Optional[Timeline] = None
         self._lock = allocate_lock()
         self._cancelled = False
         self._scopes: List[CoroScope] = []
@@ -403,6 +421,7 @@ class Replayer:
             verify=self.options.verify and not self.options.dry_run,
             series=self._series,
             series_origin=self._series_origin,
+            timing=timing_setup(self.options, self._timeline),
         )
 
     def _run_dry(self, indexed: List[Tuple[int, str]], problems: List[str]) -> ReplaySummary:
@@ -427,10 +446,26 @@ class Replayer:
 
         self._events_total = plan.events * options.copies
         self._bytes_total = needed
-        started = time.monotonic()
+        self._timeline = plan.timeline()
+        now = self._now
+        started = now()
         groups = order_groups(plan, indexed, sandboxes[0])
-        self.replay_pass(indexed, sandboxes, plan.first_ts, groups, series_origin(), framed=True)
-        return self._finish(indexed, problems, root, time.monotonic() - started, preparation)
+        self.replay_pass(
+            indexed,
+            sandboxes,
+            plan.first_ts,
+            groups,
+            series_origin(),
+            framed=True,
+            timeline=self._timeline,
+            start=started + START_LEAD,
+        )
+        return self._finish(indexed, problems, root, now() - started, preparation)
+
+    @property
+    def _now(self) -> Callable[[], float]:
+        """The monotonic time source of the replay: real, or the virtual clock's."""
+        return time.monotonic if self._clock is None else self._clock.now
 
     # -- passes over the files ------------------------------------------------
     #
@@ -481,6 +516,8 @@ class Replayer:
         origin: Optional[SeriesOrigin] = None,
         *,
         framed: bool = False,
+        timeline: Optional[Timeline] = None,
+        start: Optional[float] = None,
     ) -> Tuple[List[FileCounters], List[StreamStats]]:
         """Replay ``files`` under ``sandbox``, which must be prepared already.
 
@@ -491,8 +528,9 @@ class Replayer:
         Args:
             sandbox: the root, or one root per copy (``--copies``); the
                 copies run at once on one executor.
-            anchors: per trace file, the first start time of its plan, from
-                which ``original`` timing measures the traced gaps.
+            anchors: per trace file, the first start time of its plan.
+                Timed replays measure traced times from the earliest of
+                them when ``timeline`` is not given.
             groups: for ``--order resource``, the indexes of the files that
                 must keep their order against each other, as
                 :func:`order_groups` finds them; each group is merged by
@@ -502,6 +540,12 @@ class Replayer:
                 present moment.
             framed: write the brackets that open and close the emitted
                 trace; a worker's part of it has none.
+            timeline: the traced span of the whole replay, all files and
+                shards together; timed replays measure traced times from
+                its first start.
+            start: the monotonic clock time (virtual under a virtual
+                clock) at which that first start is due; by default when
+                the first call is paced.
 
         Returns:
             The counters of the files, in order, each adding up all the
@@ -520,13 +564,19 @@ class Replayer:
             from ._emit import TraceEmitter
 
             emitter = TraceEmitter(options.emit_trace, framed=framed)
+        virtual = self._clock is not None
         contexts = [
             ReplayContext(
                 box,
                 # Each copy is a whole replay, so each gets its own cap.
                 budget=ByteBudget(options.max_bytes),
-                speed=options.speed(),
+                speed=options.speed_factor(),
+                mode=options.timing_mode(),
                 window=options.window,
+                timeline=timeline,
+                start=start,
+                clock=self._clock.now if virtual else None,
+                sleep=sleep if virtual else None,
                 data=options.data_source(),
                 verify=options.verify,
                 series=collector,
@@ -535,6 +585,10 @@ class Replayer:
             )
             for copy, box in enumerate(sandboxes)
         ]
+        for context in contexts:
+            if context.ts0 is None and anchors:
+                context.ts0 = min(anchors.values())
+        timed = contexts[0].mode != "asap"
         try:
             if options.order == "stream":
                 counters = self._passes(
@@ -542,9 +596,10 @@ class Replayer:
                     self._make_router(contexts, anchors),
                     keep_counters=True,
                     copies=len(contexts),
+                    timed=timed,
                 )
             else:
-                counters = self._ordered_pass(files, contexts, anchors, groups)
+                counters = self._ordered_pass(files, contexts, anchors, groups, timed=timed)
         finally:
             left_open = sum(context.close_all() for context in contexts)
             if left_open:
@@ -574,6 +629,7 @@ class Replayer:
         *,
         keep_counters: bool,
         copies: int = 1,
+        timed: bool = False,
     ) -> List[FileCounters]:
         """Run ``sink`` on the events of each file, ``copies`` times over.
 
@@ -591,7 +647,13 @@ class Replayer:
             for position, (copy, index, path) in enumerate(items):
                 work.send((position, copy, index, path))
             work.close()
-            workers = min(len(items), (self.options.threads or os.cpu_count() or 1) + 1)
+            if timed:
+                # Every file's streams run on one timeline, so every file
+                # is read at once. NOTE: memory then grows with the number
+                # of files, each with its reader and channels in flight.
+                workers = len(items)
+            else:
+                workers = min(len(items), (self.options.threads or os.cpu_count() or 1) + 1)
 
             def file_worker(scope: CoroScope) -> None:
                 for position, copy, index, path in work:
@@ -603,6 +665,7 @@ class Replayer:
                         sink,
                         limits[copy],
                         copy,
+                        batch_events,
                     )
 
             def body(inner: CoroScope) -> None:
@@ -620,11 +683,19 @@ class Replayer:
 
             scope.scope(body)
 
-        self._run_executor(main)
+        # A timed replay switches tasks often, so that a stream whose call
+        # is due waits for the decoder at most a short slice.
+        batch_events = TIMED_BATCH_EVENTS if timed else BATCH_EVENTS
+        self._run_executor(main, timed)
         return counters
 
-    def _run_executor(self, main: Callable[[CoroScope], None]) -> None:
-        with Executor(self.options.threads, name="replay", **self._executor_options) as executor:
+    def _run_executor(self, main: Callable[[CoroScope], None], timed: bool = False) -> None:
+        settings: Dict[str, Any] = {
+            "clock": self._clock,
+            "timeslice": TIMED_TIMESLICE if timed else DEFAULT_TIMESLICE,
+        }
+        settings.update(self._executor_options)
+        with Executor(self.options.threads, name="replay", **settings) as executor:
             try:
                 executor.run(main, name="replay")
             except Cancelled:
@@ -654,6 +725,8 @@ class Replayer:
         contexts: Sequence[ReplayContext],
         anchors: Mapping[str, int],
         groups: Optional[Sequence[Sequence[int]]] = None,
+        *,
+        timed: bool = False,
     ) -> List[FileCounters]:
         """Replay ``files`` through dispatchers (``--order resource|global``).
 
@@ -680,7 +753,12 @@ class Replayer:
             parts = [part for part in parts if part]
             parts.extend([position] for position in range(len(files)) if position not in grouped)
         items = [(copy, part) for copy in range(copies) for part in parts]
-        workers = min(len(items), (options.threads or os.cpu_count() or 1) + 1)
+        if timed:
+            # Every group runs on one timeline, so every file is read at once.
+            workers = len(items)
+        else:
+            workers = min(len(items), (options.threads or os.cpu_count() or 1) + 1)
+        batch_events = TIMED_BATCH_EVENTS if timed else BATCH_EVENTS
         scaler = options.scaler()
 
         def dispatch(scope: CoroScope, copy: int, positions: List[int]) -> None:
@@ -704,7 +782,7 @@ class Replayer:
                 scope.spawn(
                     _decode, path, raw, events.producer(), mine,
                     EventFilter(options, index), limits[copy], options.memory_budget, scaler,
-                    name=f"decode {path}",
+                    batch_events, name=f"decode {path}",
                 )
                 sources.append((path, events))
             Dispatcher(self, scope, contexts[copy], sources, anchors, copy).run(scope)
@@ -722,7 +800,7 @@ class Replayer:
             for number in range(workers):
                 scope.spawn(group_worker, name=f"groups-{number}")
 
-        self._run_executor(lambda scope: self._in_cancel_scope(scope, start))
+        self._run_executor(lambda scope: self._in_cancel_scope(scope, start), timed)
         return counters
 
     def _file_pipeline(
@@ -734,6 +812,7 @@ class Replayer:
         sink: Sink,
         limit: EventLimit,
         copy: int,
+        batch_events: int = 0,
     ) -> None:
         raw: Channel[bytes] = make_channel(RAW_CAPACITY)
         events: Channel[List[Event]] = make_channel(EVENT_CAPACITY)
@@ -748,6 +827,7 @@ class Replayer:
             limit,
             self.options.memory_budget,
             self.options.scaler(),
+            batch_events or BATCH_EVENTS,
             name=f"decode {path}",
         )
         sink(scope, index, path, events, counters, copy)
@@ -987,8 +1067,14 @@ def _decode(
     limit: EventLimit,
     memory_budget: int,
     scaler: Optional[SizeScaler] = None,
+    batch_events: int = 0,
 ) -> None:
-    """Decode chunks into events, resolve second paths, filter, scale and batch."""
+    """Decode chunks into events, resolve second paths, filter, scale and batch.
+
+    Batches hold ``batch_events`` events (by default :data:`BATCH_EVENTS`);
+    the stage may switch to other tasks after each batch.
+    """
+    batch_events = batch_events or BATCH_EVENTS
     decoder = Decoder(path, memory_budget=memory_budget)
     batch: List[Event] = []
     io_categories = calls.IO_CATEGORIES
@@ -1043,7 +1129,7 @@ def _decode(
                     if stop:
                         raw.close()
                         break
-                if len(batch) >= BATCH_EVENTS:
+                if len(batch) >= batch_events:
                     counters.events = seen
                     if not producer.send(batch):
                         raw.close()
@@ -1124,6 +1210,15 @@ def order_groups(
 def series_origin() -> SeriesOrigin:
     """Return the origin of the replay clock of a replay's series: now."""
     return SeriesOrigin(time.time_ns())
+
+
+def timing_setup(options: ReplayOptions, timeline: Optional[Timeline]) -> TimingSetup:
+    """Return how ``options`` pace a replay of ``timeline``, for its summary."""
+    return TimingSetup(
+        options.timing_mode(),
+        options.speed_factor(),
+        None if timeline is None else timeline.span_us(),
+    )
 
 
 def check_free_space(

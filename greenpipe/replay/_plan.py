@@ -27,7 +27,7 @@ from typing import Callable, Dict, Hashable, Iterable, List, Optional, Set, Tupl
 from .._compat import allocate_lock
 from ..trace import Event
 from . import _calls as calls
-from ._execute import second_path
+from ._execute import Timeline, second_path
 from ._sandbox import Components, PathSandbox, SandboxError
 from ._summary import Preparation
 
@@ -115,6 +115,8 @@ class FilePlan:
         self.paths: Dict[str, PathPlan] = {}
         self.write_bytes = 0
         self.first_ts: Optional[int] = None
+        self.last_ts: Optional[int] = None
+        self.last_end: Optional[int] = None
         self.events = 0
         self._by_fd: Dict[Tuple[int, int], _SimHandle] = {}
         self._by_path: Dict[Tuple[int, bool, str], List[_SimHandle]] = {}
@@ -152,8 +154,14 @@ class FilePlan:
             if calls.arg_int(event.args, "ret") == -1:
                 continue
             self.events += 1
-            if self.first_ts is None or event.ts < self.first_ts:
-                self.first_ts = event.ts
+            ts = event.ts
+            if self.first_ts is None or ts < self.first_ts:
+                self.first_ts = ts
+            if self.last_ts is None or ts > self.last_ts:
+                self.last_ts = ts
+            end = ts + event.dur
+            if self.last_end is None or end > self.last_end:
+                self.last_end = end
             self._feed_one(event, op)
 
     def _feed_one(self, event: Event, op: str) -> None:
@@ -295,6 +303,10 @@ class Plan:
         self.path_modifiers: Dict[str, str] = {}
         self.path_readers: Dict[str, Set[str]] = {}
         self.file_links: Dict[str, str] = {}
+        #: Per trace file, the latest start time and the latest end
+        #: (``ts + dur``) of the events to replay.
+        self.last_ts: Dict[str, int] = {}
+        self.last_end: Dict[str, int] = {}
         self._lock = allocate_lock()
 
     def _root(self, file: str) -> str:
@@ -370,6 +382,9 @@ class Plan:
             self._root(file)
             for path, entry in plan.paths.items():
                 self._use(path, file, entry.modified)
+            if plan.last_ts is not None and plan.last_end is not None:
+                self.last_ts[file] = plan.last_ts
+                self.last_end[file] = plan.last_end
 
     def update(self, other: Plan) -> None:
         """Merge ``other``, the plan of other trace files.
@@ -393,6 +408,22 @@ class Plan:
             for path, readers in other.path_readers.items():
                 for reader in readers:
                     self._use(path, reader, False)
+            self.last_ts.update(other.last_ts)
+            self.last_end.update(other.last_end)
+
+    def timeline(self) -> Optional[Timeline]:
+        """Return the traced time span of the events to replay, over all files.
+
+        ``None`` when the plan holds no event.
+        """
+        with self._lock:
+            if not self.first_ts or not self.last_ts:
+                return None
+            return Timeline(
+                min(self.first_ts.values()),
+                max(self.last_ts.values()),
+                max(self.last_end.values()),
+            )
 
     def __getstate__(self) -> Dict[str, object]:
         state = self.__dict__.copy()

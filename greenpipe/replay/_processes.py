@@ -80,6 +80,7 @@ from ._pipeline import (
     series_origin,
 )
 from ._emit import join_parts, part_path, remove_parts
+from ._execute import Timeline
 from ._plan import Plan
 from ._sandbox import PathSandbox, SandboxError, prepare_root
 from ._shards import (
@@ -98,6 +99,10 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between progress messages of a worker.
 PROGRESS_INTERVAL = 0.2
+#: Seconds between sending the replay shards and the instant the first
+#: traced call is due in every worker: a shard is pickled, sent and
+#: unpickled, and the worker starts an executor, before its first call.
+START_LEAD = 0.5
 #: Seconds a worker gets to exit after being asked, then after SIGTERM.
 STOP_TIMEOUT = 10.0
 KILL_TIMEOUT = 2.0
@@ -333,6 +338,7 @@ class ShardedReplayer:
         self._phase_started = time.monotonic()
         self._events_total = 0
         self._bytes_total = 0
+        self._timeline: Optional[Timeline] = None
 
     # -- control from other threads -------------------------------------------
 
@@ -505,11 +511,15 @@ class ShardedReplayer:
 
         self._events_total = plan.events * options.copies
         self._bytes_total = needed
+        self._timeline = plan.timeline()
         self._set_phase("replay")
         started = time.monotonic()
         origin = series_origin()
         target = options.emit_trace
         parts = [part_path(target, number) for number in range(len(groups))] if target else []
+        # Every worker starts the common timeline at the same wall-clock
+        # instant, late enough for all of them to receive their shard.
+        start_epoch = time.time() + START_LEAD
         shards: List[Optional[ReplayShard]] = []
         for number, (group, ok) in enumerate(zip(groups, planned_ok)):
             # A worker that failed while planning has no plan for its
@@ -529,6 +539,8 @@ class ShardedReplayer:
                     anchors_of(plan, group),
                     groups=tuple(tuple(part) for part in linked if part[0] in mine),
                     origin=origin,
+                    timeline=self._timeline,
+                    start_epoch=start_epoch,
                 )
             )
         try:
@@ -683,6 +695,7 @@ class ShardedReplayer:
             failed_files=failed_files,
             worker_failures=[self._failures[n] for n in sorted(self._failures)],
             interrupted=self._cancelled,
+            timeline=self._timeline,
         )
 
     def _process_rows(self, share: int) -> Tuple[Dict[str, Any], ...]:

@@ -83,8 +83,10 @@ def elapsed_section(data: Mapping[str, Any], timing: Any = None) -> Optional[Dic
     there is no target, so ``expected_s`` is the traced span and
     ``elapsed_error_s`` is ``None``.
     """
+    if data.get("dry_run"):
+        return None
     section = data.get("timing")
-    if isinstance(section, Mapping) and "elapsed_s" in section:
+    if isinstance(section, Mapping) and "elapsed_s" in section and section.get("mode") != "asap":
         return {
             "mode": section.get("mode"),
             "speed": section.get("speed"),
@@ -93,8 +95,6 @@ def elapsed_section(data: Mapping[str, Any], timing: Any = None) -> Optional[Dic
             "elapsed_error_s": section.get("elapsed_error_s"),
             "source": "timing",
         }
-    if data.get("dry_run"):
-        return None
     span = float(data.get("trace_span_us", 0)) / 1e6
     elapsed = float(data.get("wall_seconds", 0.0))
     speed = _speed_of(timing)
@@ -449,8 +449,9 @@ def _series_html(
 
 def _lateness_html(plotter: _Plotter, timing: Any) -> Tuple[str, List[str]]:
     lateness = timing.get("lateness") if isinstance(timing, Mapping) else None
-    if not isinstance(lateness, Mapping) or not lateness:
-        return _absent("It is measured by the open-loop timing modes."), []
+    paced = isinstance(timing, Mapping) and timing.get("mode") not in (None, "asap")
+    if not isinstance(lateness, Mapping) or not lateness or not paced:
+        return _absent("It is measured by --timing original and think."), []
     image = _plot_lateness(plotter, lateness)
     rows = []
     for kind, histogram in lateness.items():

@@ -62,7 +62,9 @@ from ._pipeline import (
     peak_rss_bytes,
     prepare_copies,
     problem_counters,
+    timing_setup,
 )
+from ._execute import Timeline
 from ._plan import Plan
 from ._series import ReplaySeries, SeriesOrigin
 from ._sandbox import ROOT_MARKER, PathSandbox, SandboxError, mount_points_under, prepare_root
@@ -95,6 +97,13 @@ class ReplayShard:
         origin: the zero of the replay clock of the time series
             (``options.series``), the same for every shard of a replay;
             ``None`` takes the moment the shard starts.
+            merged plan.
+        timeline: the traced span of the whole replay, from the merged
+            plan of all shards. Timed replays measure traced times from
+            its first start, so every shard shares one origin.
+        start_epoch: the wall-clock time (:func:`time.time`) at which the
+            first traced call of the whole replay is due, shared by every
+            shard; ``None`` starts the shard's own timeline when it starts.
     """
 
     phase: str
@@ -103,6 +112,8 @@ class ReplayShard:
     anchors: Tuple[Tuple[str, int], ...] = ()
     groups: Tuple[Tuple[int, ...], ...] = ()
     origin: Optional[SeriesOrigin] = None
+    timeline: Optional[Timeline] = None
+    start_epoch: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
@@ -258,9 +269,20 @@ class ShardRun:
             counters = replayer.dry_pass(shard.files)
         else:
             assert shard.options.root is not None
+            start = None
+            if shard.start_epoch is not None:
+                # Each process converts the shared wall-clock instant to its
+                # own monotonic clock once; pacing then uses only the latter.
+                start = time.monotonic() + (shard.start_epoch - time.time())
             with open_copies(shard.options.root, shard.options.copies) as sandboxes:
                 counters, streams = replayer.replay_pass(
-                    shard.files, sandboxes, dict(shard.anchors), shard.groups or None, shard.origin
+                    shard.files,
+                    sandboxes,
+                    dict(shard.anchors),
+                    shard.groups or None,
+                    shard.origin,
+                    timeline=shard.timeline,
+                    start=start,
                 )
             series, origin = replayer.series()
         indexed = tuple(zip((index for index, _ in shard.files), counters))
@@ -495,6 +517,7 @@ def merge_results(
     failed_files: Iterable[Tuple[int, str]] = (),
     worker_failures: Iterable[str] = (),
     interrupted: bool = False,
+    timeline: Optional[Timeline] = None,
 ) -> ReplaySummary:
     """Merge the results of dry-run or replay shards into one summary.
 
@@ -514,6 +537,8 @@ def merge_results(
         worker_failures: one message per failed worker.
         interrupted: whether the replay was cancelled; a result that was
             interrupted also marks the summary.
+        timeline: the traced span of the replayed events, for the
+            expected time of a timed replay.
     """
     counters: Dict[int, FileCounters] = {}
     streams: List[StreamStats] = []
@@ -549,6 +574,7 @@ def merge_results(
         verify=options.verify and not options.dry_run,
         series=series,
         series_origin=origin,
+        timing=timing_setup(options, timeline),
     )
 
 

@@ -38,6 +38,7 @@ PARITY_CLASSES = (MATCH, MISMATCH_CLASS, MISMATCH_BYTES, NO_RET_RECORDED)
 #: Sub-buckets per power of two in a latency histogram: the percentiles
 #: it reports are upper bounds at most 1/16 (6 %) above the true value.
 _SUB_BUCKETS = 16
+_frexp = math.frexp
 
 
 class LatencyHistogram:
@@ -60,7 +61,7 @@ class LatencyHistogram:
         nanos = seconds * 1e9
         if nanos < 1.0:
             nanos = 1.0
-        mantissa, exponent = math.frexp(nanos)
+        mantissa, exponent = _frexp(nanos)
         self.buckets[exponent * _SUB_BUCKETS + int((mantissa * 2.0 - 1.0) * _SUB_BUCKETS)] += 1
         self.count += 1
         self.total += seconds
@@ -83,10 +84,29 @@ class LatencyHistogram:
         for bucket in sorted(self.buckets):
             seen += self.buckets[bucket]
             if seen >= rank:
-                exponent, sub = divmod(bucket, _SUB_BUCKETS)
-                upper = math.ldexp(0.5 + (sub + 1) / (2.0 * _SUB_BUCKETS), exponent)
-                return min(upper / 1e9, self.maximum)
+                return min(_upper_bound(bucket), self.maximum)
         return self.maximum
+
+    def rows(self) -> List[List[float]]:
+        """Return ``[upper bound in seconds, count]`` of each non-empty bucket, in order."""
+        return [[_upper_bound(bucket), self.buckets[bucket]] for bucket in sorted(self.buckets)]
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Return the count, the p50, p95 and p99 bounds, the maximum and the buckets."""
+        return {
+            "count": self.count,
+            "p50_s": self.percentile(0.50),
+            "p95_s": self.percentile(0.95),
+            "p99_s": self.percentile(0.99),
+            "max_s": self.maximum,
+            "histogram": self.rows(),
+        }
+
+
+def _upper_bound(bucket: int) -> float:
+    """Return the upper bound of a histogram bucket, in seconds."""
+    exponent, sub = divmod(bucket, _SUB_BUCKETS)
+    return math.ldexp(0.5 + (sub + 1) / (2.0 * _SUB_BUCKETS), exponent) / 1e9
 
 
 class StreamStats:
@@ -125,6 +145,11 @@ class StreamStats:
         "copy",
         "verify",
         "last_seconds",
+        "lateness_replayer",
+        "lateness_busy",
+        "lateness_head",
+        "lateness_tail",
+        "end_offset",
     )
 
     def __init__(self, file: str, pid: int, tid: int, copy: int = 0) -> None:
@@ -172,6 +197,17 @@ class StreamStats:
         self.order_missing = 0
         #: Latency of the last call counted by :meth:`done`, in seconds.
         self.last_seconds = 0.0
+        # Filled by timed replays only (see ``StreamPacer``). The first two
+        # are how late each call started, split into the replayer's part and
+        # the part spent waiting for the stream's previous call. The next
+        # two repeat the replayer's part for the calls of the first and the
+        # last 1 % of the traced span. The last is the seconds from the
+        # replay's t0 to the end of the stream's last call.
+        self.lateness_replayer = LatencyHistogram()
+        self.lateness_busy = LatencyHistogram()
+        self.lateness_head = LatencyHistogram()
+        self.lateness_tail = LatencyHistogram()
+        self.end_offset = 0.0
 
     def skip(self, name: str, reason: str) -> None:
         """Count one call skipped for ``reason``."""
@@ -375,6 +411,65 @@ SANDBOX_REASON = "sandbox"
 
 
 @dataclasses.dataclass(frozen=True)
+class TimingSetup:
+    """The pacing of a replay, for its summary.
+
+    Attributes:
+        mode: ``"asap"``, ``"original"`` or ``"think"``.
+        speed: the factor dividing traced gaps; ``None`` for ``asap``.
+        span_us: traced microseconds from the first start to the last end
+            of the replayed events, ``None`` when unknown.
+    """
+
+    mode: str = "asap"
+    speed: Optional[float] = None
+    span_us: Optional[int] = None
+
+
+def timing_summary(
+    setup: TimingSetup, streams: Iterable[StreamStats], wall_seconds: float
+) -> Dict[str, Any]:
+    """Merge the lateness of ``streams`` into the ``timing`` part of a summary.
+
+    ``elapsed_s`` is measured from the common start of the replay to the
+    end of its last call, or is ``wall_seconds`` for ``asap``, which has
+    no common start. ``expected_s`` (open-loop only) is the traced span
+    divided by the speed. ``drift_s`` is the median replayer lateness of
+    the calls in the last 1 % of the traced span minus that of the calls
+    in the first 1 %.
+    """
+    replayer = LatencyHistogram()
+    busy = LatencyHistogram()
+    head = LatencyHistogram()
+    tail = LatencyHistogram()
+    end = 0.0
+    for stream in streams:
+        replayer.merge(stream.lateness_replayer)
+        busy.merge(stream.lateness_busy)
+        head.merge(stream.lateness_head)
+        tail.merge(stream.lateness_tail)
+        end = max(end, stream.end_offset)
+
+    timed = setup.mode != "asap"
+    elapsed = end if timed and replayer.count else wall_seconds
+    expected: Optional[float] = None
+    if setup.mode == "original" and setup.span_us is not None and setup.speed:
+        expected = setup.span_us / 1e6 / setup.speed
+    drift: Optional[float] = None
+    if timed and head.count and tail.count:
+        drift = tail.percentile(0.5) - head.percentile(0.5)
+    return {
+        "mode": setup.mode,
+        "speed": setup.speed if timed else None,
+        "elapsed_s": elapsed,
+        "expected_s": expected,
+        "elapsed_error_s": None if expected is None else elapsed - expected,
+        "drift_s": drift,
+        "lateness": {"replayer": replayer.to_dict(), "busy": busy.to_dict()},
+    }
+
+
+@dataclasses.dataclass(frozen=True)
 class ReplaySummary:
     """The outcome of a replay, complete or interrupted.
 
@@ -477,6 +572,10 @@ class ReplaySummary:
             replay duration / traced duration), ``files`` and ``paths``
             (traced and replayed bytes read and written; the paths with
             the most bytes) and ``path_count``.
+        timing: how the replay was paced and how closely it kept the
+            schedule: ``mode``, ``speed``, ``elapsed_s``, ``expected_s``,
+            ``elapsed_error_s``, ``drift_s`` and ``lateness`` (``replayer``
+            and ``busy`` histograms); see :func:`timing_summary`.
     """
 
     inputs: Tuple[str, ...]
@@ -526,6 +625,7 @@ class ReplaySummary:
     copies: int = 1
     verify: Optional[Mapping[str, Any]] = None
     series: Optional[Mapping[str, Any]] = None
+    timing: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def exit_code(self) -> int:
         """Return the command's exit code for this outcome.
@@ -651,6 +751,7 @@ def build_summary(
     verify: bool = False,
     series: Optional[ReplaySeries] = None,
     series_origin: Optional[SeriesOrigin] = None,
+    timing: TimingSetup = TimingSetup(),
 ) -> ReplaySummary:
     """Merge the per-file and per-stream counters into a summary.
 
@@ -833,4 +934,5 @@ def build_summary(
         copies=copies,
         verify=verified.to_dict() if verify else None,
         series=None if series is None else series.to_dict(series_origin),
+        timing=timing_summary(timing, stream_list, wall_seconds),
     )

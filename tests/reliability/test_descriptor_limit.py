@@ -108,7 +108,10 @@ def test_handle_shared_by_threads_recycled(tmp_path: Path, open_limit) -> None:
     events.append(call("write", 2, fname="/shared", count=4096, ret=4096))
     for tid in (2, 3, 4):
         for number in range(20):
-            ts = 100 * tid + 3 * number
+            # The reads start 10 ms after the shared file is written. All
+            # streams share one time origin, so a gap of microseconds would
+            # let a read race the write in another stream.
+            ts = 50 * (100 * tid + 3 * number)
             own = f"/own{tid}.{number}"
             events.append(call("open64", ts, tid=tid, fname=own, flags=RW_CREATE_TRUNC))
             events.append(call("pread64", ts + 1, tid=tid, fname="/shared", count=64, offset=64 * number, ret=64))

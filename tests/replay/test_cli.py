@@ -52,7 +52,7 @@ def test_cli_json_has_summary_fields(tmp_path: Path) -> None:
     [
         (["replay", str(SMALL)], "greenpipe replay: The option --root DIR is required unless --dry-run is given. Run 'greenpipe replay --help' for the options.\n"),
         (["replay", str(SMALL), "--dry-run", "--threads", "0"], "greenpipe replay: Argument --threads: 0 is not allowed; give 1 or more. Run 'greenpipe replay --help' for the options.\n"),
-        (["replay", str(SMALL), "--dry-run", "--timing", "fast"], "greenpipe replay: Argument --timing: 'fast' is not 'asap', 'original' or a speed factor such as 2. Run 'greenpipe replay --help' for the options.\n"),
+        (["replay", str(SMALL), "--dry-run", "--timing", "fast"], "greenpipe replay: Argument --timing: 'fast' is not 'asap', 'original', 'think' or a speed factor such as 2. Run 'greenpipe replay --help' for the options.\n"),
         (["replay", str(SMALL), "--dry-run", "--sample", "2"], "greenpipe replay: Argument --sample: the sample rate must be between 0 and 1, not 2. Run 'greenpipe replay --help' for the options.\n"),
         (["replay", str(SMALL), "--dry-run", "--pid", "x"], "greenpipe replay: Argument --pid: 'x' is not a valid process id. Run 'greenpipe replay --help' for the options.\n"),
         (["replay", str(SMALL), "--dry-run", "--start", "10", "--end", "5"], "greenpipe replay: --end (5) must be greater than --start (10). Run 'greenpipe replay --help' for the options.\n"),

@@ -364,8 +364,9 @@ def _counts(summary: ReplaySummary) -> Dict[str, Any]:
     for key in ("wall_seconds", "processes", "root"):
         del data[key]
     data["latency"] = {name: row["count"] for name, row in data["latency"].items()}
-    # How many calls had to wait depends on the timing of the run.
+    # How many calls had to wait, and how long the run took, depend on timing.
     del data["order"]["waits"]
+    del data["timing"]["elapsed_s"]
     return data
 
 

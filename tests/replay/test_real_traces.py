@@ -133,6 +133,7 @@ def comparable(summary: object) -> dict:
     data = dict(summary.to_dict())  # type: ignore[attr-defined]
     for key in ("wall_seconds", "processes", "options"):
         data.pop(key, None)
+    data["timing"].pop("elapsed_s")
     return data
 
 
