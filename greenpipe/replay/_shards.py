@@ -62,6 +62,7 @@ from ._pipeline import (
     problem_counters,
 )
 from ._plan import Plan
+from ._split import FilePart, merge_parts
 from ._sandbox import ROOT_MARKER, PathSandbox, SandboxError, mount_points_under, prepare_root
 from ._summary import FileCounters, Preparation, ReplaySummary, StreamStats, build_summary
 
@@ -86,12 +87,16 @@ class ReplayShard:
         options: the options of the whole replay.
         anchors: ``(path, first start time)`` of each file from the
             merged plan; ``original`` timing measures gaps from it.
+        parts: for a dry-run shard, the part of each entry of ``files``
+            to read, ``None`` for the whole file; empty reads every file
+            whole. The same file may appear once per part.
     """
 
     phase: str
     files: Tuple[Tuple[int, str], ...]
     options: ReplayOptions
     anchors: Tuple[Tuple[str, int], ...] = ()
+    parts: Tuple[Optional[FilePart], ...] = ()
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
@@ -100,6 +105,14 @@ class ReplayShard:
             raise ValueError("a replay shard needs options with dry_run false")
         if self.phase == "dry-run" and not self.options.dry_run:
             raise ValueError("a dry-run shard needs options with dry_run true")
+        if self.parts:
+            if len(self.parts) != len(self.files):
+                raise ValueError(
+                    f"parts must have one entry per file ({len(self.files)}), "
+                    f"not {len(self.parts)}"
+                )
+            if self.phase != "dry-run" and any(part is not None for part in self.parts):
+                raise ValueError(f"only a dry-run shard reads parts of files, not a {self.phase} shard")
 
     @property
     def paths(self) -> Tuple[str, ...]:
@@ -123,6 +136,8 @@ class ShardResult:
             the shard, measured when it ended.
         preparation: what the shard prepared in its own sub-root, for a
             shard run by :func:`run_shard_in_subroot`; ``None`` otherwise.
+        parts: ``(index, part, counters)`` of each part of a file read;
+            their lines are numbered from the start of the part.
     """
 
     phase: str
@@ -133,6 +148,7 @@ class ShardResult:
     wall_seconds: float = 0.0
     peak_rss_bytes: int = 0
     preparation: Optional[Preparation] = None
+    parts: Tuple[Tuple[int, FilePart, FileCounters], ...] = ()
 
 
 class ShardRegistry:
@@ -238,17 +254,29 @@ class ShardRun:
             plan = replayer.plan_pass(shard.files)
             counters: List[FileCounters] = []
         elif shard.phase == "dry-run":
-            counters = replayer.dry_pass(shard.files)
+            bounds = [None if part is None else part.bounds() for part in shard.parts]
+            counters = replayer.dry_pass(shard.files, bounds)
         else:
             assert shard.options.root is not None
             with PathSandbox(shard.options.root) as sandbox:
                 counters, streams = replayer.replay_pass(
                     shard.files, sandbox, dict(shard.anchors)
                 )
-        indexed = tuple(zip((index for index, _ in shard.files), counters))
+        parts = shard.parts or (None,) * len(shard.files)
+        whole = tuple(
+            (index, counter)
+            for (index, _), part, counter in zip(shard.files, parts, counters)
+            if part is None
+        )
+        pieces = tuple(
+            (index, part, counter)
+            for (index, _), part, counter in zip(shard.files, parts, counters)
+            if part is not None
+        )
         return ShardResult(
             phase=shard.phase,
-            files=indexed,
+            files=whole,
+            parts=pieces,
             streams=tuple(streams),
             plan=plan,
             interrupted=replayer.cancelled,
@@ -455,10 +483,13 @@ def merge_results(
     """
     counters: Dict[int, FileCounters] = {}
     streams: List[StreamStats] = []
-    for result in results:
+    result_list = list(results)
+    for result in result_list:
         counters.update(result.files)
         streams.extend(result.streams)
         interrupted = interrupted or result.interrupted
+    for index, merged in merge_file_parts(files, result_list)[0].items():
+        counters.setdefault(index, merged)
     for index, path in failed_files:
         counters.setdefault(
             index,
@@ -476,6 +507,35 @@ def merge_results(
         preparation=preparation,
         worker_failures=worker_failures,
     )
+
+
+def merge_file_parts(
+    files: Sequence[str], results: Iterable[ShardResult]
+) -> Tuple[Dict[int, FileCounters], List[int]]:
+    """Merge the parts of each split file found in ``results``.
+
+    Returns:
+        The merged counters by file index, for files whose parts all
+        arrived, and the indexes of files with an unsafe boundary, which
+        must be read again whole. A file with a part missing (its worker
+        failed) is in neither.
+    """
+    pieces: Dict[int, List[Tuple[FilePart, FileCounters]]] = {}
+    for result in results:
+        for index, part, counter in result.parts:
+            pieces.setdefault(index, []).append((part, counter))
+    merged: Dict[int, FileCounters] = {}
+    unsafe: List[int] = []
+    for index in sorted(pieces):
+        found = pieces[index]
+        if len({part.number for part, _ in found}) != found[0][0].count:
+            continue
+        counter = merge_parts(files[index], found)
+        if counter is None:
+            unsafe.append(index)
+        else:
+            merged[index] = counter
+    return merged, unsafe
 
 
 def anchors_of(plan: Plan, files: Sequence[Tuple[int, str]]) -> Tuple[Tuple[str, int], ...]:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator, Optional, Tuple
 
 from ._stats import REASON_CUT_BY_DAMAGE, REASON_TOO_LONG, FileRecord
 
@@ -28,11 +28,18 @@ except ImportError:  # built without a C compiler
 
 
 GZIP_MAGIC = b"\x1f\x8b"
+#: ``(start, stop, first gzip member)`` of a part of a file; ``stop`` is
+#: ``None`` for the end of the file. ``None`` reads the whole file.
+ByteRange = Optional[Tuple[int, Optional[int], int]]
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 
 
 def _inflate_blocks(
-    stream: BinaryIO, block_bytes: int, inflater: Any, record: FileRecord
+    stream: BinaryIO,
+    block_bytes: int,
+    inflater: Any,
+    record: FileRecord,
+    byte_range: ByteRange = None,
 ) -> Iterator[bytes]:
     """Yield inflated blocks of at most ``block_bytes`` from a gzip stream.
 
@@ -40,15 +47,22 @@ def _inflate_blocks(
     member per buffer flush and a single ``decompressobj`` stops after the
     first. Damaged data ends the file: what was inflated before it is
     yielded, and ``record.damage`` describes the rest.
+
+    With ``byte_range``, the stream is positioned at its start, which must
+    be the start of a gzip member, and reading stops at its end. Member
+    numbers and byte offsets in ``record.damage`` still count from the
+    start of the file, so that a part reports damage as a pass over the
+    whole file does.
     """
     error = inflater.error
     decompressor = inflater.decompressobj(_GZIP_WBITS)
     record.gzip_members = 1
     member_started = False
-    offset = 0
+    offset, stop = _start_range(stream, byte_range, record)
 
     while True:
-        data = stream.read(block_bytes)
+        size = _read_size(offset, stop, block_bytes)
+        data = stream.read(size) if size > 0 else b""
         if not data:
             break
 
@@ -79,20 +93,56 @@ def _inflate_blocks(
                 data = decompressor.unconsumed_tail
 
     if member_started and not decompressor.eof:
+        if stop is not None and offset >= stop:
+            # The range ends inside a member: its end was not a member
+            # boundary. The caller finds this out and reads the whole file.
+            record.ended_inside_member = True
+            return
         record.damage = (
             f"gzip member {record.gzip_members} is truncated "
             f"(file ends after {offset} bytes)"
         )
 
 
+def _start_range(
+    stream: BinaryIO, byte_range: ByteRange, record: FileRecord
+) -> Tuple[int, Optional[int]]:
+    """Seek to the start of ``byte_range``; return the offset and the end."""
+    if byte_range is None:
+        return 0, None
+    start, stop, first_member = byte_range
+    stream.seek(start)
+    record.gzip_members = first_member
+    return start, stop
+
+
+def _read_size(offset: int, stop: Optional[int], block_bytes: int) -> int:
+    """Return the bytes to read next: up to the next multiple of ``block_bytes``.
+
+    Reads stay on the same grid of offsets as a pass from the start of the
+    file, so damage is reported before the same byte offset.
+    """
+    size = block_bytes - offset % block_bytes
+    if stop is not None:
+        size = min(size, stop - offset)
+    return size
+
+
 def _read_blocks(
-    stream: BinaryIO, block_bytes: int, record: FileRecord
+    stream: BinaryIO,
+    block_bytes: int,
+    record: FileRecord,
+    byte_range: ByteRange = None,
 ) -> Iterator[bytes]:
-    """Yield blocks of an uncompressed file."""
+    """Yield blocks of an uncompressed file, or of ``byte_range`` of it."""
+    offset, stop = _start_range(stream, byte_range, record)
+    record.gzip_members = 0
     while True:
-        data = stream.read(block_bytes)
+        size = _read_size(offset, stop, block_bytes)
+        data = stream.read(size) if size > 0 else b""
         if not data:
             return
+        offset += len(data)
 
         record.bytes_read += len(data)
         record.bytes_inflated += len(data)
@@ -105,6 +155,7 @@ def iter_line_chunks(
     max_line_bytes: int,
     record: FileRecord,
     inflater: Any = None,
+    byte_range: ByteRange = None,
 ) -> Iterator[bytes]:
     """Yield a trace file as chunks that end on line boundaries.
 
@@ -123,6 +174,11 @@ def iter_line_chunks(
         record: counters to update (bytes, lines, members, damage).
         inflater: ``zlib``-compatible module, ``DEFAULT_INFLATER`` if
             ``None``.
+        byte_range: ``(start, stop, first member)`` to read only the
+            bytes from ``start`` to ``stop`` (``None``: the end of the
+            file). ``start`` must follow a newline and, in a gzip file,
+            begin a member, whose number in the file is ``first member``.
+            Line numbers then count from ``start``.
 
     Yields:
         Line-aligned ``bytes`` chunks.
@@ -133,10 +189,10 @@ def iter_line_chunks(
         record.compressed = compressed
         if compressed:
             blocks = _inflate_blocks(
-                stream, chunk_bytes, inflater or DEFAULT_INFLATER, record
+                stream, chunk_bytes, inflater or DEFAULT_INFLATER, record, byte_range
             )
         else:
-            blocks = _read_blocks(stream, chunk_bytes, record)
+            blocks = _read_blocks(stream, chunk_bytes, record, byte_range)
 
         try:
             yield from _align_lines(blocks, max_line_bytes, record)

@@ -133,6 +133,7 @@ class FileRecord:
         "bad_reasons",
         "bad_kept",
         "damage",
+        "ended_inside_member",
     )
 
     def __init__(self, path: str) -> None:
@@ -153,6 +154,8 @@ class FileRecord:
         self.bad_reasons: Dict[str, int] = {}
         self.bad_kept: List[Tuple[int, str]] = []
         self.damage: Optional[str] = None
+        #: A byte range ended inside a gzip member (see ``iter_line_chunks``).
+        self.ended_inside_member = False
 
     def add_bad(self, line: int, reason: str) -> None:
         """Count one bad line, keeping its number while under the limit."""
