@@ -80,10 +80,12 @@ from ._shards import (
     ShardResult,
     ShardRun,
     anchors_of,
+    merge_file_parts,
     merge_plans,
     merge_results,
     partition_files,
 )
+from ._split import MIN_SPLIT_BYTES, FilePart, partition_work
 from ._summary import Preparation, ReplaySummary
 
 logger = logging.getLogger(__name__)
@@ -300,13 +302,20 @@ class ShardedReplayer:
             the worker processes.
         processes: worker processes; ``None`` for the number of cores
             this process may run on.
+        min_split_bytes: smallest file, in bytes on disk, that a dry run
+            may split into parts (see ``_split``).
 
     Raises:
         ValueError: ``processes`` is below 1.
     """
 
     def __init__(
-        self, inputs: Sequence[str], options: ReplayOptions, processes: Optional[int] = None
+        self,
+        inputs: Sequence[str],
+        options: ReplayOptions,
+        processes: Optional[int] = None,
+        *,
+        min_split_bytes: int = MIN_SPLIT_BYTES,
     ) -> None:
         if processes is None:
             processes = usable_cores()
@@ -315,6 +324,7 @@ class ShardedReplayer:
         self.inputs = list(inputs)
         self.options = options
         self.processes = processes
+        self.min_split_bytes = min_split_bytes
         self._cancelled = False
         self._cancel_lock = threading.RLock()
         self._cancel_write = -1
@@ -398,7 +408,15 @@ class ShardedReplayer:
         """
         files, problems = require_trace_files(self.inputs)
         options = self.options
-        groups = partition_files(files, self.processes, options)
+        parts: List[Tuple[Optional[FilePart], ...]] = []
+        if options.dry_run:
+            work = partition_work(
+                files, self.processes, options, min_split_bytes=self.min_split_bytes
+            )
+            groups = [tuple((index, path) for index, path, _ in group) for group in work]
+            parts = [tuple(part for _, _, part in group) for group in work]
+        else:
+            groups = partition_files(files, self.processes, options)
         if len(groups) <= 1:
             if options.max_events is not None or options.max_bytes is not None:
                 logger.info(
@@ -442,7 +460,7 @@ class ShardedReplayer:
                 for worker, group in zip(pool.workers, groups):
                     worker.files = group
                 if options.dry_run:
-                    summary = self._run_dry(files, problems, groups, worker_options)
+                    summary = self._run_dry(files, problems, groups, parts, worker_options)
                 else:
                     summary = self._run_real(files, problems, groups, worker_options)
                 polite = True
@@ -457,12 +475,46 @@ class ShardedReplayer:
         files: List[str],
         problems: List[str],
         groups: List[Tuple[Tuple[int, str], ...]],
+        parts: List[Tuple[Optional[FilePart], ...]],
         worker_options: ReplayOptions,
     ) -> ReplaySummary:
         self._set_phase("dry-run")
         started = time.monotonic()
-        results = self._round([ReplayShard("dry-run", group, worker_options) for group in groups])
+        results = self._round(
+            [
+                ReplayShard("dry-run", group, worker_options, parts=group_parts)
+                for group, group_parts in zip(groups, parts)
+            ]
+        )
+        _, unsafe = merge_file_parts(files, [r for r in results if r is not None])
+        if unsafe and not self._cancelled:
+            results += self._reread_whole(files, unsafe, worker_options)
         return self._finish(files, problems, results, time.monotonic() - started, Preparation())
+
+    def _reread_whole(
+        self, files: List[str], indexes: List[int], worker_options: ReplayOptions
+    ) -> List[Optional[ShardResult]]:
+        """Read the files at ``indexes`` whole, after a part boundary proved unsafe."""
+        logger.info(
+            "reading %s whole: a part did not end on a safe boundary",
+            ", ".join(files[index] for index in indexes),
+        )
+        ready = [worker for worker in self._workers if not worker.failed]
+        if not ready:
+            return []
+        assigned: List[List[Tuple[int, str]]] = [[] for _ in self._workers]
+        for position, index in enumerate(indexes):
+            worker = ready[position % len(ready)]
+            assigned[worker.number].append((index, files[index]))
+        for worker, group in zip(self._workers, assigned):
+            if group:
+                worker.files = worker.files + tuple(group)
+        return self._round(
+            [
+                ReplayShard("dry-run", tuple(group), worker_options) if group else None
+                for group in assigned
+            ]
+        )
 
     def _run_real(
         self,

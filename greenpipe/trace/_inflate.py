@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import zlib
 from typing import Any, BinaryIO, Iterator, Optional, Tuple
 
@@ -73,9 +74,15 @@ def _inflate_blocks(
             try:
                 out = decompressor.decompress(data, block_bytes)
             except error as exc:
+                before = offset
+                if stop is not None:
+                    # A pass over the whole file would have read on to the
+                    # end of this block of the grid.
+                    size = os.fstat(stream.fileno()).st_size
+                    before = min(-(-offset // block_bytes) * block_bytes, size)
                 record.damage = (
                     f"invalid gzip data in member {record.gzip_members} "
-                    f"before byte {offset}: {exc}"
+                    f"before byte {before}: {exc}"
                 )
                 return
 
