@@ -61,7 +61,7 @@ import threading
 import time
 import traceback
 from multiprocessing.connection import Connection, wait
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .._memory import compute_memory_budget
 from ..trace._decoder import effective_budget
@@ -132,7 +132,15 @@ def worker_main(connection_fd: int, cancel_fd: int, log_level: int) -> None:
         root = logging.getLogger("greenpipe")
         root.addHandler(handler)
         root.setLevel(log_level)
-    connection = Connection(connection_fd)
+    _serve(Connection(connection_fd), cancel_fd)
+
+
+def _serve(
+    connection: Connection,
+    cancel_fd: int,
+    started: Optional[Callable[[ShardRun], None]] = None,
+) -> None:
+    """Run the shards received on ``connection`` until a ``None`` or its end."""
     while True:
         try:
             shard = connection.recv()
@@ -141,14 +149,21 @@ def worker_main(connection_fd: int, cancel_fd: int, log_level: int) -> None:
         if shard is None:
             return
         try:
-            _run_one(connection, shard, cancel_fd)
+            _run_one(connection, shard, cancel_fd, started)
         except OSError:
             # The parent is gone, so the result has no receiver.
             return
 
 
-def _run_one(connection: Connection, shard: ReplayShard, cancel_fd: int) -> None:
+def _run_one(
+    connection: Connection,
+    shard: ReplayShard,
+    cancel_fd: int,
+    started: Optional[Callable[[ShardRun], None]] = None,
+) -> None:
     run = ShardRun(shard)
+    if started is not None:
+        started(run)
     # Written to when the shard ends, so the watcher stops at once.
     wake_read, wake_write = os.pipe()
 
@@ -191,10 +206,59 @@ def _run_one(connection: Connection, shard: ReplayShard, cancel_fd: int) -> None
 # -- the parent ---------------------------------------------------------------
 
 
+class _LocalProcess:
+    """The worker that runs in the parent: a thread behind a socket pair.
+
+    It speaks the protocol of a worker process and offers the methods of
+    :class:`subprocess.Popen` that the parent uses, so the parent treats
+    it like any other worker. A thread cannot be killed:
+    :meth:`terminate` and :meth:`kill` cancel its shard instead.
+    """
+
+    def __init__(self, connection: Connection, cancel_fd: int) -> None:
+        self.pid = os.getpid()
+        self.returncode: Optional[int] = None
+        self._run: Optional[ShardRun] = None
+        # A copy of the cancel pipe's read end, closed when the thread ends,
+        # because the parent closes its own copy once the workers started.
+        self._cancel_fd = os.dup(cancel_fd)
+        self._thread = threading.Thread(
+            target=self._main, args=(connection,), name="greenpipe-local-shard", daemon=True
+        )
+        self._thread.start()
+
+    def _main(self, connection: Connection) -> None:
+        try:
+            _serve(connection, self._cancel_fd, self._started)
+        finally:
+            connection.close()
+            os.close(self._cancel_fd)
+            self.returncode = 0
+
+    def _started(self, run: ShardRun) -> None:
+        self._run = run
+
+    def poll(self) -> Optional[int]:
+        return None if self._thread.is_alive() else 0
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise subprocess.TimeoutExpired("greenpipe-local-shard", timeout or 0.0)
+        return 0
+
+    def terminate(self) -> None:
+        run = self._run
+        if run is not None:
+            run.cancel()
+
+    kill = terminate
+
+
 @dataclasses.dataclass
 class _Worker:
     number: int
-    process: subprocess.Popen  # type: ignore[type-arg]
+    process: Union[subprocess.Popen, _LocalProcess]  # type: ignore[type-arg]
     connection: Connection
     files: Tuple[Tuple[int, str], ...] = ()
     busy: bool = False
@@ -225,15 +289,21 @@ def _worker_environment() -> Dict[str, str]:
 
 
 class _WorkerPool:
-    """Worker processes that each run one shard at a time."""
+    """Workers that each run one shard at a time.
 
-    def __init__(self, count: int, cancel_fd: int) -> None:
+    With ``local``, worker 0, which gets the first and heaviest group of
+    the partition, is a thread of this process (see :class:`_LocalProcess`).
+    It starts after the worker processes, so that they import while it
+    already reads.
+    """
+
+    def __init__(self, count: int, cancel_fd: int, *, local: bool = False) -> None:
         self.workers: List[_Worker] = []
         environment = _worker_environment()
         level = logging.getLogger("greenpipe").getEffectiveLevel()
         log_level = level if level < logging.WARNING else 0
         try:
-            for number in range(count):
+            for number in range(1 if local else 0, count):
                 parent_end, child_end = socket.socketpair()
                 try:
                     process = subprocess.Popen(
@@ -254,6 +324,16 @@ class _WorkerPool:
                 finally:
                     child_end.close()
                 self.workers.append(_Worker(number, process, Connection(parent_end.detach())))
+            if local:
+                parent_end, child_end = socket.socketpair()
+                child = Connection(child_end.detach())
+                try:
+                    thread = _LocalProcess(child, cancel_fd)
+                except BaseException:
+                    child.close()
+                    parent_end.close()
+                    raise
+                self.workers.insert(0, _Worker(0, thread, Connection(parent_end.detach())))
         except BaseException:
             self.close(polite=False)
             raise
@@ -304,6 +384,8 @@ class ShardedReplayer:
             this process may run on.
         min_split_bytes: smallest file, in bytes on disk, that a dry run
             may split into parts (see ``_split``).
+        local_share: in a dry run, read one share of the files in this
+            process, with one worker process fewer.
 
     Raises:
         ValueError: ``processes`` is below 1.
@@ -316,6 +398,7 @@ class ShardedReplayer:
         processes: Optional[int] = None,
         *,
         min_split_bytes: int = MIN_SPLIT_BYTES,
+        local_share: bool = True,
     ) -> None:
         if processes is None:
             processes = usable_cores()
@@ -325,6 +408,7 @@ class ShardedReplayer:
         self.options = options
         self.processes = processes
         self.min_split_bytes = min_split_bytes
+        self.local_share = local_share
         self._cancelled = False
         self._cancel_lock = threading.RLock()
         self._cancel_write = -1
@@ -381,7 +465,7 @@ class ShardedReplayer:
         return [
             (worker.process.pid, tuple(path for _, path in worker.files))
             for worker in list(self._workers)
-            if worker.process.poll() is None
+            if not isinstance(worker.process, _LocalProcess) and worker.process.poll() is None
         ]
 
     def _set_phase(self, phase: str) -> None:
@@ -450,7 +534,9 @@ class ShardedReplayer:
                 self._close_cancel_pipe()
         try:
             try:
-                pool = _WorkerPool(len(groups), read_fd)
+                # In a dry run the parent takes a share instead of waiting,
+                # which spares one worker process its start.
+                pool = _WorkerPool(len(groups), read_fd, local=options.dry_run and self.local_share)
             finally:
                 # Only the workers read the pipe; the parent keeps the write end.
                 os.close(read_fd)
@@ -646,12 +732,15 @@ class ShardedReplayer:
         )
 
     def _process_rows(self, share: int) -> Tuple[Dict[str, Any], ...]:
-        # The main process reads no trace, so the whole budget goes to the
-        # workers.
-        rows = [
-            {"role": "main", "files": 0, "memory_budget_bytes": 0, "peak_rss_bytes": peak_rss_bytes()}
-        ]
+        # Unless it took a share of the files, the main process reads no
+        # trace, so the whole budget goes to the workers.
+        main = {"role": "main", "files": 0, "memory_budget_bytes": 0, "peak_rss_bytes": peak_rss_bytes()}
+        rows = [main]
         for worker in self._workers:
+            if isinstance(worker.process, _LocalProcess):
+                main["files"] = len(worker.files)
+                main["memory_budget_bytes"] = share
+                continue
             rows.append(
                 {
                     "role": "worker",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import threading
 import zlib
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -333,7 +334,8 @@ def test_processes_split_one_file_like_one(tmp_path: Path) -> None:
     sharded = ShardedReplayer([path], DRY, 2, min_split_bytes=1).run()
 
     assert counts(sharded) == counts(single)
-    assert [row["role"] for row in sharded.processes] == ["main", "worker", "worker"]
+    assert [row["role"] for row in sharded.processes] == ["main", "worker"]
+    assert [row["files"] for row in sharded.processes] == [1, 1]
     assert single.events_seen > 1201
     assert single.input_problems
 
@@ -364,7 +366,7 @@ def test_processes_split_real_trace_like_one(tmp_path: Path) -> None:
 
     assert counts(sharded) == counts(single)
     assert sharded.events_seen == 3 * 74362
-    assert len(sharded.processes) == 3
+    assert len(sharded.processes) == 2
 
 
 def test_reader_reads_crafted_members(tmp_path: Path) -> None:
@@ -379,3 +381,20 @@ def test_reader_reads_crafted_members(tmp_path: Path) -> None:
     assert stats.gzip_members == 4
     assert stats.joined_lines == 1
     assert stats.damage is None
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_cancelled_local_share_stops(tmp_path: Path) -> None:
+    """A dry run cancelled before it starts stops its thread in this process too."""
+    path = tmp_path / "three.pfw.gz"
+    path.write_bytes(NEWEST.read_bytes() * 3)
+    replayer = ShardedReplayer([str(path)], DRY, 2, min_split_bytes=1)
+    threads_before = set(threading.enumerate())
+
+    replayer.cancel()
+    summary = replayer.run()
+
+    assert summary.interrupted
+    assert summary.events_seen < 3 * 74362
+    assert set(threading.enumerate()) <= threads_before
+    assert replayer.worker_processes() == []
