@@ -122,10 +122,10 @@ def measure_loop(loop: str, folder: str) -> Dict[str, Any]:
     return json.loads(result.stdout)
 
 
-def measure_replay(arguments: List[str], folder: str, work: str) -> Dict[str, Any]:
+def measure_replay(arguments: List[str], trace: str, work: str) -> Dict[str, Any]:
     summary = os.path.join(work, "summary.json")
     command = [
-        sys.executable, "-m", "greenpipe", "replay", folder, *arguments,
+        sys.executable, "-m", "greenpipe", "replay", trace, *arguments,
         "--quiet", "--json", summary,
     ]
     started = time.perf_counter()

@@ -223,7 +223,7 @@ def _cut(path: str, index: int, size: int, count: int) -> List[Tuple[float, Work
             break
         starts.append(found)
     if len(starts) < 2:
-        logger.debug("%s: no part boundary found; read whole", path)
+        logger.debug("%s: no part boundary found, so the file stays whole", path)
         return []
     stops: List[Optional[int]] = list(starts[1:]) + [None]
     items: List[Tuple[float, WorkItem]] = []
@@ -254,7 +254,8 @@ def merge_parts(
     ordered = sorted(parts, key=lambda item: item[0].number)
     count = ordered[0][0].count if ordered else 0
     if [part.number for part, _ in ordered] != list(range(count)):
-        raise ValueError(f"{path}: parts {[p.number for p, _ in ordered]} of {count} received")
+        numbers = [part.number for part, _ in ordered]
+        raise ValueError(f"{path}: expected parts 0 to {count - 1} once each, not {numbers}")
 
     merged = FileCounters(path=path)
     offset = 0

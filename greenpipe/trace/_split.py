@@ -1,8 +1,8 @@
 """Split one trace file into parts that can be decoded apart.
 
-A part is a byte range of the file on disk that starts right after a
-newline and, in a gzip file, at the start of a gzip member, so that it
-can be read without the bytes before it (see ``byte_range`` in
+A part is a byte range of the file on disk. It starts right after a
+newline and, in a gzip file, at the start of a gzip member. It can
+therefore be read without the bytes before it (see ``byte_range`` in
 ``iter_line_chunks``).
 
 Finding member starts. DFTracer appends one gzip member each time its

@@ -137,7 +137,7 @@ def test_traces_include_split_quirks() -> None:
 
 
 def crafted_members(tmp_path: Path, damaged_tail: Optional[bytes] = None) -> str:
-    """Write a gzip file of four members; metadata in the first is used in all."""
+    """Write a gzip file of four members whose events use metadata from the first."""
     metadata = [file_hash("/data/one", "f1"), file_hash("/data/two", "f2")]
     first = lines_of(metadata) + lines_of(many_events(300))
     # A split event (raw newline inside a path) and a bad line in member 2.
@@ -235,7 +235,7 @@ def test_scan_metadata_gives_table_at_boundary(tmp_path: Path) -> None:
 
 
 def test_member_cut_inside_line_read_whole(tmp_path: Path) -> None:
-    """A member that ends inside a line is no safe boundary: the merge asks for a re-read."""
+    """A member that ends inside a line is no safe boundary: the merge requests a re-read."""
     lines = lines_of(many_events(400))
     text = b"\n".join(lines) + b"\n"
     # The second member starts with '{"...' of the inner args object, so it
