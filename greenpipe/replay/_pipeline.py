@@ -489,11 +489,12 @@ class Replayer:
         budget = self.options.memory_budget
         byte_range: ByteRange = None
         hashes: Optional[HashTable] = None
+        first_text = b""
         if part is not None:
             first_member = 1
             if part.start > 0:
                 try:
-                    hashes, members = scope.spawn_io(
+                    hashes, members, first_text = scope.spawn_io(
                         scan_metadata,
                         path,
                         part.start,
@@ -508,7 +509,14 @@ class Replayer:
         raw: Channel[bytes] = make_channel(RAW_CAPACITY)
         events: Channel[List[Event]] = make_channel(EVENT_CAPACITY)
         scope.spawn(
-            _parse, path, raw.producer(), counters, budget, byte_range, name=f"parse {path}"
+            _parse,
+            path,
+            raw.producer(),
+            counters,
+            budget,
+            byte_range,
+            first_text,
+            name=f"parse {path}",
         )
         scope.spawn(
             _decode,
@@ -586,10 +594,13 @@ def _parse(
     counters: FileCounters,
     memory_budget: int,
     byte_range: ByteRange = None,
+    first_text: bytes = b"",
 ) -> None:
     """Read and inflate ``path`` in an I/O thread, sending line-aligned chunks.
 
-    With ``byte_range``, only that part of the file is read.
+    With ``byte_range``, only that part of the file is read, and
+    ``first_text``, the end of the line cut by the range's start, comes
+    first.
     """
     with producer.guard():
         try:
@@ -605,9 +616,14 @@ def _parse(
         else:
             record = FileRecord(path)
             chunks = iter_line_chunks(
-                path, reader.chunk_bytes, reader.max_line_bytes, record, None, byte_range
+                path,
+                reader.chunk_bytes,
+                reader.max_line_bytes,
+                record,
+                None,
+                byte_range,
+                first_text,
             )
-        last = b"\n"
         try:
             while True:
                 try:
@@ -620,7 +636,6 @@ def _parse(
                     return
                 if chunk is None or not producer.send(chunk):
                     break
-                last = chunk
         finally:
             try:
                 chunks.close()
@@ -632,8 +647,7 @@ def _parse(
             files = reader.statistics().files
         else:
             files = (record.freeze(),)
-            ends_early = byte_range[1] is not None and record.damage is None
-            if ends_early and (record.ended_inside_member or last[-1:] != b"\n"):
+            if record.unsafe_end:
                 counters.clean_end = False
         for stats in files:
             # Lines too long to split and a cut last line are found while

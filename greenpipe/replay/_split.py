@@ -22,16 +22,20 @@ What a part needs from the parts before it:
   ``scan_metadata`` before decoding (an inflate and a substring search of
   the bytes before the part);
 * the gzip member numbers for damage messages: counted by the same scan;
+* the start of a line cut by the part's start, as where one trace was
+  appended to another whose last line ``]`` has no newline: returned by
+  the same scan and put before the part's first line, while the part
+  before leaves it out;
 * the line numbers: counted from the part's start, and shifted by the
   lines of the parts before it when the parts are merged;
 * whether the file decoded to nothing: decided at the merge.
 
 A boundary may still turn out wrong: a gzip header inside deflate data
-that inflates by chance, or, in a plain file, an event whose raw newline
-came right before a line that parses alone. The part before such a
-boundary then does not end cleanly (see ``FileCounters.clean_end``), and
-:func:`merge_parts` returns ``None`` so that the caller reads the file
-again as a whole.
+that inflates by chance, an event split by a raw newline across two
+members, or a line too long to keep across the boundary. The part before
+such a boundary then does not end cleanly (see
+``FileCounters.clean_end``), and :func:`merge_parts` returns ``None`` so
+that the caller reads the file again as a whole.
 """
 
 from __future__ import annotations
@@ -208,15 +212,17 @@ def _cut(path: str, index: int, size: int, count: int) -> List[Tuple[float, Work
         return []
     ratio = 1.0 - SCAN_COST
     first = size * (1.0 - ratio) / (1.0 - ratio**count) if ratio < 1.0 else size / count
+    find = find_member_start if compressed else find_line_start
     starts = [0]
     target = 0.0
     for number in range(1, count):
         target += first * ratio ** (number - 1)
         try:
-            if compressed:
-                found = find_member_start(path, max(int(target), starts[-1] + 1))
-            else:
-                found = find_line_start(path, max(int(target), starts[-1] + 1))
+            found = find(path, max(int(target), starts[-1] + 1))
+            if found is None:
+                # No boundary after the target: an earlier one still
+                # shares out some of the work.
+                found = find(path, starts[-1] + 1)
         except OSError:
             found = None
         if found is None or found >= size:

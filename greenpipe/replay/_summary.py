@@ -235,10 +235,10 @@ class FileCounters:
         first_read_bad_lines: the same for the bad lines found while
             reading (too long, cut off by damage).
         damaged: the gzip data is damaged, so reading stopped early.
-        clean_end: the text read ended with a newline, outside any gzip
-            member and with no split event left open. Only a part of a
-            file (see ``_shards.FilePart``) can end otherwise without
-            damage, when its end was not a safe boundary.
+        clean_end: the text read ended outside any gzip member, with no
+            line too long to keep and no split event left open. Only a
+            part of a file (see ``_split.FilePart``) can end otherwise
+            without damage, when its end was not a safe boundary.
     """
 
     path: str

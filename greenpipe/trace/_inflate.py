@@ -103,7 +103,7 @@ def _inflate_blocks(
         if stop is not None and offset >= stop:
             # The range ends inside a member: its end was not a member
             # boundary. The caller finds this out and reads the whole file.
-            record.ended_inside_member = True
+            record.unsafe_end = True
             return
         record.damage = (
             f"gzip member {record.gzip_members} is truncated "
@@ -163,6 +163,7 @@ def iter_line_chunks(
     record: FileRecord,
     inflater: Any = None,
     byte_range: ByteRange = None,
+    first_text: bytes = b"",
 ) -> Iterator[bytes]:
     """Yield a trace file as chunks that end on line boundaries.
 
@@ -185,7 +186,12 @@ def iter_line_chunks(
             bytes from ``start`` to ``stop`` (``None``: the end of the
             file). ``start`` must follow a newline and, in a gzip file,
             begin a member, whose number in the file is ``first member``.
-            Line numbers then count from ``start``.
+            Line numbers then count from ``start``. When ``stop`` is not
+            ``None``, the text after the last newline before ``stop`` is
+            not yielded but kept in ``record.tail``: its line goes on in
+            the next range.
+        first_text: the ``record.tail`` of the range before, which begins
+            the first line of this one.
 
     Yields:
         Line-aligned ``bytes`` chunks.
@@ -202,16 +208,26 @@ def iter_line_chunks(
             blocks = _read_blocks(stream, chunk_bytes, record, byte_range)
 
         try:
-            yield from _align_lines(blocks, max_line_bytes, record)
+            keep_tail = byte_range is None or byte_range[1] is None
+            yield from _align_lines(blocks, max_line_bytes, record, first_text, keep_tail)
         finally:
             blocks.close()
 
 
 def _align_lines(
-    blocks: Iterator[bytes], max_line_bytes: int, record: FileRecord
+    blocks: Iterator[bytes],
+    max_line_bytes: int,
+    record: FileRecord,
+    first_text: bytes = b"",
+    keep_tail: bool = True,
 ) -> Iterator[bytes]:
-    """Regroup raw blocks into line-aligned chunks and count lines."""
-    carry = b""
+    """Regroup raw blocks into line-aligned chunks and count lines.
+
+    ``first_text`` begins the first line. Without ``keep_tail``, the text
+    after the last newline is kept in ``record.tail`` instead of being
+    yielded and counted.
+    """
+    carry = first_text
     skipping = False  # inside a line already reported as too long
 
     for block in blocks:
@@ -251,6 +267,13 @@ def _align_lines(
             carry = b""
             skipping = True
 
+    if not keep_tail and record.damage is None:
+        if skipping:
+            # The skipped line goes on in the next range, which cannot
+            # tell that it is too long.
+            record.unsafe_end = True
+        record.tail = carry
+        return
     if skipping:
         record.lines += 1
     elif carry:

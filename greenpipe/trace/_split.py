@@ -149,13 +149,14 @@ def scan_metadata(
     chunk_bytes: int,
     max_line_bytes: int,
     inflater: Any = None,
-) -> Tuple[HashTable, int]:
+) -> Tuple[HashTable, int, bytes]:
     """Read the metadata events of ``path`` before byte ``stop``.
 
     Returns:
         The hash table in force at ``stop``, as the decoder of a pass over
-        the whole file has it there, and the number of gzip members that
-        end before ``stop`` (0 for a plain file).
+        the whole file has it there; the number of gzip members that end
+        before ``stop`` (0 for a plain file); and the text after the last
+        newline before ``stop``, which begins the first line after it.
     """
     table = HashTable()
     record = FileRecord(path)
@@ -169,7 +170,7 @@ def scan_metadata(
     finally:
         chunks.close()
     members = record.gzip_members if record.compressed else 0
-    return table, members
+    return table, members, record.tail
 
 
 def _scan_chunk(

@@ -187,16 +187,12 @@ def test_damaged_last_member_matches_whole(tmp_path: Path) -> None:
     whole = whole_counters(path)
     starts = member_starts(path)
 
-    merged = merged_counters(path, parts_at(starts[:4]))
+    merged = merged_counters(path, parts_at(starts))
     merged_late = merged_counters(path, parts_at(starts[:2]))
-    # The fourth member ends with "]" and no newline, so the damaged member
-    # continues its last line: no safe boundary.
-    merged_unsafe = merged_counters(path, parts_at(starts))
 
     # Four complete members, then the start of the damaged one.
     assert len(starts) == 5
     assert merged == whole
-    assert merged_unsafe is None
     assert merged_late == whole
     assert whole.damaged
     assert "gzip member 5 is truncated" in whole.problem
@@ -225,17 +221,18 @@ def test_scan_metadata_gives_table_at_boundary(tmp_path: Path) -> None:
     second = find_member_start(path, 1)
     last = find_member_start(path, find_member_start(path, second + 1) + 1)
 
-    early, early_members = scan_metadata(path, second, 1 << 20, 1 << 24)
-    late, late_members = scan_metadata(path, last, 1 << 20, 1 << 24)
+    early, early_members, early_tail = scan_metadata(path, second, 1 << 20, 1 << 24)
+    late, late_members, late_tail = scan_metadata(path, last, 1 << 20, 1 << 24)
 
     assert early.files == {"f1": "/data/one", "f2": "/data/two"}
     assert early_members == 1
     assert late.files == {"f1": "/data/one", "f2": "/data/two", "f3": "/data/three"}
     assert late_members == 3
+    assert early_tail == late_tail == b""
 
 
-def test_member_cut_inside_line_read_whole(tmp_path: Path) -> None:
-    """A member that ends inside a line is no safe boundary: the merge requests a re-read."""
+def cut_inside_line(tmp_path: Path) -> str:
+    """Write two members, the first ending inside a line."""
     lines = lines_of(many_events(400))
     text = b"\n".join(lines) + b"\n"
     # The second member starts with '{"...' of the inner args object, so it
@@ -243,13 +240,50 @@ def test_member_cut_inside_line_read_whole(tmp_path: Path) -> None:
     cut = text.index(b'{"fhash"', len(text) // 2)
     path = tmp_path / "cut.pfw.gz"
     path.write_bytes(gzip.compress(text[:cut], mtime=0) + gzip.compress(text[cut:], mtime=0))
-    starts = member_starts(str(path))
+    return str(path)
 
-    found = find_member_start(str(path), 1)
-    merged = merged_counters(str(path), parts_at(starts))
+
+def test_member_cut_inside_line(tmp_path: Path) -> None:
+    """The line cut by a member boundary is read once, by the part after it."""
+    path = cut_inside_line(tmp_path)
+    starts = member_starts(path)
+    whole = whole_counters(path)
+
+    found = find_member_start(path, 1)
+    results = run_parts(path, parts_at(starts))
+    merged, unsafe = merge_file_parts([path], results)
+
+    assert found == starts[1]
+    assert unsafe == []
+    assert merged[0] == whole
+    assert whole.events == 400
+    assert results[0].parts[0][2].events < 400
+
+
+def split_event_across_members(tmp_path: Path) -> str:
+    """Write two members with an event that a raw newline splits across them."""
+    head = lines_of(many_events(300)) + [
+        b'{"name":"open","cat":"POSIX","pid":1,"tid":1,"ts":5,"dur":1,"ph":"X","args":{"fname":"/a'
+    ]
+    # The continuation starts with "{", so it passes as a member start.
+    rest = [b'{b"}}'] + lines_of(many_events(300, 1000))
+    path = tmp_path / "split.pfw.gz"
+    path.write_bytes(member(head) + member(rest))
+    return str(path)
+
+
+def test_split_event_across_members_unsafe(tmp_path: Path) -> None:
+    path = split_event_across_members(tmp_path)
+    starts = member_starts(path)
+    whole = whole_counters(path)
+
+    found = find_member_start(path, 1)
+    merged = merged_counters(path, parts_at(starts))
 
     assert found == starts[1]
     assert merged is None
+    assert whole.joined_lines == 1
+    assert whole.events == 601
 
 
 # -- plain files -----------------------------------------------------------------------
@@ -342,18 +376,28 @@ def test_processes_split_one_file_like_one(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(TIMEOUT)
 def test_processes_reread_unsafe_boundary(tmp_path: Path) -> None:
-    lines = lines_of(many_events(400))
-    text = b"\n".join(lines) + b"\n"
-    cut = text.index(b'{"fhash"', len(text) // 2)
-    path = tmp_path / "cut.pfw.gz"
-    path.write_bytes(gzip.compress(text[:cut], mtime=0) + gzip.compress(text[cut:], mtime=0))
+    path = split_event_across_members(tmp_path)
 
-    single = Replayer([str(path)], DRY).run()
-    sharded = ShardedReplayer([str(path)], DRY, 2, min_split_bytes=1).run()
+    single = Replayer([path], DRY).run()
+    sharded = ShardedReplayer([path], DRY, 2, min_split_bytes=1).run()
+
+    assert counts(sharded) == counts(single)
+    assert sharded.events_seen == 601
+    assert sharded.bad_lines == 0
+    # The main process read its part, then the whole file again.
+    assert [row["files"] for row in sharded.processes] == [2, 1]
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_processes_split_cut_line_once(tmp_path: Path) -> None:
+    path = cut_inside_line(tmp_path)
+
+    single = Replayer([path], DRY).run()
+    sharded = ShardedReplayer([path], DRY, 2, min_split_bytes=1).run()
 
     assert counts(sharded) == counts(single)
     assert sharded.events_seen == 400
-    assert sharded.bad_lines == 0
+    assert [row["files"] for row in sharded.processes] == [1, 1]
 
 
 @pytest.mark.timeout(TIMEOUT)
