@@ -37,7 +37,7 @@ with 1.69 million events/s, the rate of the C++ ``dftracer_replay
 --dry-run`` (single-thread version from the dftracer-utils sources) on
 the same 20 copies uncompressed, measured on a 2-core machine.
 
-The default run takes about a minute on 2 cores. Run it on an otherwise
+The default run takes about two minutes on 2 cores. Run it on an otherwise
 idle machine: other processes on the same cores slow every row, and the
 two-process rows most of all.
 """
