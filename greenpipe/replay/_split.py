@@ -23,8 +23,8 @@ What a part needs from the parts before it:
   the bytes before the part);
 * the gzip member numbers for damage messages: counted by the same scan;
 * the start of a line cut by the part's start, as where one trace was
-  appended to another whose last line ``]`` has no newline: returned by
-  the same scan and put before the part's first line, while the part
+  appended to another whose last line ``]`` has no newline. The same
+  scan returns it, the part puts it before its first line, and the part
   before leaves it out;
 * the line numbers: counted from the part's start, and shifted by the
   lines of the parts before it when the parts are merged;
@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..trace._split import file_size, find_line_start, find_member_start, is_gzip
 from ..trace._stats import MAX_BAD_LINES_KEPT
@@ -311,7 +311,9 @@ _SUMMED = (
 )
 
 
-def _pick(choose, current: Optional[int], value: Optional[int]) -> Optional[int]:  # type: ignore[no-untyped-def]
+def _pick(
+    choose: Callable[[int, int], int], current: Optional[int], value: Optional[int]
+) -> Optional[int]:
     if value is None:
         return current
     if current is None:

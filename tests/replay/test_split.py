@@ -320,9 +320,8 @@ def test_partition_splits_one_large_file(tmp_path: Path) -> None:
 
 def test_partition_keeps_equal_files_whole(tmp_path: Path) -> None:
     path = crafted_members(tmp_path)
-
-    groups = partition_work([path, path + "-copy"], 2, DRY, min_split_bytes=1)
     Path(path + "-copy").write_bytes(Path(path).read_bytes())
+
     groups = partition_work([path, path + "-copy"], 2, DRY, min_split_bytes=1)
 
     assert [[item[2] for item in group] for group in groups] == [[None], [None]]
