@@ -18,6 +18,10 @@ Python process so that every peak RSS belongs to one measurement:
 * ``replay --dry-run`` with ``--processes 1`` and ``--processes 2``: the
   command run with :mod:`subprocess`, timed from process start to the
   summary on standard output;
+* ``replay --dry-run`` of one file, with ``--processes 1`` and
+  ``--processes 2``: the same copies concatenated into one ``.pfw.gz``
+  file of ``2 * --copies`` gzip members, which the two-process run splits
+  at a member boundary;
 * ``replay --timing asap`` with ``--processes 1`` and ``--processes 2``
   into a temporary root, also timed from process start to summary. Reads
   and writes above 64 KiB are filtered out (``--max-size 65536``) because
@@ -33,7 +37,7 @@ with 1.69 million events/s, the rate of the C++ ``dftracer_replay
 --dry-run`` (single-thread version from the dftracer-utils sources) on
 the same 20 copies uncompressed, measured on a 2-core machine.
 
-The default run takes about a minute on 2 cores. Run it on an otherwise
+The default run takes about two minutes on 2 cores. Run it on an otherwise
 idle machine: other processes on the same cores slow every row, and the
 two-process rows most of all.
 """
@@ -118,10 +122,10 @@ def measure_loop(loop: str, folder: str) -> Dict[str, Any]:
     return json.loads(result.stdout)
 
 
-def measure_replay(arguments: List[str], folder: str, work: str) -> Dict[str, Any]:
+def measure_replay(arguments: List[str], trace: str, work: str) -> Dict[str, Any]:
     summary = os.path.join(work, "summary.json")
     command = [
-        sys.executable, "-m", "greenpipe", "replay", folder, *arguments,
+        sys.executable, "-m", "greenpipe", "replay", trace, *arguments,
         "--quiet", "--json", summary,
     ]
     started = time.perf_counter()
@@ -144,6 +148,15 @@ def build_input(folder: str, copies: int) -> None:
         shutil.copyfile(NEWEST, os.path.join(folder, f"rank-{number:03d}.pfw.gz"))
 
 
+def build_one_file(path: str, copies: int) -> None:
+    """Concatenate ``copies`` of the trace into one multi-member gzip file."""
+    with open(NEWEST, "rb") as stream:
+        data = stream.read()
+    with open(path, "wb") as stream:
+        for _ in range(copies):
+            stream.write(data)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=int, default=20, help="copies of the trace (default 20)")
@@ -162,12 +175,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         folder = os.path.join(work, "traces")
         os.mkdir(folder)
         build_input(folder, args.copies)
+        one_file = os.path.join(work, "all-copies.pfw.gz")
+        build_one_file(one_file, args.copies)
         root = os.path.join(work, "root")
         cases = [
             ("bare loop", lambda: measure_loop("bare", folder)),
             ("iter_events", lambda: measure_loop("iter_events", folder)),
             ("replay --dry-run --processes 1", lambda: measure_replay(["--dry-run", "--processes", "1"], folder, work)),
             ("replay --dry-run --processes 2", lambda: measure_replay(["--dry-run", "--processes", "2"], folder, work)),
+            (
+                "replay --dry-run --processes 1, one file",
+                lambda: measure_replay(["--dry-run", "--processes", "1"], one_file, work),
+            ),
+            (
+                "replay --dry-run --processes 2, one file",
+                lambda: measure_replay(["--dry-run", "--processes", "2"], one_file, work),
+            ),
         ]
         for processes in ("1", "2"):
             arguments = ["--root", root, "--timing", "asap", "--max-size", "65536", "--processes", processes]

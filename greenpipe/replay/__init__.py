@@ -33,6 +33,7 @@ from ._sandbox import SandboxError as SandboxError
 from ._sandbox import map_components as map_components
 from ._sandbox import prepare_root as prepare_root
 from ._shards import ReplayShard as ReplayShard
+from ._split import FilePart as FilePart
 from ._shards import ShardResult as ShardResult
 from ._shards import merge_results as merge_results
 from ._shards import partition_files as partition_files
@@ -43,6 +44,7 @@ from ._summary import ReplaySummary as ReplaySummary
 from ._summary import StreamStats as StreamStats
 
 __all__ = [
+    "FilePart",
     "InsufficientSpaceError",
     "PathSandbox",
     "Preparation",

@@ -57,6 +57,12 @@ from .._memory import compute_memory_budget
 from .._scope import CoroScope, sleep
 from ..trace import Decoder, Event, TraceReader
 from ..trace._decode import make_scanner
+from ..trace._decoder import effective_budget
+from ..trace._event import HashTable
+from ..trace._inflate import ByteRange, iter_line_chunks
+from ..trace._reader import MAX_CHUNK_BYTES
+from ..trace._split import scan_metadata
+from ..trace._stats import REASON_UNFINISHED_JOIN, FileRecord
 from . import _calls as calls
 from ._data import SizeScaler
 from ._execute import SECOND_PATH, ByteBudget, ReplayContext, StreamRunner, Timeline, second_path
@@ -102,6 +108,22 @@ START_LEAD = 0.2
 Sink = Callable[[CoroScope, int, str, Channel[Any], FileCounters, int], None]
 #: Prefix of the sub-root of each copy of a replay with ``copies > 1``.
 COPY_PREFIX = "copy-"
+
+
+class PartBounds:
+    """The byte range of a part of one trace file, for a dry-run pass.
+
+    Attributes:
+        start: first byte, right after a newline and, in a gzip file, at
+            the start of a member.
+        stop: byte after the last one, ``None`` for the end of the file.
+    """
+
+    __slots__ = ("start", "stop")
+
+    def __init__(self, start: int, stop: Optional[int]) -> None:
+        self.start = start
+        self.stop = stop
 
 
 class ReplayError(GreenpipeError):
@@ -495,8 +517,18 @@ class Replayer:
         self._passes(files, plan_sink, keep_counters=False)
         return plan
 
-    def dry_pass(self, files: Sequence[Tuple[int, str]]) -> List[FileCounters]:
-        """Parse, decode and filter ``files``; return their counters in order."""
+    def dry_pass(
+        self,
+        files: Sequence[Tuple[int, str]],
+        parts: Sequence[Optional[PartBounds]] = (),
+    ) -> List[FileCounters]:
+        """Parse, decode and filter ``files``; return their counters in order.
+
+        Args:
+            parts: for each file, the byte range to read, ``None`` for the
+                whole file; empty reads every file whole. The counters of
+                a part number its lines from the start of the part.
+        """
         self._set_phase("dry-run")
 
         def sink(
@@ -505,7 +537,7 @@ class Replayer:
             for _ in channel:
                 scope.maybe_yield()
 
-        return self._passes(files, sink, keep_counters=True)
+        return self._passes(files, sink, keep_counters=True, parts=parts)
 
     def replay_pass(
         self,
@@ -630,6 +662,7 @@ class Replayer:
         keep_counters: bool,
         copies: int = 1,
         timed: bool = False,
+        parts: Sequence[Optional[PartBounds]] = (),
     ) -> List[FileCounters]:
         """Run ``sink`` on the events of each file, ``copies`` times over.
 
@@ -657,6 +690,8 @@ class Replayer:
 
             def file_worker(scope: CoroScope) -> None:
                 for position, copy, index, path in work:
+                    # Parts split files of a dry run, which has one copy.
+                    part = parts[position % len(files)] if parts else None
                     scope.scope(
                         self._file_pipeline,
                         index,
@@ -666,6 +701,7 @@ class Replayer:
                         limits[copy],
                         copy,
                         batch_events,
+                        part,
                     )
 
             def body(inner: CoroScope) -> None:
@@ -813,10 +849,40 @@ class Replayer:
         limit: EventLimit,
         copy: int,
         batch_events: int = 0,
+        part: Optional[PartBounds] = None,
     ) -> None:
+        budget = self.options.memory_budget
+        byte_range: ByteRange = None
+        hashes: Optional[HashTable] = None
+        first_text = b""
+        if part is not None:
+            first_member = 1
+            if part.start > 0:
+                try:
+                    hashes, members, first_text = scope.spawn_io(
+                        scan_metadata,
+                        path,
+                        part.start,
+                        _chunk_bytes(budget),
+                        effective_budget(budget) // 4,
+                        name=f"scan metadata {path}",
+                    ).result()
+                    first_member = members + 1
+                except OSError:
+                    pass  # _parse reports the file as unreadable
+            byte_range = (part.start, part.stop, first_member)
         raw: Channel[bytes] = make_channel(RAW_CAPACITY)
         events: Channel[List[Event]] = make_channel(EVENT_CAPACITY)
-        scope.spawn(_parse, path, raw.producer(), counters, self.options.memory_budget, name=f"parse {path}")
+        scope.spawn(
+            _parse,
+            path,
+            raw.producer(),
+            counters,
+            budget,
+            byte_range,
+            first_text,
+            name=f"parse {path}",
+        )
         scope.spawn(
             _decode,
             path,
@@ -825,9 +891,11 @@ class Replayer:
             counters,
             EventFilter(self.options, index),
             limit,
-            self.options.memory_budget,
+            budget,
             self.options.scaler(),
             batch_events or BATCH_EVENTS,
+            hashes,
+            part is not None,
             name=f"decode {path}",
         )
         sink(scope, index, path, events, counters, copy)
@@ -1019,14 +1087,26 @@ class Dispatcher:
         return producer
 
 
+def _chunk_bytes(memory_budget: int) -> int:
+    """Return the chunk size a :class:`TraceReader` with ``memory_budget`` uses."""
+    return min(effective_budget(memory_budget) // 16, MAX_CHUNK_BYTES)
+
+
 def _parse(
     scope: CoroScope,
     path: str,
     producer: ChannelProducer[bytes],
     counters: FileCounters,
     memory_budget: int,
+    byte_range: ByteRange = None,
+    first_text: bytes = b"",
 ) -> None:
-    """Read and inflate ``path`` in an I/O thread, sending line-aligned chunks."""
+    """Read and inflate ``path`` in an I/O thread, sending line-aligned chunks.
+
+    With ``byte_range``, only that part of the file is read, and
+    ``first_text``, the end of the line cut by the range's start, comes
+    first.
+    """
     with producer.guard():
         try:
             # Inflating already runs in an I/O thread here, so the reader
@@ -1035,10 +1115,30 @@ def _parse(
         except OSError as exc:
             counters.problem = f"{path}: cannot be read: {exc.strerror or exc}"
             return
-        chunks = reader.iter_raw()
+        record: Optional[FileRecord] = None
+        if byte_range is None:
+            chunks = reader.iter_raw()
+        else:
+            record = FileRecord(path)
+            chunks = iter_line_chunks(
+                path,
+                reader.chunk_bytes,
+                reader.max_line_bytes,
+                record,
+                None,
+                byte_range,
+                first_text,
+            )
         try:
             while True:
-                chunk = scope.spawn_io(next, chunks, None, name=f"inflate {path}").result()
+                try:
+                    chunk = scope.spawn_io(next, chunks, None, name=f"inflate {path}").result()
+                except OSError as exc:
+                    # Only a part's chunks get here: the reader of a whole
+                    # file records the error as damage.
+                    counters.problem = f"{path}: cannot be read: {exc.strerror or exc}"
+                    counters.clean_end = False
+                    return
                 if chunk is None or not producer.send(chunk):
                     break
         finally:
@@ -1048,13 +1148,23 @@ def _parse(
                 # Still running in the I/O thread after a cancellation; the
                 # generator closes its file when it is collected.
                 pass
-        for stats in reader.statistics().files:
+        if record is None:
+            files = reader.statistics().files
+        else:
+            files = (record.freeze(),)
+            if record.unsafe_end:
+                counters.clean_end = False
+        for stats in files:
             # Lines too long to split and a cut last line are found while
             # reading, before they reach the decoder.
             counters.read_bad_lines += stats.bad_lines
             counters.lines += stats.lines
+            counters.first_read_bad_lines = tuple(
+                (bad.line, bad.reason) for bad in stats.first_bad_lines
+            )
             if stats.damage is not None:
                 counters.problem = f"{path}: {stats.damage}"
+                counters.damaged = True
 
 
 def _decode(
@@ -1068,14 +1178,19 @@ def _decode(
     memory_budget: int,
     scaler: Optional[SizeScaler] = None,
     batch_events: int = 0,
+    hashes: Optional[HashTable] = None,
+    is_part: bool = False,
 ) -> None:
     """Decode chunks into events, resolve second paths, filter, scale and batch.
 
     Batches hold ``batch_events`` events (by default :data:`BATCH_EVENTS`);
-    the stage may switch to other tasks after each batch.
+    the stage may switch to other tasks after each batch. ``hashes`` is the
+    hash table in force where the chunks start. For a part of a file
+    (``is_part``), whether the file decoded to nothing is decided when the
+    parts are merged, so it is not reported here.
     """
     batch_events = batch_events or BATCH_EVENTS
-    decoder = Decoder(path, memory_budget=memory_budget)
+    decoder = Decoder(path, memory_budget=memory_budget, hashes=hashes)
     batch: List[Event] = []
     io_categories = calls.IO_CATEGORIES
     span: List[Optional[int]] = [counters.first_ts, counters.last_end]
@@ -1148,6 +1263,15 @@ def _decode(
             counters.metadata = statistics.metadata_events
             counters.ignored_lines = statistics.ignored_lines
             counters.joined_lines = statistics.joined_lines
+            counters.first_bad_lines = tuple(
+                (bad.line, bad.reason) for bad in statistics.first_bad_lines
+            )
+            if statistics.bad_line_reasons.get(REASON_UNFINISHED_JOIN):
+                # Harmless at the end of a file; at the end of a part, the
+                # event continues in the next part.
+                counters.clean_end = False
+    if is_part:
+        return
     if decoder.bad_lines and not seen and counters.problem is None:
         counters.problem = (
             f"{path}: no events decoded, {decoder.bad_lines} unusable lines; "

@@ -9,7 +9,9 @@ runs each of its shards on an executor of its own and sends back a
 A real replay has two rounds. First every worker plans its files. The
 parent then merges the plans, checks free space and prepares the root
 once, exactly as a single-process replay does. In the second round every
-worker replays its files into that shared root. A dry run has one round.
+worker replays its files into that shared root. A dry run has one round,
+may read parts of one large file in different workers (see ``_split``),
+and reads the first group in the parent itself (see below).
 
 How workers start. Each worker is a fresh interpreter started with
 :mod:`subprocess` (``python -c``) that imports greenpipe and inherits no
@@ -20,9 +22,22 @@ stays locked forever in the child. :mod:`multiprocessing` with
 ``spawn`` or ``forkserver`` is as safe, but it runs the caller's main
 module again in every worker, which breaks a script without a
 ``__main__`` guard and a program read from standard input. It also starts
-a resource tracker process that outlives the parent. The cost of a fresh interpreter is one start and greenpipe
-import per worker (about 0.2 s on a 2-core Linux machine with CPython
-3.11), paid once per run and in parallel.
+a resource tracker process that outlives the parent. The cost of a
+fresh interpreter is one start and greenpipe import per worker, paid
+once per run and in parallel. Measured with ``python -X importtime`` and
+a profile of a worker's start (2-core Linux machine, CPython 3.11): the
+interpreter takes about 25 ms, the imports about 170 ms of CPU time,
+starting the executor about 6 ms. The graph, pipeline and combinator
+modules, which a worker never uses, are imported lazily by the package.
+
+In a dry run the parent does not wait idle while its workers start: a
+thread of the parent (:class:`_LocalProcess`) takes the first group and
+speaks the same protocol over a socket pair, so ``N`` processes start
+``N - 1`` workers. On two small files with two processes this took the
+run from 0.46 s to 0.28 s (best of 7, busy machine). A real replay keeps
+every group in a worker process, because a thread cannot be killed: a
+replay shard stuck in a system call on a hung file system could then
+not be stopped.
 
 Protocol. Each worker has one socket pair with the parent, used through
 :class:`multiprocessing.connection.Connection` (pickled messages). The
@@ -61,7 +76,7 @@ import threading
 import time
 import traceback
 from multiprocessing.connection import Connection, wait
-from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple, Union
 
 from .._memory import compute_memory_budget
 from ..trace._decoder import effective_budget
@@ -88,11 +103,13 @@ from ._shards import (
     ShardResult,
     ShardRun,
     anchors_of,
+    merge_file_parts,
     merge_plans,
     merge_results,
     partition_by_paths,
     partition_files,
 )
+from ._split import MIN_SPLIT_BYTES, FilePart, partition_work
 from ._summary import Preparation, ReplaySummary
 
 logger = logging.getLogger(__name__)
@@ -143,7 +160,15 @@ def worker_main(connection_fd: int, cancel_fd: int, log_level: int) -> None:
         root = logging.getLogger("greenpipe")
         root.addHandler(handler)
         root.setLevel(log_level)
-    connection = Connection(connection_fd)
+    _serve(Connection(connection_fd), cancel_fd)
+
+
+def _serve(
+    connection: Connection,
+    cancel_fd: int,
+    started: Optional[Callable[[ShardRun], None]] = None,
+) -> None:
+    """Run the shards received on ``connection`` until a ``None`` or its end."""
     while True:
         try:
             shard = connection.recv()
@@ -152,14 +177,21 @@ def worker_main(connection_fd: int, cancel_fd: int, log_level: int) -> None:
         if shard is None:
             return
         try:
-            _run_one(connection, shard, cancel_fd)
+            _run_one(connection, shard, cancel_fd, started)
         except OSError:
             # The parent is gone, so the result has no receiver.
             return
 
 
-def _run_one(connection: Connection, shard: ReplayShard, cancel_fd: int) -> None:
+def _run_one(
+    connection: Connection,
+    shard: ReplayShard,
+    cancel_fd: int,
+    started: Optional[Callable[[ShardRun], None]] = None,
+) -> None:
     run = ShardRun(shard)
+    if started is not None:
+        started(run)
     # Written to when the shard ends, so the watcher stops at once.
     wake_read, wake_write = os.pipe()
 
@@ -202,10 +234,59 @@ def _run_one(connection: Connection, shard: ReplayShard, cancel_fd: int) -> None
 # -- the parent ---------------------------------------------------------------
 
 
+class _LocalProcess:
+    """The worker that runs in the parent: a thread behind a socket pair.
+
+    It speaks the protocol of a worker process and offers the methods of
+    :class:`subprocess.Popen` that the parent uses, so the parent treats
+    it like any other worker. A thread cannot be killed:
+    :meth:`terminate` and :meth:`kill` cancel its shard instead.
+    """
+
+    def __init__(self, connection: Connection, cancel_fd: int) -> None:
+        self.pid = os.getpid()
+        self.returncode: Optional[int] = None
+        self._run: Optional[ShardRun] = None
+        # A copy of the cancel pipe's read end, closed when the thread ends,
+        # because the parent closes its own copy once the workers started.
+        self._cancel_fd = os.dup(cancel_fd)
+        self._thread = threading.Thread(
+            target=self._main, args=(connection,), name="greenpipe-local-shard", daemon=True
+        )
+        self._thread.start()
+
+    def _main(self, connection: Connection) -> None:
+        try:
+            _serve(connection, self._cancel_fd, self._started)
+        finally:
+            connection.close()
+            os.close(self._cancel_fd)
+            self.returncode = 0
+
+    def _started(self, run: ShardRun) -> None:
+        self._run = run
+
+    def poll(self) -> Optional[int]:
+        return None if self._thread.is_alive() else 0
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise subprocess.TimeoutExpired("greenpipe-local-shard", timeout or 0.0)
+        return 0
+
+    def terminate(self) -> None:
+        run = self._run
+        if run is not None:
+            run.cancel()
+
+    kill = terminate
+
+
 @dataclasses.dataclass
 class _Worker:
     number: int
-    process: subprocess.Popen  # type: ignore[type-arg]
+    process: Union[subprocess.Popen, _LocalProcess]  # type: ignore[type-arg]
     connection: Connection
     files: Tuple[Tuple[int, str], ...] = ()
     busy: bool = False
@@ -236,15 +317,21 @@ def _worker_environment() -> Dict[str, str]:
 
 
 class _WorkerPool:
-    """Worker processes that each run one shard at a time."""
+    """Workers that each run one shard at a time.
 
-    def __init__(self, count: int, cancel_fd: int) -> None:
+    With ``local``, worker 0, which gets the first and heaviest group of
+    the partition, is a thread of this process (see :class:`_LocalProcess`).
+    It starts after the worker processes, so that they import while it
+    already reads.
+    """
+
+    def __init__(self, count: int, cancel_fd: int, *, local: bool = False) -> None:
         self.workers: List[_Worker] = []
         environment = _worker_environment()
         level = logging.getLogger("greenpipe").getEffectiveLevel()
         log_level = level if level < logging.WARNING else 0
         try:
-            for number in range(count):
+            for number in range(1 if local else 0, count):
                 parent_end, child_end = socket.socketpair()
                 try:
                     process = subprocess.Popen(
@@ -265,6 +352,16 @@ class _WorkerPool:
                 finally:
                     child_end.close()
                 self.workers.append(_Worker(number, process, Connection(parent_end.detach())))
+            if local:
+                parent_end, child_end = socket.socketpair()
+                child = Connection(child_end.detach())
+                try:
+                    thread = _LocalProcess(child, cancel_fd)
+                except BaseException:
+                    child.close()
+                    parent_end.close()
+                    raise
+                self.workers.insert(0, _Worker(0, thread, Connection(parent_end.detach())))
         except BaseException:
             self.close(polite=False)
             raise
@@ -301,9 +398,10 @@ class ShardedReplayer:
     same inputs (apart from times, latencies and the per-process rows),
     whatever the number of processes.
 
-    With one process, one trace file, or a cap counted across files
-    (``max_events``, ``max_bytes``), the replay runs in the calling
-    process, as :class:`Replayer` does.
+    With one process, a cap counted across files (``max_events``,
+    ``max_bytes``), or one trace file that is not split (every file of a
+    real replay), the replay runs in the calling process, as
+    :class:`Replayer` does.
 
     Args:
         inputs: trace files and folders.
@@ -313,13 +411,23 @@ class ShardedReplayer:
             the worker processes.
         processes: worker processes; ``None`` for the number of cores
             this process may run on.
+        min_split_bytes: smallest file, in bytes on disk, that a dry run
+            may split into parts (see ``_split``).
+        local_share: in a dry run, read one share of the files in this
+            process, with one worker process fewer.
 
     Raises:
         ValueError: ``processes`` is below 1.
     """
 
     def __init__(
-        self, inputs: Sequence[str], options: ReplayOptions, processes: Optional[int] = None
+        self,
+        inputs: Sequence[str],
+        options: ReplayOptions,
+        processes: Optional[int] = None,
+        *,
+        min_split_bytes: int = MIN_SPLIT_BYTES,
+        local_share: bool = True,
     ) -> None:
         if processes is None:
             processes = usable_cores()
@@ -328,6 +436,8 @@ class ShardedReplayer:
         self.inputs = list(inputs)
         self.options = options
         self.processes = processes
+        self.min_split_bytes = min_split_bytes
+        self.local_share = local_share
         self._cancelled = False
         self._cancel_lock = threading.RLock()
         self._cancel_write = -1
@@ -385,7 +495,7 @@ class ShardedReplayer:
         return [
             (worker.process.pid, tuple(path for _, path in worker.files))
             for worker in list(self._workers)
-            if worker.process.poll() is None
+            if not isinstance(worker.process, _LocalProcess) and worker.process.poll() is None
         ]
 
     def _set_phase(self, phase: str) -> None:
@@ -413,7 +523,15 @@ class ShardedReplayer:
         files, problems = require_trace_files(self.inputs)
         options = self.options
         ranked_files(files, options)  # raises for a rank that names no file
-        groups = partition_files(files, self.processes, options)
+        parts: List[Tuple[Optional[FilePart], ...]] = []
+        if options.dry_run:
+            work = partition_work(
+                files, self.processes, options, min_split_bytes=self.min_split_bytes
+            )
+            groups = [tuple((index, path) for index, path, _ in group) for group in work]
+            parts = [tuple(part for _, _, part in group) for group in work]
+        else:
+            groups = partition_files(files, self.processes, options)
         if len(groups) <= 1:
             if options.max_events is not None or options.max_bytes is not None:
                 logger.info(
@@ -447,7 +565,9 @@ class ShardedReplayer:
                 self._close_cancel_pipe()
         try:
             try:
-                pool = _WorkerPool(len(groups), read_fd)
+                # In a dry run the parent takes a share instead of waiting,
+                # which spares one worker process its start.
+                pool = _WorkerPool(len(groups), read_fd, local=options.dry_run and self.local_share)
             finally:
                 # Only the workers read the pipe; the parent keeps the write end.
                 os.close(read_fd)
@@ -457,7 +577,7 @@ class ShardedReplayer:
                 for worker, group in zip(pool.workers, groups):
                     worker.files = group
                 if options.dry_run:
-                    summary = self._run_dry(files, problems, groups, worker_options)
+                    summary = self._run_dry(files, problems, groups, parts, worker_options)
                 else:
                     summary = self._run_real(files, problems, groups, worker_options)
                 polite = True
@@ -472,12 +592,46 @@ class ShardedReplayer:
         files: List[str],
         problems: List[str],
         groups: List[Tuple[Tuple[int, str], ...]],
+        parts: List[Tuple[Optional[FilePart], ...]],
         worker_options: ReplayOptions,
     ) -> ReplaySummary:
         self._set_phase("dry-run")
         started = time.monotonic()
-        results = self._round([ReplayShard("dry-run", group, worker_options) for group in groups])
+        results = self._round(
+            [
+                ReplayShard("dry-run", group, worker_options, parts=group_parts)
+                for group, group_parts in zip(groups, parts)
+            ]
+        )
+        _, unsafe = merge_file_parts(files, [r for r in results if r is not None])
+        if unsafe and not self._cancelled:
+            results += self._reread_whole(files, unsafe, worker_options)
         return self._finish(files, problems, results, time.monotonic() - started, Preparation())
+
+    def _reread_whole(
+        self, files: List[str], indexes: List[int], worker_options: ReplayOptions
+    ) -> List[Optional[ShardResult]]:
+        """Read the files at ``indexes`` whole, after a part boundary proved unsafe."""
+        logger.info(
+            "reading %s whole: a part did not end on a safe boundary",
+            ", ".join(files[index] for index in indexes),
+        )
+        ready = [worker for worker in self._workers if not worker.failed]
+        if not ready:
+            return []
+        assigned: List[List[Tuple[int, str]]] = [[] for _ in self._workers]
+        for position, index in enumerate(indexes):
+            worker = ready[position % len(ready)]
+            assigned[worker.number].append((index, files[index]))
+        for worker, group in zip(self._workers, assigned):
+            if group:
+                worker.files = worker.files + tuple(group)
+        return self._round(
+            [
+                ReplayShard("dry-run", tuple(group), worker_options) if group else None
+                for group in assigned
+            ]
+        )
 
     def _run_real(
         self,
@@ -699,12 +853,15 @@ class ShardedReplayer:
         )
 
     def _process_rows(self, share: int) -> Tuple[Dict[str, Any], ...]:
-        # The main process reads no trace, so the whole budget goes to the
-        # workers.
-        rows = [
-            {"role": "main", "files": 0, "memory_budget_bytes": 0, "peak_rss_bytes": peak_rss_bytes()}
-        ]
+        # Unless it took a share of the files, the main process reads no
+        # trace, so the whole budget goes to the workers.
+        main = {"role": "main", "files": 0, "memory_budget_bytes": 0, "peak_rss_bytes": peak_rss_bytes()}
+        rows = [main]
         for worker in self._workers:
+            if isinstance(worker.process, _LocalProcess):
+                main["files"] = len(worker.files)
+                main["memory_budget_bytes"] = share
+                continue
             rows.append(
                 {
                     "role": "worker",

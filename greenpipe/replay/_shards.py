@@ -67,6 +67,7 @@ from ._pipeline import (
 from ._execute import Timeline
 from ._plan import Plan
 from ._series import ReplaySeries, SeriesOrigin
+from ._split import FilePart, merge_parts
 from ._sandbox import ROOT_MARKER, PathSandbox, SandboxError, mount_points_under, prepare_root
 from ._summary import FileCounters, Preparation, ReplaySummary, StreamStats, build_summary
 
@@ -97,13 +98,15 @@ class ReplayShard:
         origin: the zero of the replay clock of the time series
             (``options.series``), the same for every shard of a replay;
             ``None`` takes the moment the shard starts.
-            merged plan.
         timeline: the traced span of the whole replay, from the merged
             plan of all shards. Timed replays measure traced times from
             its first start, so every shard shares one origin.
         start_epoch: the wall-clock time (:func:`time.time`) at which the
             first traced call of the whole replay is due, shared by every
             shard; ``None`` starts the shard's own timeline when it starts.
+        parts: for a dry-run shard, the part of each entry of ``files``
+            to read, ``None`` for the whole file; empty reads every file
+            whole. The same file may appear once per part.
     """
 
     phase: str
@@ -114,6 +117,7 @@ class ReplayShard:
     origin: Optional[SeriesOrigin] = None
     timeline: Optional[Timeline] = None
     start_epoch: Optional[float] = None
+    parts: Tuple[Optional[FilePart], ...] = ()
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
@@ -122,6 +126,14 @@ class ReplayShard:
             raise ValueError("a replay shard needs options with dry_run false")
         if self.phase == "dry-run" and not self.options.dry_run:
             raise ValueError("a dry-run shard needs options with dry_run true")
+        if self.parts:
+            if len(self.parts) != len(self.files):
+                raise ValueError(
+                    f"parts must have one entry per file ({len(self.files)}), "
+                    f"not {len(self.parts)}"
+                )
+            if self.phase != "dry-run" and any(part is not None for part in self.parts):
+                raise ValueError(f"only a dry-run shard reads parts of files, not a {self.phase} shard")
 
     @property
     def paths(self) -> Tuple[str, ...]:
@@ -147,6 +159,8 @@ class ShardResult:
             shard run by :func:`run_shard_in_subroot`; ``None`` otherwise.
         series: the time series of a replay shard with
             ``options.series``, and their origin; ``None`` otherwise.
+        parts: ``(index, part, counters)`` of each part of a file read;
+            their lines are numbered from the start of the part.
     """
 
     phase: str
@@ -159,6 +173,7 @@ class ShardResult:
     preparation: Optional[Preparation] = None
     series: Optional[ReplaySeries] = None
     series_origin: Optional[SeriesOrigin] = None
+    parts: Tuple[Tuple[int, FilePart, FileCounters], ...] = ()
 
 
 class ShardRegistry:
@@ -266,7 +281,8 @@ class ShardRun:
             plan = replayer.plan_pass(shard.files)
             counters: List[FileCounters] = []
         elif shard.phase == "dry-run":
-            counters = replayer.dry_pass(shard.files)
+            bounds = [None if part is None else part.bounds() for part in shard.parts]
+            counters = replayer.dry_pass(shard.files, bounds)
         else:
             assert shard.options.root is not None
             start = None
@@ -285,10 +301,21 @@ class ShardRun:
                     start=start,
                 )
             series, origin = replayer.series()
-        indexed = tuple(zip((index for index, _ in shard.files), counters))
+        parts = shard.parts or (None,) * len(shard.files)
+        whole = tuple(
+            (index, counter)
+            for (index, _), part, counter in zip(shard.files, parts, counters)
+            if part is None
+        )
+        pieces = tuple(
+            (index, part, counter)
+            for (index, _), part, counter in zip(shard.files, parts, counters)
+            if part is not None
+        )
         return ShardResult(
             phase=shard.phase,
-            files=indexed,
+            files=whole,
+            parts=pieces,
             streams=tuple(streams),
             plan=plan,
             interrupted=replayer.cancelled,
@@ -544,7 +571,8 @@ def merge_results(
     streams: List[StreamStats] = []
     series: Optional[ReplaySeries] = None
     origin: Optional[SeriesOrigin] = None
-    for result in results:
+    result_list = list(results)
+    for result in result_list:
         counters.update(result.files)
         streams.extend(result.streams)
         interrupted = interrupted or result.interrupted
@@ -553,6 +581,8 @@ def merge_results(
                 series = ReplaySeries()
                 origin = result.series_origin
             series.merge(result.series)
+    for index, merged in merge_file_parts(files, result_list)[0].items():
+        counters.setdefault(index, merged)
     for index, path in failed_files:
         counters.setdefault(
             index,
@@ -576,6 +606,35 @@ def merge_results(
         series_origin=origin,
         timing=timing_setup(options, timeline),
     )
+
+
+def merge_file_parts(
+    files: Sequence[str], results: Iterable[ShardResult]
+) -> Tuple[Dict[int, FileCounters], List[int]]:
+    """Merge the parts of each split file found in ``results``.
+
+    Returns:
+        The merged counters by file index, for files whose parts all
+        arrived, and the indexes of files with an unsafe boundary, which
+        must be read again whole. A file with a part missing (its worker
+        failed) is in neither.
+    """
+    pieces: Dict[int, List[Tuple[FilePart, FileCounters]]] = {}
+    for result in results:
+        for index, part, counter in result.parts:
+            pieces.setdefault(index, []).append((part, counter))
+    merged: Dict[int, FileCounters] = {}
+    unsafe: List[int] = []
+    for index in sorted(pieces):
+        found = pieces[index]
+        if len({part.number for part, _ in found}) != found[0][0].count:
+            continue
+        counter = merge_parts(files[index], found)
+        if counter is None:
+            unsafe.append(index)
+        else:
+            merged[index] = counter
+    return merged, unsafe
 
 
 def anchors_of(plan: Plan, files: Sequence[Tuple[int, str]]) -> Tuple[Tuple[str, int], ...]:

@@ -297,6 +297,15 @@ class FileCounters:
         ignored_lines: blank lines and lone ``[`` or ``]`` lines.
         joined_lines: lines merged into the line before them because a
             raw newline had split one event.
+        first_bad_lines: ``(line number, reason)`` of the first bad lines
+            the decoder found, in file order.
+        first_read_bad_lines: the same for the bad lines found while
+            reading (too long, cut off by damage).
+        damaged: the gzip data is damaged, so reading stopped early.
+        clean_end: the text read ended outside any gzip member, with no
+            line too long to keep and no split event left open. Only a
+            part of a file (see ``_split.FilePart``) can end otherwise
+            without damage, when its end was not a safe boundary.
     """
 
     path: str
@@ -314,6 +323,10 @@ class FileCounters:
     first_ts: Optional[int] = None
     last_end: Optional[int] = None
     problem: Optional[str] = None
+    first_bad_lines: Tuple[Tuple[int, str], ...] = ()
+    first_read_bad_lines: Tuple[Tuple[int, str], ...] = ()
+    damaged: bool = False
+    clean_end: bool = True
 
     def span_us(self) -> int:
         """Return the traced time span of the file in microseconds."""

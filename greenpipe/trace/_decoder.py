@@ -62,6 +62,9 @@ class Decoder:
         memory_budget: bytes, as for :class:`~greenpipe.trace.TraceReader`
             (0 means 64 MiB); a line longer than a quarter of it is a bad
             line.
+        hashes: the hash table in force where ``chunks`` start, for a
+            decoder of a part of a file; ``None`` starts empty. The
+            decoder adds to it.
 
     Raises:
         ValueError: ``memory_budget`` is negative.
@@ -69,11 +72,17 @@ class Decoder:
 
     __slots__ = ("path", "max_line_bytes", "_record", "_table", "_started")
 
-    def __init__(self, path: str = "", *, memory_budget: int = 0) -> None:
+    def __init__(
+        self,
+        path: str = "",
+        *,
+        memory_budget: int = 0,
+        hashes: Optional[HashTable] = None,
+    ) -> None:
         self.path = path
         self.max_line_bytes = effective_budget(memory_budget) // 4
         self._record = FileRecord(path)
-        self._table = HashTable()
+        self._table = HashTable() if hashes is None else hashes
         self._started = False
 
     def _start(self) -> None:

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import zlib
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator, Optional, Tuple
 
 from ._stats import REASON_CUT_BY_DAMAGE, REASON_TOO_LONG, FileRecord
 
@@ -28,11 +29,18 @@ except ImportError:  # built without a C compiler
 
 
 GZIP_MAGIC = b"\x1f\x8b"
+#: ``(start, stop, first gzip member)`` of a part of a file; ``stop`` is
+#: ``None`` for the end of the file. ``None`` reads the whole file.
+ByteRange = Optional[Tuple[int, Optional[int], int]]
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 
 
 def _inflate_blocks(
-    stream: BinaryIO, block_bytes: int, inflater: Any, record: FileRecord
+    stream: BinaryIO,
+    block_bytes: int,
+    inflater: Any,
+    record: FileRecord,
+    byte_range: ByteRange = None,
 ) -> Iterator[bytes]:
     """Yield inflated blocks of at most ``block_bytes`` from a gzip stream.
 
@@ -40,15 +48,22 @@ def _inflate_blocks(
     member per buffer flush and a single ``decompressobj`` stops after the
     first. Damaged data ends the file: what was inflated before it is
     yielded, and ``record.damage`` describes the rest.
+
+    With ``byte_range``, the stream is positioned at its start, which must
+    be the start of a gzip member, and reading stops at its end. Member
+    numbers and byte offsets in ``record.damage`` still count from the
+    start of the file, so that a part reports damage as a pass over the
+    whole file does.
     """
     error = inflater.error
     decompressor = inflater.decompressobj(_GZIP_WBITS)
     record.gzip_members = 1
     member_started = False
-    offset = 0
+    offset, stop = _start_range(stream, byte_range, record)
 
     while True:
-        data = stream.read(block_bytes)
+        size = _read_size(offset, stop, block_bytes)
+        data = stream.read(size) if size > 0 else b""
         if not data:
             break
 
@@ -59,9 +74,15 @@ def _inflate_blocks(
             try:
                 out = decompressor.decompress(data, block_bytes)
             except error as exc:
+                before = offset
+                if stop is not None:
+                    # A pass over the whole file would have read on to the
+                    # end of this block of the grid.
+                    size = os.fstat(stream.fileno()).st_size
+                    before = min(-(-offset // block_bytes) * block_bytes, size)
                 record.damage = (
                     f"invalid gzip data in member {record.gzip_members} "
-                    f"before byte {offset}: {exc}"
+                    f"before byte {before}: {exc}"
                 )
                 return
 
@@ -79,20 +100,56 @@ def _inflate_blocks(
                 data = decompressor.unconsumed_tail
 
     if member_started and not decompressor.eof:
+        if stop is not None and offset >= stop:
+            # The range ends inside a member: its end was not a member
+            # boundary. The caller finds this out and reads the whole file.
+            record.unsafe_end = True
+            return
         record.damage = (
             f"gzip member {record.gzip_members} is truncated "
             f"(file ends after {offset} bytes)"
         )
 
 
+def _start_range(
+    stream: BinaryIO, byte_range: ByteRange, record: FileRecord
+) -> Tuple[int, Optional[int]]:
+    """Seek to the start of ``byte_range``; return the offset and the end."""
+    if byte_range is None:
+        return 0, None
+    start, stop, first_member = byte_range
+    stream.seek(start)
+    record.gzip_members = first_member
+    return start, stop
+
+
+def _read_size(offset: int, stop: Optional[int], block_bytes: int) -> int:
+    """Return the bytes to read next: up to the next multiple of ``block_bytes``.
+
+    Reads stay on the same grid of offsets as a pass from the start of the
+    file, so damage is reported before the same byte offset.
+    """
+    size = block_bytes - offset % block_bytes
+    if stop is not None:
+        size = min(size, stop - offset)
+    return size
+
+
 def _read_blocks(
-    stream: BinaryIO, block_bytes: int, record: FileRecord
+    stream: BinaryIO,
+    block_bytes: int,
+    record: FileRecord,
+    byte_range: ByteRange = None,
 ) -> Iterator[bytes]:
-    """Yield blocks of an uncompressed file."""
+    """Yield blocks of an uncompressed file, or of ``byte_range`` of it."""
+    offset, stop = _start_range(stream, byte_range, record)
+    record.gzip_members = 0
     while True:
-        data = stream.read(block_bytes)
+        size = _read_size(offset, stop, block_bytes)
+        data = stream.read(size) if size > 0 else b""
         if not data:
             return
+        offset += len(data)
 
         record.bytes_read += len(data)
         record.bytes_inflated += len(data)
@@ -105,6 +162,8 @@ def iter_line_chunks(
     max_line_bytes: int,
     record: FileRecord,
     inflater: Any = None,
+    byte_range: ByteRange = None,
+    first_text: bytes = b"",
 ) -> Iterator[bytes]:
     """Yield a trace file as chunks that end on line boundaries.
 
@@ -123,6 +182,16 @@ def iter_line_chunks(
         record: counters to update (bytes, lines, members, damage).
         inflater: ``zlib``-compatible module, ``DEFAULT_INFLATER`` if
             ``None``.
+        byte_range: ``(start, stop, first member)`` to read only the
+            bytes from ``start`` to ``stop`` (``None``: the end of the
+            file). ``start`` must follow a newline and, in a gzip file,
+            begin a member, whose number in the file is ``first member``.
+            Line numbers then count from ``start``. When ``stop`` is not
+            ``None``, the text after the last newline before ``stop`` is
+            not yielded but kept in ``record.tail``: its line goes on in
+            the next range.
+        first_text: the ``record.tail`` of the range before, which begins
+            the first line of this one.
 
     Yields:
         Line-aligned ``bytes`` chunks.
@@ -133,22 +202,32 @@ def iter_line_chunks(
         record.compressed = compressed
         if compressed:
             blocks = _inflate_blocks(
-                stream, chunk_bytes, inflater or DEFAULT_INFLATER, record
+                stream, chunk_bytes, inflater or DEFAULT_INFLATER, record, byte_range
             )
         else:
-            blocks = _read_blocks(stream, chunk_bytes, record)
+            blocks = _read_blocks(stream, chunk_bytes, record, byte_range)
 
         try:
-            yield from _align_lines(blocks, max_line_bytes, record)
+            keep_tail = byte_range is None or byte_range[1] is None
+            yield from _align_lines(blocks, max_line_bytes, record, first_text, keep_tail)
         finally:
             blocks.close()
 
 
 def _align_lines(
-    blocks: Iterator[bytes], max_line_bytes: int, record: FileRecord
+    blocks: Iterator[bytes],
+    max_line_bytes: int,
+    record: FileRecord,
+    first_text: bytes = b"",
+    keep_tail: bool = True,
 ) -> Iterator[bytes]:
-    """Regroup raw blocks into line-aligned chunks and count lines."""
-    carry = b""
+    """Regroup raw blocks into line-aligned chunks and count lines.
+
+    ``first_text`` begins the first line. Without ``keep_tail``, the text
+    after the last newline is kept in ``record.tail`` instead of being
+    yielded and counted.
+    """
+    carry = first_text
     skipping = False  # inside a line already reported as too long
 
     for block in blocks:
@@ -188,6 +267,13 @@ def _align_lines(
             carry = b""
             skipping = True
 
+    if not keep_tail and record.damage is None:
+        if skipping:
+            # The skipped line goes on in the next range, which cannot
+            # tell that it is too long.
+            record.unsafe_end = True
+        record.tail = carry
+        return
     if skipping:
         record.lines += 1
     elif carry:

@@ -133,6 +133,8 @@ class FileRecord:
         "bad_reasons",
         "bad_kept",
         "damage",
+        "unsafe_end",
+        "tail",
     )
 
     def __init__(self, path: str) -> None:
@@ -153,6 +155,13 @@ class FileRecord:
         self.bad_reasons: Dict[str, int] = {}
         self.bad_kept: List[Tuple[int, str]] = []
         self.damage: Optional[str] = None
+        #: A byte range ended inside a gzip member or inside a line too
+        #: long to keep, so its end is no safe boundary (see
+        #: ``iter_line_chunks``).
+        self.unsafe_end = False
+        #: The text after the last newline of a byte range that ends
+        #: before the end of the file; it begins the next range's first line.
+        self.tail = b""
 
     def add_bad(self, line: int, reason: str) -> None:
         """Count one bad line, keeping its number while under the limit."""

@@ -267,10 +267,24 @@ def test_processes_rows_report_budget_and_rss() -> None:
     summary = ShardedReplayer(inputs, options, 2).run()
 
     roles = [row["role"] for row in summary.processes]
-    assert roles == ["main", "worker", "worker"]
+    # The main process reads one share of the dry run itself.
+    assert roles == ["main", "worker"]
+    assert [row["files"] for row in summary.processes] == [1, 1]
+    assert [row["memory_budget_bytes"] for row in summary.processes] == [budget // 2, budget // 2]
+    assert all(row["peak_rss_bytes"] > 0 for row in summary.processes)
+
+
+def test_processes_rows_without_local_share() -> None:
+    budget = 256 * 1024 * 1024
+    options = ReplayOptions(dry_run=True, memory_budget=budget)
+    cm1 = DIST / "cm1_1_48_20240926"
+    inputs = [str(cm1 / "cm1-DEFAULT-3537780-preload.pfw.gz"), str(cm1 / "cm1-DEFAULT-3537781-preload.pfw.gz")]
+
+    summary = ShardedReplayer(inputs, options, 2, local_share=False).run()
+
+    assert [row["role"] for row in summary.processes] == ["main", "worker", "worker"]
     assert [row["files"] for row in summary.processes] == [0, 1, 1]
     assert [row["memory_budget_bytes"] for row in summary.processes] == [0, budget // 2, budget // 2]
-    assert all(row["peak_rss_bytes"] > 0 for row in summary.processes)
 
 
 def test_one_process_row_in_single_process_replay() -> None:
@@ -323,7 +337,8 @@ def test_cli_processes_json_matches_one(tmp_path: Path) -> None:
 
     single_out, single = runs["1"]
     sharded_out, sharded = runs["2"]
-    assert [row["role"] for row in sharded.pop("processes")] == ["main", "worker", "worker"]
+    # In a dry run the main process reads one share itself.
+    assert [row["role"] for row in sharded.pop("processes")] == ["main", "worker"]
     assert [row["role"] for row in single.pop("processes")] == ["main"]
     del single["wall_seconds"], sharded["wall_seconds"]
     del single["timing"]["elapsed_s"], sharded["timing"]["elapsed_s"]
