@@ -704,20 +704,11 @@ class Replayer:
                         part,
                     )
 
-            def body(inner: CoroScope) -> None:
-                with self._lock:
-                    self._scopes.append(inner)
-                    if self._cancelled:
-                        inner.cancel()
-                try:
-                    for number in range(workers):
-                        inner.spawn(file_worker, name=f"files-{number}")
-                    inner.join_all()
-                finally:
-                    with self._lock:
-                        self._scopes.remove(inner)
+            def start(inner: CoroScope) -> None:
+                for number in range(workers):
+                    inner.spawn(file_worker, name=f"files-{number}")
 
-            scope.scope(body)
+            self._in_cancel_scope(scope, start)
 
         # A timed replay switches tasks often, so that a stream whose call
         # is due waits for the decoder at most a short slice.
