@@ -11,6 +11,14 @@ from greenlet import getcurrent, greenlet
 
 from greenpipe._compat import os_thread_count
 
+try:
+    # numpy starts its BLAS threads on import and keeps them. Several code
+    # paths import it on first use (Dask, matplotlib, pyarrow), so import
+    # it before any test counts threads.
+    import numpy  # noqa: F401
+except ImportError:  # pragma: no cover - numpy comes with the test extra
+    pass
+
 
 def _live_greenlets() -> int:
     # The main greenlet is created on first use, so create it before counting.
