@@ -140,37 +140,45 @@ class OrderGates:
 
 
 class _Pending:
-    """Unfinished calls of one kind on one path, in gates of dispatch order.
+    """Unfinished calls of one kind on one path, by the stream that made them.
 
-    :meth:`add` counts a call in the newest open gate. :meth:`snapshot`
-    returns the gates with calls still pending and closes the newest, so
-    calls added later never join a gate that someone already waits for.
+    A stream runs its calls in dispatch order, so once the newest call of
+    a stream has ended, all its earlier calls have too. Each stream
+    therefore needs one gate: :meth:`add` counts a call in the stream's
+    open gate, and :meth:`snapshot` returns the gates of the other streams
+    that have calls pending and closes them, so calls added later never
+    join a gate that someone already waits for. A stream never waits for
+    its own calls: they ran before.
     """
 
     __slots__ = ("gates",)
 
     def __init__(self) -> None:
-        self.gates: List[Gate] = []
+        self.gates: Dict[Any, Gate] = {}
 
-    def add(self) -> Gate:
-        gates = self.gates
-        if gates and not gates[-1].closed:
-            gate = gates[-1]
+    def add(self, owner: Any) -> Gate:
+        gate = self.gates.get(owner)
+        if gate is not None and not gate.closed and gate.count > 0:
             gate.count += 1
             return gate
-        gate = Gate()
-        gates.append(gate)
+        gate = self.gates[owner] = Gate()
         return gate
 
-    def snapshot(self) -> List[Gate]:
-        live = [gate for gate in self.gates if gate.count > 0]
-        self.gates = live
-        if live:
-            live[-1].closed = True
+    def snapshot(self, owner: Any) -> List[Gate]:
+        live: List[Gate] = []
+        done = []
+        for other, gate in self.gates.items():
+            if gate.count <= 0:
+                done.append(other)
+            elif other != owner:
+                gate.closed = True
+                live.append(gate)
+        for other in done:
+            del self.gates[other]
         return live
 
     def idle(self) -> bool:
-        return all(gate.count <= 0 for gate in self.gates)
+        return all(gate.count <= 0 for gate in self.gates.values())
 
 
 class _PathDeps:
@@ -311,12 +319,13 @@ class ResourceOrder:
                 closing = self._closes[(position, event.pid, fd)] = Gate()
                 releases.append(closing)
 
+        stream = (position, event.pid, event.tid)
         with self._gates.lock:
-            self._add_path(path, kind, role, process, waits, releases)
+            self._add_path(path, kind, role, stream, waits, releases)
             if op == "rename":
                 target = self._second_path(event)
                 if target is not None and target != path:
-                    self._add_path(target, "rename", PROBE, process, waits, releases)
+                    self._add_path(target, "rename", PROBE, stream, waits, releases)
         if len(self._paths) + len(self._closes) > self._sweep_at:
             self._sweep()
         return Step(waits, releases)
@@ -326,10 +335,12 @@ class ResourceOrder:
         path: str,
         kind: Optional[str],
         role: str,
-        process: Tuple[int, int],
+        stream: Tuple[int, int, int],
         waits: List[Gate],
         releases: List[Gate],
     ) -> None:
+        process = stream[:2]
+        thread = stream[2]
         deps = self._paths.get(path)
         if deps is None:
             deps = self._paths[path] = _PathDeps()
@@ -352,21 +363,21 @@ class ResourceOrder:
             releases.append(deps.epoch)
 
         if role == READ:
-            waits.extend(deps.writes.snapshot())
+            waits.extend(deps.writes.snapshot(stream))
         elif role == WRITE:
-            releases.append(deps.writes.add())
+            releases.append(deps.writes.add(stream))
         if role in (READ, WRITE, IO, CLOSE):
             opens = deps.opens.get(process)
             if opens is not None:
-                waits.extend(opens.snapshot())
+                waits.extend(opens.snapshot(thread))
         if role == OPEN:
-            releases.append(deps.opens.setdefault(process, _Pending()).add())
+            releases.append(deps.opens.setdefault(process, _Pending()).add(thread))
         elif role == CLOSE:
             io = deps.io.get(process)
             if io is not None:
-                waits.extend(io.snapshot())
+                waits.extend(io.snapshot(thread))
         elif role in (READ, WRITE, IO):
-            releases.append(deps.io.setdefault(process, _Pending()).add())
+            releases.append(deps.io.setdefault(process, _Pending()).add(thread))
 
     def _sweep(self) -> None:
         """Drop the paths and closes with nothing pending."""
