@@ -532,6 +532,35 @@ def test_dependency_tables_stay_bounded() -> None:
     assert order.tracked_paths <= 4097
 
 
+def _data_call(name: str, tid: int, ts: int) -> Event:
+    return Event(name, "POSIX", 1, tid, ts, 1, "X", {"count": 4096, "fd": 3}, "/data/f")
+
+
+def test_stream_never_waits_for_its_own_calls() -> None:
+    order = ResourceOrder(OrderGates(), lambda event: None)
+
+    steps = []
+    for number in range(600):
+        name = "write" if number % 2 else "read"
+        steps.append(order.step(0, _data_call(name, 1, number), name))
+
+    assert all(step is not None and step.waits == [] for step in steps)
+
+
+def test_read_waits_for_one_gate_per_other_stream() -> None:
+    # Thread 1 queues 300 writes, none ended yet; thread 2's read then waits
+    # for the newest of them only, which ends after all the others.
+    order = ResourceOrder(OrderGates(), lambda event: None)
+    writes = [order.step(0, _data_call("write", 1, n), "write") for n in range(300)]
+
+    step = order.step(0, _data_call("read", 2, 400), "read")
+
+    assert step is not None
+    assert len(step.waits) == 1
+    assert step.waits[0].count == 300
+    assert all(write is not None and step.waits[0] in write.releases for write in writes)
+
+
 # -- the repeated real trace -------------------------------------------------------------
 
 
