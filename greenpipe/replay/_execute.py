@@ -599,7 +599,11 @@ class StreamRunner:
             where = self.context.sandbox.display(event.path) if event.path else "?"
             stats.fail(name, SANDBOX_REASON, f"{name} {where}: {exc.strerror or exc}")
             return
-        except OSError as exc:
+        except (OSError, OverflowError) as exc:
+            if isinstance(exc, OverflowError):
+                # A traced size or offset beyond what size_t or off_t holds
+                # never reaches the kernel; count it as the kernel's EOVERFLOW.
+                exc = OSError(errno.EOVERFLOW, os.strerror(errno.EOVERFLOW))
             self._count_error(event, op, ret, exc)
             self._track(event, op, short_reads)
             if observing:

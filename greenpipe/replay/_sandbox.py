@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 #: Maximum file name length, in bytes, of most Linux file systems.
 NAME_MAX = 255
+#: Largest file size and offset that ``off_t`` holds on 64-bit Linux.
+MAX_FILE_SIZE = 2**63 - 1
 #: Name of the file that marks a folder as a replay root.
 ROOT_MARKER = ".greenpipe-replay-root"
 _ROOT_MARKER_NAME = os.fsencode(ROOT_MARKER)
@@ -449,6 +451,10 @@ class PathSandbox:
         Returns:
             Whether the file was created or extended.
         """
+        if size > MAX_FILE_SIZE:
+            # A corrupt trace can ask for more than off_t holds; os.ftruncate
+            # would raise OverflowError instead of failing like the kernel.
+            raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
         created = True
         try:
             fd = self.open(traced, os.O_RDWR | os.O_CREAT | os.O_EXCL)
