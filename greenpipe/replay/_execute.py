@@ -705,7 +705,8 @@ class StreamRunner:
 
         reason = "ENOENT" if isinstance(exc, FileNotFoundError) else _reason(exc)
         self._missing = reason == "ENOENT"
-        where = self.context.sandbox.display(event.path) if event.path else "?"
+        path = event.path or self._handle_path
+        where = self.context.sandbox.display(path) if path else "?"
         message = "No such file or directory" if reason == "ENOENT" else exc.strerror or exc
         stats.fail(name, reason, f"{name} {where}: {message}")
         if ret is None:

@@ -383,3 +383,20 @@ def test_read_beyond_off_t_skips_preparing_file(tmp_path: Path, sandbox_dirs) ->
     assert len(summary.preparation.failures) == 1
     assert summary.preparation.failures[0] == f"{root}/f: File too large"
     assert summary.failed == {"ENOENT": 1}
+
+
+def test_failed_descriptor_call_names_its_path(tmp_path: Path, sandbox_dirs) -> None:
+    root, _ = sandbox_dirs
+    trace = write_trace(
+        tmp_path / "f.pfw",
+        [
+            call("open64", 1, fname="/f", flags=O_RDWR_CREAT, mode=0o644, ret=3),
+            call("pwrite64", 2, fd=3, count=8, offset=-5, ret=8),
+            call("close", 3, fd=3, ret=0),
+        ],
+    )
+
+    summary = _replay(trace, root, threads=1)
+
+    assert summary.failed == {"EINVAL": 1}
+    assert summary.failure_messages["EINVAL"] == (f"pwrite64 {root}/f: Invalid argument",)
