@@ -507,11 +507,25 @@ class Replayer:
         def plan_sink(
             scope: CoroScope, index: int, path: str, channel: Channel[Any], c: FileCounters, copy: int
         ) -> None:
+            # The plan follows the events in start-time order within the
+            # reorder window, as the replay runs them. In file order, a close
+            # written after another thread's open of the same descriptor
+            # number would hide the file that the descriptor's later calls use.
             file_plan = FilePlan()
+            window = self.options.window
+            pending: List[Tuple[int, int, Event]] = []
+            sequence = 0
             for batch in channel:
-                file_plan.feed(batch)
+                ordered = []
+                for event in batch:
+                    heapq.heappush(pending, (event.ts, sequence, event))
+                    sequence += 1
+                    if len(pending) > window:
+                        ordered.append(heapq.heappop(pending)[2])
+                file_plan.feed(ordered)
                 self._plan_events += len(batch)
                 scope.maybe_yield()
+            file_plan.feed([heapq.heappop(pending)[2] for _ in range(len(pending))])
             plan.add(path, file_plan)
 
         self._passes(files, plan_sink, keep_counters=False)

@@ -400,3 +400,28 @@ def test_failed_descriptor_call_names_its_path(tmp_path: Path, sandbox_dirs) -> 
 
     assert summary.failed == {"EINVAL": 1}
     assert summary.failure_messages["EINVAL"] == (f"pwrite64 {root}/f: Invalid argument",)
+
+
+def test_plan_follows_start_order_of_shared_descriptor(tmp_path: Path, sandbox_dirs) -> None:
+    # Thread 2 reuses descriptor 5 after thread 1 closed it, but the close
+    # is written to the trace after thread 2's open, as DFTracer writes an
+    # event when its call ends.
+    root, _ = sandbox_dirs
+    trace = write_trace(
+        tmp_path / "f.pfw",
+        [
+            call("open64", 10, tid=1, fname="/a", flags=os.O_RDONLY, ret=5),
+            call("pread64", 12, tid=1, fd=5, count=10, offset=0, ret=10),
+            call("open64", 30, tid=2, fname="/b", flags=os.O_RDONLY, ret=5),
+            call("close", 20, tid=1, fd=5, ret=0),
+            call("pread64", 40, tid=2, fd=5, count=50, offset=100, ret=50),
+            call("close", 50, tid=2, fd=5, ret=0),
+        ],
+    )
+
+    summary = _replay(trace, root, threads=1)
+
+    assert summary.events_replayed == 6
+    assert summary.short_reads == 0
+    assert summary.bytes_read == 60
+    assert os.path.getsize(root / "b") == 150
