@@ -1162,23 +1162,32 @@ def _parse(
                 # Still running in the I/O thread after a cancellation; the
                 # generator closes its file when it is collected.
                 pass
-        if record is None:
-            files = reader.statistics().files
-        else:
-            files = (record.freeze(),)
-            if record.unsafe_end:
-                counters.clean_end = False
-        for stats in files:
-            # Lines too long to split and a cut last line are found while
-            # reading, before they reach the decoder.
-            counters.read_bad_lines += stats.bad_lines
-            counters.lines += stats.lines
-            counters.first_read_bad_lines = tuple(
-                (bad.line, bad.reason) for bad in stats.first_bad_lines
-            )
-            if stats.damage is not None:
-                counters.problem = f"{path}: {stats.damage}"
-                counters.damaged = True
+            # Also after a cancellation, so that the lines read so far
+            # cover the events already decoded.
+            _count_read_lines(path, reader, record, counters)
+
+
+def _count_read_lines(
+    path: str, reader: TraceReader, record: Optional[FileRecord], counters: FileCounters
+) -> None:
+    """Add the lines, bad lines and damage that reading ``path`` found to ``counters``."""
+    if record is None:
+        files = reader.statistics().files
+    else:
+        files = (record.freeze(),)
+        if record.unsafe_end:
+            counters.clean_end = False
+    for stats in files:
+        # Lines too long to split and a cut last line are found while
+        # reading, before they reach the decoder.
+        counters.read_bad_lines += stats.bad_lines
+        counters.lines += stats.lines
+        counters.first_read_bad_lines = tuple(
+            (bad.line, bad.reason) for bad in stats.first_bad_lines
+        )
+        if stats.damage is not None:
+            counters.problem = f"{path}: {stats.damage}"
+            counters.damaged = True
 
 
 def _decode(
