@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 #: Maximum file name length, in bytes, of most Linux file systems.
 NAME_MAX = 255
-#: Largest file size and offset that ``off_t`` holds on 64-bit Linux.
+#: Largest file size and offset that a signed 64-bit ``off_t`` can represent.
 MAX_FILE_SIZE = 2**63 - 1
 #: Name of the file that marks a folder as a replay root.
 ROOT_MARKER = ".greenpipe-replay-root"
@@ -452,8 +452,8 @@ class PathSandbox:
             Whether the file was created or extended.
         """
         if size > MAX_FILE_SIZE:
-            # A corrupt trace can ask for more than off_t holds; os.ftruncate
-            # would raise OverflowError instead of failing like the kernel.
+            # A corrupt trace can ask for more than off_t can represent, and
+            # os.ftruncate would then raise OverflowError instead of failing.
             raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
         created = True
         try:
