@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional, Protoc
 
 from . import __version__
 from .replay import ReplayError, ReplayOptions, ReplayProgress, Replayer, ReplaySummary
+from .replay import find_trace_files
 from .replay._data import parse_data
 from .replay._options import SAMPLE_UNITS
 from .replay._options import is_inside
@@ -718,8 +719,32 @@ def _dask_replayer(args: argparse.Namespace, options: ReplayOptions) -> DaskRepl
     return DaskReplayer(args.traces, options, address=args.dask, scheduler_file=args.scheduler_file)
 
 
+def _check_outputs_spare_inputs(args: argparse.Namespace) -> None:
+    """Raise UsageError when --json or --emit-trace names an input trace file.
+
+    Both outputs are truncated before or while the traces are read, so
+    such a run would replay an empty trace and destroy the input.
+    """
+    outputs = [
+        (option, value)
+        for option, value in (("--json", args.json), ("--emit-trace", args.emit_trace))
+        if value and value != "-" and os.path.exists(value)
+    ]
+    if not outputs:
+        return
+    inputs = {os.path.realpath(path): path for path in find_trace_files(args.traces)[0]}
+    for option, value in outputs:
+        trace = inputs.get(os.path.realpath(value))
+        if trace is not None:
+            raise UsageError(
+                f"The {option} output {value!r} is the input trace {trace}, which it would "
+                "overwrite. Choose another file."
+            )
+
+
 def _run_replay(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     options = options_from_args(args)
+    _check_outputs_spare_inputs(args)
     if args.json and args.json != "-":
         try:
             open(args.json, "a", encoding="utf-8").close()

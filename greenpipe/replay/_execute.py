@@ -599,7 +599,11 @@ class StreamRunner:
             where = self.context.sandbox.display(event.path) if event.path else "?"
             stats.fail(name, SANDBOX_REASON, f"{name} {where}: {exc.strerror or exc}")
             return
-        except OSError as exc:
+        except (OSError, OverflowError) as exc:
+            if isinstance(exc, OverflowError):
+                # A traced size or offset beyond what size_t or off_t holds
+                # never reaches the kernel; count it as the kernel's EOVERFLOW.
+                exc = OSError(errno.EOVERFLOW, os.strerror(errno.EOVERFLOW))
             self._count_error(event, op, ret, exc)
             self._track(event, op, short_reads)
             if observing:
@@ -701,7 +705,8 @@ class StreamRunner:
 
         reason = "ENOENT" if isinstance(exc, FileNotFoundError) else _reason(exc)
         self._missing = reason == "ENOENT"
-        where = self.context.sandbox.display(event.path) if event.path else "?"
+        path = event.path or self._handle_path
+        where = self.context.sandbox.display(path) if path else "?"
         message = "No such file or directory" if reason == "ENOENT" else exc.strerror or exc
         stats.fail(name, reason, f"{name} {where}: {message}")
         if ret is None:

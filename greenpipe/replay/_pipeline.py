@@ -507,11 +507,25 @@ class Replayer:
         def plan_sink(
             scope: CoroScope, index: int, path: str, channel: Channel[Any], c: FileCounters, copy: int
         ) -> None:
+            # The plan follows the events in start-time order within the
+            # reorder window, as the replay runs them. In file order, a close
+            # written after another thread's open of the same descriptor
+            # number would hide the file that the descriptor's later calls use.
             file_plan = FilePlan()
+            window = self.options.window
+            pending: List[Tuple[int, int, Event]] = []
+            sequence = 0
             for batch in channel:
-                file_plan.feed(batch)
+                ordered = []
+                for event in batch:
+                    heapq.heappush(pending, (event.ts, sequence, event))
+                    sequence += 1
+                    if len(pending) > window:
+                        ordered.append(heapq.heappop(pending)[2])
+                file_plan.feed(ordered)
                 self._plan_events += len(batch)
                 scope.maybe_yield()
+            file_plan.feed([heapq.heappop(pending)[2] for _ in range(len(pending))])
             plan.add(path, file_plan)
 
         self._passes(files, plan_sink, keep_counters=False)
@@ -1139,23 +1153,32 @@ def _parse(
                 # Still running in the I/O thread after a cancellation; the
                 # generator closes its file when it is collected.
                 pass
-        if record is None:
-            files = reader.statistics().files
-        else:
-            files = (record.freeze(),)
-            if record.unsafe_end:
-                counters.clean_end = False
-        for stats in files:
-            # Lines too long to split and a cut last line are found while
-            # reading, before they reach the decoder.
-            counters.read_bad_lines += stats.bad_lines
-            counters.lines += stats.lines
-            counters.first_read_bad_lines = tuple(
-                (bad.line, bad.reason) for bad in stats.first_bad_lines
-            )
-            if stats.damage is not None:
-                counters.problem = f"{path}: {stats.damage}"
-                counters.damaged = True
+            # Also after a cancellation, so that the lines read so far
+            # cover the events already decoded.
+            _count_read_lines(path, reader, record, counters)
+
+
+def _count_read_lines(
+    path: str, reader: TraceReader, record: Optional[FileRecord], counters: FileCounters
+) -> None:
+    """Add the lines, bad lines and damage that reading ``path`` found to ``counters``."""
+    if record is None:
+        files = reader.statistics().files
+    else:
+        files = (record.freeze(),)
+        if record.unsafe_end:
+            counters.clean_end = False
+    for stats in files:
+        # Lines too long to split and a cut last line are found while
+        # reading, before they reach the decoder.
+        counters.read_bad_lines += stats.bad_lines
+        counters.lines += stats.lines
+        counters.first_read_bad_lines = tuple(
+            (bad.line, bad.reason) for bad in stats.first_bad_lines
+        )
+        if stats.damage is not None:
+            counters.problem = f"{path}: {stats.damage}"
+            counters.damaged = True
 
 
 def _decode(

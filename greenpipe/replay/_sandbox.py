@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 #: Maximum file name length, in bytes, of most Linux file systems.
 NAME_MAX = 255
+#: Largest file size and offset that a signed 64-bit ``off_t`` can represent.
+MAX_FILE_SIZE = 2**63 - 1
 #: Name of the file that marks a folder as a replay root.
 ROOT_MARKER = ".greenpipe-replay-root"
 _ROOT_MARKER_NAME = os.fsencode(ROOT_MARKER)
@@ -449,6 +451,10 @@ class PathSandbox:
         Returns:
             Whether the file was created or extended.
         """
+        if size > MAX_FILE_SIZE:
+            # A corrupt trace can ask for more than off_t can represent, and
+            # os.ftruncate would then raise OverflowError instead of failing.
+            raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
         created = True
         try:
             fd = self.open(traced, os.O_RDWR | os.O_CREAT | os.O_EXCL)

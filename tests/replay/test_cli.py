@@ -301,3 +301,22 @@ def test_unlistable_folder_reports_permission(tmp_path):
 
     assert files == []
     assert problems == [f"{folder}: permission denied; the folder cannot be listed"]
+
+
+@pytest.mark.parametrize("option", ["--json", "--emit-trace"])
+def test_cli_output_onto_input_trace_rejected(tmp_path: Path, option: str) -> None:
+    folder = tmp_path / "traces"
+    folder.mkdir()
+    trace = folder / "test.pfw.gz"
+    trace.write_bytes(SMALL.read_bytes())
+    original = trace.read_bytes()
+
+    for given in (str(trace), str(folder)):
+        code, out, err = run_cli("replay", given, "--root", str(tmp_path / "r"), option, str(trace))
+
+        assert code == 1
+        assert out == ""
+        assert err.count("\n") == 1
+        assert f"The {option} output '{trace}' is the input trace {trace}" in err
+        assert trace.read_bytes() == original
+        assert not (tmp_path / "r").exists()

@@ -339,3 +339,89 @@ def test_implicit_open_for_read_allows_write(tmp_path: Path, sandbox_dirs) -> No
     assert summary.events_replayed == 3
     assert summary.implicit_opens == 2
     assert (root / "f").stat().st_size == 40
+
+
+def test_offset_beyond_off_t_fails_the_call(tmp_path: Path, sandbox_dirs) -> None:
+    root, outside = sandbox_dirs
+    before = snapshot(outside)
+    beyond = 2**63 + 5
+    trace = write_trace(
+        tmp_path / "f.pfw",
+        [
+            call("open64", 1, fname="/f", flags=O_RDWR_CREAT, mode=0o644, ret=3),
+            call("pwrite64", 2, fd=3, count=8, offset=0, ret=8),
+            call("pread64", 3, fd=3, count=8, offset=beyond, ret=0),
+            call("lseek64", 4, fd=3, offset=beyond, whence=0, ret=beyond),
+            call("ftruncate64", 5, fd=3, length=beyond, ret=0),
+            call("close", 6, fd=3, ret=0),
+        ],
+    )
+
+    summary = _replay(trace, root, threads=1)
+
+    assert summary.exit_code() == 2
+    assert summary.events_replayed == 3
+    assert summary.failed == {"EOVERFLOW": 3}
+    assert summary.bytes_written == 8
+    assert snapshot(outside) == before
+
+
+def test_read_beyond_off_t_skips_preparing_file(tmp_path: Path, sandbox_dirs) -> None:
+    root, _ = sandbox_dirs
+    trace = write_trace(
+        tmp_path / "f.pfw",
+        [
+            call("open64", 1, fname="/f", flags=os.O_RDONLY, ret=3),
+            call("pread64", 2, fd=3, count=4096, offset=2**63 - 100, ret=4096),
+            call("close", 3, fd=3, ret=0),
+        ],
+    )
+
+    summary = _replay(trace, root, threads=1)
+
+    assert summary.preparation.files == 0
+    assert len(summary.preparation.failures) == 1
+    assert summary.preparation.failures[0] == f"{root}/f: File too large"
+    assert summary.failed == {"ENOENT": 1}
+
+
+def test_failed_descriptor_call_names_its_path(tmp_path: Path, sandbox_dirs) -> None:
+    root, _ = sandbox_dirs
+    trace = write_trace(
+        tmp_path / "f.pfw",
+        [
+            call("open64", 1, fname="/f", flags=O_RDWR_CREAT, mode=0o644, ret=3),
+            call("pwrite64", 2, fd=3, count=8, offset=-5, ret=8),
+            call("close", 3, fd=3, ret=0),
+        ],
+    )
+
+    summary = _replay(trace, root, threads=1)
+
+    assert summary.failed == {"EINVAL": 1}
+    assert summary.failure_messages["EINVAL"] == (f"pwrite64 {root}/f: Invalid argument",)
+
+
+def test_plan_follows_start_order_of_shared_descriptor(tmp_path: Path, sandbox_dirs) -> None:
+    # Thread 2 reuses descriptor 5 after thread 1 closed it, but the close
+    # is written to the trace after thread 2's open, as DFTracer writes an
+    # event when its call ends.
+    root, _ = sandbox_dirs
+    trace = write_trace(
+        tmp_path / "f.pfw",
+        [
+            call("open64", 10, tid=1, fname="/a", flags=os.O_RDONLY, ret=5),
+            call("pread64", 12, tid=1, fd=5, count=10, offset=0, ret=10),
+            call("open64", 30, tid=2, fname="/b", flags=os.O_RDONLY, ret=5),
+            call("close", 20, tid=1, fd=5, ret=0),
+            call("pread64", 40, tid=2, fd=5, count=50, offset=100, ret=50),
+            call("close", 50, tid=2, fd=5, ret=0),
+        ],
+    )
+
+    summary = _replay(trace, root, threads=1)
+
+    assert summary.events_replayed == 6
+    assert summary.short_reads == 0
+    assert summary.bytes_read == 60
+    assert os.path.getsize(root / "b") == 150

@@ -282,3 +282,39 @@ def test_cli_prints_parity_and_buckets(tmp_path: Path) -> None:
     assert data["lines"]["total"] == 6
     assert data["lines"]["unaccounted"] == 0
     assert data["mismatch_cause_count"] == 1
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_interrupted_pass_counts_lines_read(tmp_path: Path, monkeypatch, dry_run: bool) -> None:
+    from greenpipe.replay import Replayer
+    from greenpipe.replay._options import EventFilter
+
+    events = [call("open64", 1, fname="/f", flags=os.O_RDWR | os.O_CREAT, mode=0o644, ret=3)]
+    events += [call("pwrite64", 2 + n, fd=3, count=1, offset=n, ret=1) for n in range(40_000)]
+    trace = write_trace(tmp_path / "big.pfw", events)
+    options = ReplayOptions(
+        root=None if dry_run else str(tmp_path / "root"),
+        dry_run=dry_run,
+        threads=1,
+        exclude_pids=frozenset({99}),
+    )
+    replayer = Replayer([str(trace)], options)
+    accept = EventFilter.accept
+    seen = []
+    # A real replay filters every event in its plan pass first.
+    cancel_at = 5_000 if dry_run else len(events) + 5_000
+
+    def cancelling_accept(self, event):
+        seen.append(event)
+        if len(seen) == cancel_at:
+            replayer.cancel()
+        return accept(self, event)
+
+    monkeypatch.setattr(EventFilter, "accept", cancelling_accept)
+
+    s = replayer.run()
+
+    assert s.interrupted
+    assert 0 < s.events_seen < 40_001
+    assert s.lines["total"] >= s.events_seen
+    assert s.lines["unaccounted"] >= 0

@@ -54,7 +54,7 @@ EXACT = {
 
 # file: (options, seen, filtered, application, prepared files, folders, bytes)
 CROSS_THREAD = {
-    f"{COSMO}/trace-30752.pfw": ({}, 448, 0, 0, 64, 0, 181656975),
+    f"{COSMO}/trace-30752.pfw": ({}, 448, 0, 0, 64, 0, 184478277),
     f"{COSMO}/trace-32778.pfw": ({}, 2853, 0, 2434, 35, 0, 101002253),
     f"{DIST}/test-trace-dist-1.pfw.gz": ({"max_size": 65536}, 102785, 27750, 0, 952, 3, 199776436136),
 }
