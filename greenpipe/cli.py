@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     filters.add_argument("--max-bytes", type=_non_negative, metavar="BYTES", help="skip data calls once the replayed reads and writes reach this many bytes")
 
     data = rep.add_argument_group("data and scaling")
-    data.add_argument("--data", type=_data_kind, default="zero", metavar="zero|random:SEED|pattern", help="bytes that writes write: zeros (default), incompressible bytes from SEED, or a pattern of the traced path and offset")
+    data.add_argument("--data", type=_data_kind, default=None, metavar="zero|random:SEED|pattern", help="bytes that writes write: zeros (default), incompressible bytes from SEED, or a pattern of the traced path and offset")
     data.add_argument("--verify", action="store_true", help="write pattern data naming each traced write and check that every read of replayed bytes finds the latest write before it in trace order")
     data.add_argument("--size-scale", type=_size_scale, default=1.0, metavar="FACTOR", help="multiply the sizes and offsets of reads and writes by FACTOR (default 1)")
     data.add_argument("--align", type=_positive, default=1, metavar="BYTES", help="round scaled sizes and offsets to a multiple of BYTES; a non-zero size becomes at least BYTES (default 1)")
@@ -333,7 +333,7 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
         raise UsageError(f"--max-size ({args.max_size}) must not be below --min-size ({args.min_size}).")
     if args.sample_by != "event" and args.sample is None:
         raise UsageError(f"--sample-by {args.sample_by} needs a rate; add --sample RATE.")
-    if args.verify and args.data not in ("zero", "pattern"):
+    if args.verify and args.data not in (None, "pattern"):
         raise UsageError(
             f"--verify writes pattern data, so --data {args.data} does not apply; drop --data."
         )
@@ -373,7 +373,7 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
         order=args.order,
         sample_by=args.sample_by,
         ranks=_flatten(args.ranks),
-        data=args.data,
+        data=args.data or ("pattern" if args.verify else "zero"),
         verify=args.verify,
         size_scale=args.size_scale,
         align=args.align,

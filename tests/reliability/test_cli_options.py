@@ -94,6 +94,7 @@ CASES: List[Tuple[str, List[str], str]] = [
     ("--data", ["--data", "ones"], "'ones'"),
     ("--data", ["--data", "random:x"], "'random:x'"),
     ("--data", ["--data", "random:1", "--verify"], "--data random:1"),
+    ("--data", ["--data", "zero", "--verify"], "--data zero"),
     ("--verify", ["--verify=1"], "'1'"),
     ("--size-scale", ["--size-scale", "0"], "not 0"),
     ("--size-scale", ["--size-scale", "big"], "'big'"),
