@@ -810,6 +810,7 @@ class Replayer:
             many = len(positions) > workers
             raw_capacity = 1 if many else RAW_CAPACITY
             event_capacity = 2 if many else EVENT_CAPACITY
+            file_batch = TIMED_BATCH_EVENTS if many else batch_events
             sources: List[Tuple[str, Channel[List[Event]]]] = []
             for position in positions:
                 index, path = files[position]
@@ -823,7 +824,7 @@ class Replayer:
                 scope.spawn(
                     _decode, path, raw, events.producer(), mine,
                     EventFilter(options, index), limits[copy], options.memory_budget, scaler,
-                    batch_events, name=f"decode {path}",
+                    file_batch, name=f"decode {path}",
                 )
                 sources.append((path, events))
             Dispatcher(self, scope, contexts[copy], sources, anchors, copy).run(scope)
