@@ -1,4 +1,6 @@
-"""An exception raised in a stage of the replay pipeline reaches the caller as itself.
+"""Failures and cancellations of the stages of the replay pipeline.
+
+An exception raised in a stage reaches the caller as itself.
 
 Without fail-fast scopes, the stages next to the failed one stay parked on
 their channels: the parser on a full channel that no stage reads any more,
@@ -8,13 +10,14 @@ DeadlockError that hides the exception.
 
 from __future__ import annotations
 
+import gc
 import traceback
 from pathlib import Path
 from typing import Any, Iterator, List
 
 import pytest
 
-from greenpipe.replay import ReplayOptions, replay
+from greenpipe.replay import Replayer, ReplayOptions, replay
 from greenpipe.replay import _execute, _pipeline
 
 from .conftest import call, write_trace
@@ -91,3 +94,37 @@ def test_stream_error_reaches_caller(tmp_path: Path, monkeypatch, order: str) ->
 
     with pytest.raises(RuntimeError, match="stream runner failed"):
         replay([str(trace)], options(tmp_path, order))
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_cancel_before_stages_start(tmp_path: Path, monkeypatch, order: str) -> None:
+    # The replay is cancelled while the parse and decode tasks of the file
+    # are spawned but not started, so they never run. Their channel
+    # producers must still be released, or the pipeline warns that they
+    # leaked (the test suite turns that warning into an error).
+    trace = many_chunk_trace(tmp_path)
+    replayer = Replayer([str(trace)], options(tmp_path, order))
+    original = _pipeline.Dispatcher.run
+    make_router = Replayer._make_router
+
+    def cancelling_run(self: Any, scope: Any) -> None:
+        replayer.cancel()
+        original(self, scope)
+
+    def cancelling_router(self: Any, contexts: Any, anchors: Any) -> Any:
+        route = make_router(self, contexts, anchors)
+
+        def route_after_cancel(scope: Any, *args: Any) -> None:
+            replayer.cancel()
+            route(scope, *args)
+
+        return route_after_cancel
+
+    monkeypatch.setattr(_pipeline.Dispatcher, "run", cancelling_run)
+    monkeypatch.setattr(Replayer, "_make_router", cancelling_router)
+
+    summary = replayer.run()
+    gc.collect()
+
+    assert summary.interrupted
+    assert summary.events_replayed == 0
