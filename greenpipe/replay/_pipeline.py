@@ -706,6 +706,9 @@ class Replayer:
                 for position, copy, index, path in work:
                     # Parts split files of a dry run, which has one copy.
                     part = parts[position % len(files)] if parts else None
+                    # Fail fast: a stage that raises leaves the stages
+                    # around it parked on their channels, so they are
+                    # cancelled and its exception reaches the caller.
                     scope.scope(
                         self._file_pipeline,
                         index,
@@ -716,6 +719,7 @@ class Replayer:
                         copy,
                         batch_events,
                         part,
+                        fail_fast=True,
                     )
 
             def start(inner: CoroScope) -> None:
@@ -817,15 +821,17 @@ class Replayer:
                 mine = counters[copy * len(files) + position]
                 raw: Channel[bytes] = make_channel(raw_capacity)
                 events: Channel[List[Event]] = make_channel(event_capacity)
+                raw_producer = raw.producer()
+                events_producer = events.producer()
                 scope.spawn(
-                    _parse, path, raw.producer(), mine, options.memory_budget,
+                    _parse, path, raw_producer, mine, options.memory_budget,
                     name=f"parse {path}",
-                )
+                ).add_done_callback(_releaser(raw_producer))
                 scope.spawn(
-                    _decode, path, raw, events.producer(), mine,
+                    _decode, path, raw, events_producer, mine,
                     EventFilter(options, index), limits[copy], options.memory_budget, scaler,
                     file_batch, name=f"decode {path}",
-                )
+                ).add_done_callback(_releaser(events_producer))
                 sources.append((path, events))
             Dispatcher(self, scope, contexts[copy], sources, anchors, copy).run(scope)
 
@@ -837,7 +843,7 @@ class Replayer:
 
             def group_worker(inner: CoroScope) -> None:
                 for copy, part in work:
-                    inner.scope(dispatch, copy, part)
+                    inner.scope(dispatch, copy, part, fail_fast=True)
 
             for number in range(workers):
                 scope.spawn(group_worker, name=f"groups-{number}")
@@ -864,36 +870,39 @@ class Replayer:
         if part is not None:
             first_member = 1
             if part.start > 0:
-                try:
-                    hashes, members, first_text = scope.spawn_io(
-                        scan_metadata,
-                        path,
-                        part.start,
-                        _chunk_bytes(budget),
-                        effective_budget(budget) // 4,
-                        name=f"scan metadata {path}",
-                    ).result()
+                # A failed child cancels this fail-fast scope even when its
+                # error is caught, so the scan returns None instead of raising.
+                scanned = scope.spawn_io(
+                    _scan_metadata_or_none,
+                    path,
+                    part.start,
+                    _chunk_bytes(budget),
+                    effective_budget(budget) // 4,
+                    name=f"scan metadata {path}",
+                ).result()
+                if scanned is not None:  # None: _parse reports the file as unreadable
+                    hashes, members, first_text = scanned
                     first_member = members + 1
-                except OSError:
-                    pass  # _parse reports the file as unreadable
             byte_range = (part.start, part.stop, first_member)
         raw: Channel[bytes] = make_channel(RAW_CAPACITY)
         events: Channel[List[Event]] = make_channel(EVENT_CAPACITY)
+        raw_producer = raw.producer()
+        events_producer = events.producer()
         scope.spawn(
             _parse,
             path,
-            raw.producer(),
+            raw_producer,
             counters,
             budget,
             byte_range,
             first_text,
             name=f"parse {path}",
-        )
+        ).add_done_callback(_releaser(raw_producer))
         scope.spawn(
             _decode,
             path,
             raw,
-            events.producer(),
+            events_producer,
             counters,
             EventFilter(self.options, index),
             limit,
@@ -903,7 +912,7 @@ class Replayer:
             hashes,
             part is not None,
             name=f"decode {path}",
-        )
+        ).add_done_callback(_releaser(events_producer))
         sink(scope, index, path, events, counters, copy)
 
     def _make_router(self, contexts: List[ReplayContext], anchors: Mapping[str, int]) -> Sink:
@@ -1091,6 +1100,25 @@ class Dispatcher:
             stream, name=f"stream {key[1]}/{key[2]} of {os.path.basename(path)} ({self._copy})"
         )
         return producer
+
+
+def _releaser(producer: ChannelProducer[Any]) -> Callable[[Any], None]:
+    """Return a done callback that releases ``producer``.
+
+    A stage releases its producer itself, but a stage cancelled before it
+    started never runs, and its channel would then never end.
+    """
+    return lambda future: producer.release()
+
+
+def _scan_metadata_or_none(
+    path: str, stop: int, chunk_bytes: int, max_line_bytes: int
+) -> Optional[Tuple[HashTable, int, bytes]]:
+    """Return :func:`scan_metadata` of ``path`` before ``stop``, ``None`` if unreadable."""
+    try:
+        return scan_metadata(path, stop, chunk_bytes, max_line_bytes)
+    except OSError:
+        return None
 
 
 def _chunk_bytes(memory_budget: int) -> int:
