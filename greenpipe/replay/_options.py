@@ -233,6 +233,9 @@ class EventLimit:
     Threads: safe from any thread.
     """
 
+    # NOTE: files decode concurrently, so with several files the events the
+    # cap admits depend on scheduling and can differ between runs.
+
     def __init__(self, limit: Optional[int]) -> None:
         self.limit = limit
         self._taken = 0
