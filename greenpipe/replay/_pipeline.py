@@ -833,7 +833,7 @@ class Replayer:
                     file_batch, name=f"decode {path}",
                 ).add_done_callback(_releaser(events_producer))
                 sources.append((path, events))
-            Dispatcher(self, scope, contexts[copy], sources, anchors, copy).run(scope)
+            Dispatcher(self, scope, contexts[copy], sources, anchors, copy, batch_events).run(scope)
 
         def start(scope: CoroScope) -> None:
             work: Channel[Tuple[int, List[int]]] = make_channel(0)
@@ -979,9 +979,10 @@ class Dispatcher:
 
     Events are sent to the streams in groups. The groups are flushed in
     the order of their first event, before every read from a file, and
-    whenever :data:`BATCH_EVENTS` events are held: then a send that parks
-    on a full stream channel waits only for events dispatched earlier,
-    which never wait for anything later (see ``_order``).
+    whenever ``flush_events`` events are held (fewer in a timed replay, so
+    that due calls wait less). A send that parks on a full stream channel
+    then waits only for events dispatched earlier, which never wait for
+    anything later (see ``_order``).
     """
 
     def __init__(
@@ -992,8 +993,10 @@ class Dispatcher:
         sources: Sequence[Tuple[str, Channel[List[Event]]]],
         anchors: Mapping[str, int],
         copy: int = 0,
+        flush_events: int = BATCH_EVENTS,
     ) -> None:
         self._replayer = replayer
+        self._flush_events = flush_events
         self._scope = scope
         self._context = context
         self._sources = sources
@@ -1067,7 +1070,7 @@ class Dispatcher:
             else:
                 group.append((event, step))
             self._held_events += 1
-            if self._held_events >= BATCH_EVENTS:
+            if self._held_events >= self._flush_events:
                 self._flush()
                 scope.maybe_yield()
 
