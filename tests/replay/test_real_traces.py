@@ -138,7 +138,7 @@ def comparable(summary: object) -> dict:
 
 
 @pytest.mark.parametrize("name", sorted(EXACT) + sorted(CROSS_THREAD))
-def test_dry_run_counts_the_same_with_and_without_filters(name: str) -> None:
+def test_dry_run_filter_paths_agree(name: str) -> None:
     # Without filters, decoded lists are sorted in one call; with a filter
     # that keeps everything, event by event. Both must count the same.
     path = [str(DATA / name)]

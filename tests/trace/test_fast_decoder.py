@@ -517,7 +517,9 @@ def test_scanner_changes_nothing_when_an_event_needs_python() -> None:
     span: List[Any] = [None, None]
     categories = frozenset(("POSIX",))
     assert scan(events, categories, frozenset(), io_out, named_out, span) is None
-    assert io_out == [] and named_out == [] and span == [None, None]
+    assert io_out == []
+    assert named_out == []
+    assert span == [None, None]
     with pytest.raises(TypeError, match="scan needs lists"):
         scan((), categories, frozenset(), io_out, named_out, span)
 
