@@ -53,7 +53,7 @@ PERIOD = 1_048_573
 _PATTERN_SEED = 0x5EED_DA7A
 #: Traced writes kept per byte range of a :class:`WriteMap`, latest first.
 HISTORY = 4
-#: Byte ranges a :class:`WriteMap` keeps for one file before it forgets them.
+#: Byte ranges a :class:`WriteMap` keeps for one file before it drops them all.
 MAX_RANGES = 100_000
 #: Mismatches listed by name in a summary.
 MAX_VERIFY_EXAMPLES = 10
@@ -162,9 +162,9 @@ class WriteMap:
     """The traced writes that covered each byte range of one file.
 
     The ranges are sorted, do not overlap, and adjacent ranges with the
-    same history are merged. Past :data:`MAX_RANGES` ranges the map
-    forgets everything, so memory stays bounded; later reads of the
-    forgotten bytes are not checked.
+    same history are merged. Past :data:`MAX_RANGES` ranges the map drops
+    every range, so memory stays bounded. Later reads of the dropped bytes
+    are not checked.
 
     Threads: not safe; :class:`Verifier` holds the file's lock around it.
     """

@@ -1,11 +1,11 @@
 """The replay's own trace, written in the newest DFTracer format.
 
 With ``--emit-trace FILE`` every executed call becomes one ``ph: "X"``
-event with the replay's timestamps (epoch microseconds when the system
-call started) and durations, the traced ``pid``, ``tid``, call name and
-category, the traced call arguments that describe the request (``count``,
-``offset``, ``whence``, ``flags``, ``mode``, ``size``, ``length``), and
-the ``ret`` of the replayed call. Paths are the mapped paths under the
+event. It has the replay's timestamps (epoch microseconds when the
+system call started) and durations, and the traced ``pid``, ``tid``, call
+name and category. It keeps the traced call arguments that describe the
+request (``count``, ``offset``, ``whence``, ``flags``, ``mode``,
+``size``, ``length``) and the ``ret`` of the replayed call. Paths are the mapped paths under the
 root, named as the newest DFTracer writer names them: a 16-hex-digit hash
 in ``args.fhash`` (``newpath_hash`` for a rename target), defined by an
 ``FH`` metadata event before its first use. The host is an ``HH`` hash in
@@ -16,8 +16,8 @@ compared and replayed by the same tools as the trace.
 Threads. The streams of one process share one :class:`TraceEmitter`.
 Each stream buffers its lines in a :class:`StreamEmitter` and writes them
 under the emitter's lock, in blocks. Each stream defines the hashes it
-uses in its own lines before using them, so a definition always precedes
-its use in the file whatever order the blocks land in; a path used by two
+uses in its own lines before using them, so a definition precedes its
+use in the file whatever order the blocks land in. A path used by two
 streams is defined twice, with the same value.
 
 Processes. A worker process writes a part without the brackets, and the

@@ -601,8 +601,8 @@ class StreamRunner:
             return
         except (OSError, OverflowError) as exc:
             if isinstance(exc, OverflowError):
-                # A traced size or offset beyond what size_t or off_t holds
-                # never reaches the kernel; count it as the kernel's EOVERFLOW.
+                # A traced size or offset too large for size_t or off_t never
+                # reaches the kernel, so count it as the kernel's EOVERFLOW.
                 exc = OSError(errno.EOVERFLOW, os.strerror(errno.EOVERFLOW))
             self._count_error(event, op, ret, exc)
             self._track(event, op, short_reads)

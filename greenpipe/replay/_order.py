@@ -144,8 +144,8 @@ class _Pending:
 
     A stream runs its calls in dispatch order, so once the newest call of
     a stream has ended, all its earlier calls have too. Each stream
-    therefore needs one gate: :meth:`add` counts a call in the stream's
-    open gate, and :meth:`snapshot` returns the gates of the other streams
+    therefore needs one gate. :meth:`add` counts a call in the stream's
+    open gate. :meth:`snapshot` returns the gates of the other streams
     that have calls pending and closes them, so calls added later never
     join a gate that someone already waits for. A stream never waits for
     its own calls: they ran before.

@@ -626,7 +626,7 @@ class Replayer:
                 data=options.data_source(),
                 verify=options.verify,
                 series=collector,
-                # NOTE: with --copies, the emitted trace holds the first copy only.
+                # NOTE: with --copies, the emitted trace contains the first copy only.
                 emitter=emitter if copy == 0 else None,
             )
             for copy, box in enumerate(sandboxes)

@@ -414,7 +414,7 @@ class Plan:
     def timeline(self) -> Optional[Timeline]:
         """Return the traced time span of the events to replay, over all files.
 
-        ``None`` when the plan holds no event.
+        ``None`` when the plan contains no event.
         """
         with self._lock:
             if not self.first_ts or not self.last_ts:

@@ -12,9 +12,9 @@
   from a trace (paths, call names, messages) is HTML-escaped, and plot
   labels are made printable and free of matplotlib's math markup.
 
-A section whose data the run did not measure (a dry run has no replay
-series; lateness and order violations come with the timing and ordering
-modes) states that in the page instead of showing a plot.
+A section whose data the run did not measure states that in the page
+instead of showing a plot. A dry run has no replay series, and lateness
+is measured only by ``--timing original`` and ``think``.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ Why it merges exactly. Every value is an integer: bytes, traced
 microseconds, replayed nanoseconds. Bucket widths are a base width times
 a power of two, and a series that outgrows :data:`MAX_BUCKETS` doubles
 its width, adding neighbouring buckets. The width a series ends with is
-the smallest that holds the latest time it saw, and folding two series
+the smallest that covers the latest time it saw, and folding two series
 coarsens the finer one to the width of the other before adding. Integer
 sums do not depend on their order, so series folded in any order, in
 one process or many, equal the series of one pass over all the calls.

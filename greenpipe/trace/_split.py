@@ -6,7 +6,7 @@ therefore be read without the bytes before it (see ``byte_range`` in
 ``iter_line_chunks``).
 
 Finding member starts. DFTracer appends one gzip member each time its
-16 MiB buffer fills, so a large ``.pfw.gz`` holds many members, but the
+16 MiB buffer fills, so a large ``.pfw.gz`` contains many members, but the
 file keeps no list of them. The side-car indexes do not help either:
 a ``.zindex`` or ``.idx`` file stores access points inside a deflate
 stream, which need an inflater primed at a bit offset (``inflatePrime``
@@ -153,10 +153,11 @@ def scan_metadata(
     """Read the metadata events of ``path`` before byte ``stop``.
 
     Returns:
-        The hash table in force at ``stop``, as the decoder of a pass over
-        the whole file has it there; the number of gzip members that end
-        before ``stop`` (0 for a plain file); and the text after the last
-        newline before ``stop``, which begins the first line after it.
+        A tuple of three. First, the hash table in force at ``stop``, as
+        the decoder of a pass over the whole file has it there. Second,
+        the number of gzip members that end before ``stop`` (0 for a plain
+        file). Third, the text after the last newline before ``stop``,
+        which begins the first line after it.
     """
     table = HashTable()
     record = FileRecord(path)
