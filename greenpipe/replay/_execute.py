@@ -48,7 +48,7 @@ import heapq
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from .._compat import allocate_lock
 from .._scope import sleep as _sleep
@@ -516,14 +516,15 @@ class StreamRunner:
 
     def run_ordered(
         self,
-        batches: Iterable[List[Tuple[Event, Optional[Step]]]],
+        batches: Iterable[List[Union[Event, Step]]],
         maybe_yield: Callable[[], None],
     ) -> None:
         """Execute the events of ``batches`` in the order they come, each after its step.
 
         The dispatcher of ``--order resource`` and ``global`` sends each
-        event with the :class:`Step` it must wait for. Events come in
-        dispatch order, so nothing is reordered here.
+        event inside the :class:`Step` it must wait for, or alone when it
+        waits for nothing. Events come in dispatch order, so nothing is
+        reordered here.
 
         Blocking: parks on the channel while it is empty and on a step's
         gates until the calls it depends on have ended. Cancellation: both
@@ -534,14 +535,15 @@ class StreamRunner:
         stats = self.stats
         try:
             for batch in batches:
-                for event, step in batch:
-                    if step is None:
-                        self.execute(event)
+                for item in batch:
+                    if item.__class__ is not Step:
+                        self.execute(item)  # type: ignore[arg-type]
                         continue
+                    step: Step = item  # type: ignore[assignment]
                     try:
                         if step.waits and gates.wait(step):
                             stats.order_waits += 1
-                        self.execute(event)
+                        self.execute(step.event)
                     finally:
                         gates.release(step)
                 maybe_yield()

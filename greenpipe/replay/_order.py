@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import collections
 import os
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 from .._compat import allocate_lock
 from .._hub import ParkingLot, make_waiter
@@ -78,7 +78,9 @@ class Gate:
 
     def __init__(self, count: int = 1) -> None:
         self.count = count
-        self.lot = ParkingLot()
+        # Made by the first call that waits: most gates are never waited
+        # for, and every object kept in flight lengthens collections.
+        self.lot: Optional[ParkingLot] = None
         # A closed gate takes no more calls (see ``_Pending``).
         self.closed = False
 
@@ -87,13 +89,19 @@ class Gate:
 
 
 class Step:
-    """The gates one dispatched event waits for and releases."""
+    """One dispatched event with the gates it waits for and releases.
 
-    __slots__ = ("waits", "releases")
+    The dispatcher sends this object in place of the event, so that each
+    call in flight costs one container that the garbage collector tracks,
+    not three.
+    """
 
-    def __init__(self, waits: List[Gate], releases: List[Gate]) -> None:
-        self.waits = waits
-        self.releases = releases
+    __slots__ = ("event", "waits", "releases")
+
+    def __init__(self, event: Event, waits: Sequence[Gate], releases: Sequence[Gate]) -> None:
+        self.event = event
+        self.waits = tuple(waits)
+        self.releases = tuple(releases)
 
 
 class OrderGates:
@@ -122,6 +130,8 @@ class OrderGates:
                     if gate.count <= 0:
                         break
                     waiter = make_waiter(gate)
+                    if gate.lot is None:
+                        gate.lot = ParkingLot()
                     gate.lot.add(waiter)
                 waited = True
                 waiter.park()
@@ -133,7 +143,7 @@ class OrderGates:
         with self.lock:
             for gate in step.releases:
                 gate.count -= 1
-                if gate.count <= 0:
+                if gate.count <= 0 and gate.lot is not None:
                     woken.extend(gate.lot.take_all())
         for waiter in woken:
             waiter.wake(None)
@@ -328,7 +338,7 @@ class ResourceOrder:
                     self._add_path(target, "rename", PROBE, stream, waits, releases)
         if len(self._paths) + len(self._closes) > self._sweep_at:
             self._sweep()
-        return Step(waits, releases)
+        return Step(event, waits, releases)
 
     def _add_path(
         self,
@@ -405,7 +415,7 @@ class GlobalOrder:
     def step(self, position: int, event: Event, op: str) -> Step:
         previous = self._previous
         gate = self._previous = Gate()
-        return Step([previous] if previous is not None else [], [gate])
+        return Step(event, (previous,) if previous is not None else (), (gate,))
 
 
 # -- violations -------------------------------------------------------------------

@@ -975,7 +975,8 @@ class Dispatcher:
     wait in one heap, and an event leaves only while more than ``window``
     events of its file are in it. The earliest event of all files leaves
     first, ties broken by file position, then by reading order.
-    Each event leaves with its :class:`~greenpipe.replay._order.Step`.
+    An event that has ordering dependencies leaves inside its
+    :class:`~greenpipe.replay._order.Step`, any other event on its own.
 
     Events are sent to the streams in groups. The groups are flushed in
     the order of their first event, before every read from a file, and
@@ -1063,12 +1064,13 @@ class Dispatcher:
                 fill(position)
             op = classify(event.category, event.name)
             step = None if op is None else step_of(position, event, op)
+            item = event if step is None else step
             key = (position, event.pid, event.tid)
             group = self._groups.get(key)
             if group is None:
-                self._groups[key] = [(event, step)]
+                self._groups[key] = [item]
             else:
-                group.append((event, step))
+                group.append(item)
             self._held_events += 1
             if self._held_events >= self._flush_events:
                 self._flush()

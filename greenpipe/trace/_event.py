@@ -1,12 +1,20 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 
-class Event:
+class PyEvent:
     """One decoded trace event.
+
+    ``greenpipe.trace.Event`` is the compiled form of this class when the
+    extension is built, and this class otherwise. Both have the same
+    constructor, fields, equality and ``repr``. The compiled form is not
+    tracked by the garbage collector while its fields hold only strings,
+    numbers, ``None`` and dicts of such values, which keeps collections
+    short when many events are in flight.
 
     Events are plain slotted objects built by
     :meth:`~greenpipe.trace.TraceReader.iter_events`; creating them by
@@ -100,7 +108,7 @@ class Event:
         )
 
     def __eq__(self, other: object) -> bool:
-        if other.__class__ is not Event:
+        if other.__class__ is not PyEvent:
             return NotImplemented
         return self._key() == other._key()  # type: ignore[attr-defined]
 
@@ -108,6 +116,20 @@ class Event:
 
     def _key(self) -> Tuple[Any, ...]:
         return tuple(getattr(self, slot) for slot in self.__slots__)
+
+    def __reduce__(self) -> Tuple[Any, Tuple[Any, ...]]:
+        return (self.__class__, self._key())
+
+
+if TYPE_CHECKING:
+    Event = PyEvent
+else:
+    try:
+        from ._speedups import Event
+    except ImportError:  # built without a C compiler
+        Event = PyEvent
+    if os.environ.get("GREENPIPE_PURE_PYTHON", "") not in ("", "0"):
+        Event = PyEvent
 
 
 def to_int(value: Any) -> int:

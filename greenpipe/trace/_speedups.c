@@ -37,6 +37,259 @@ static const char *const slot_names[N_FIELDS] = {
 };
 
 /*
+ * Event: the compiled form of greenpipe.trace.Event.
+ *
+ * An event whose fields hold only strings, numbers, None and dicts that
+ * the collector does not track (args of plain values, as orjson builds
+ * them) is left untracked too, like such a dict: the replay keeps many
+ * thousands of events in flight, and every collection would otherwise
+ * walk them all. Assigning a field that the collector tracks tracks the
+ * event again.
+ * NOTE: putting an untracked event inside its own args dict makes a cycle
+ * the collector cannot see, so that event is never freed.
+ */
+typedef struct {
+    PyObject_HEAD
+    PyObject *fields[N_FIELDS];
+} EventObject;
+
+static PyTypeObject Event_Type;
+
+/* Whether the collector may need to see through value. */
+static int
+may_be_tracked(PyObject *value)
+{
+    if (value == NULL || !PyObject_IS_GC(value)) {
+        return 0;
+    }
+    if (PyTuple_CheckExact(value) || PyDict_CheckExact(value)) {
+        return PyObject_GC_IsTracked(value);
+    }
+    return 1;
+}
+
+/* Stop tracking a new event whose fields cannot lead to a cycle. */
+static void
+event_untrack_if_plain(EventObject *event)
+{
+    int i;
+    for (i = 0; i < N_FIELDS; i++) {
+        if (may_be_tracked(event->fields[i])) {
+            return;
+        }
+    }
+    PyObject_GC_UnTrack(event);
+}
+
+static PyObject *
+Event_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"name", "category", "pid", "tid", "ts", "dur",
+                               "phase", "args", "path", "hostname", NULL};
+    PyObject *values[N_FIELDS] = {NULL};
+    values[F_PATH] = Py_None;
+    values[F_HOSTNAME] = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kwargs, "OOOOOOOO|OO:Event", keywords, &values[0], &values[1],
+            &values[2], &values[3], &values[4], &values[5], &values[6],
+            &values[7], &values[8], &values[9])) {
+        return NULL;
+    }
+    EventObject *self = (EventObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    int i;
+    for (i = 0; i < N_FIELDS; i++) {
+        Py_INCREF(values[i]);
+        self->fields[i] = values[i];
+    }
+    event_untrack_if_plain(self);
+    return (PyObject *)self;
+}
+
+static int
+Event_traverse(EventObject *self, visitproc visit, void *arg)
+{
+    int i;
+    for (i = 0; i < N_FIELDS; i++) {
+        Py_VISIT(self->fields[i]);
+    }
+    return 0;
+}
+
+static int
+Event_clear(EventObject *self)
+{
+    int i;
+    for (i = 0; i < N_FIELDS; i++) {
+        Py_CLEAR(self->fields[i]);
+    }
+    return 0;
+}
+
+static void
+Event_dealloc(EventObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Event_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+Event_setattro(EventObject *self, PyObject *name, PyObject *value)
+{
+    if (PyObject_GenericSetAttr((PyObject *)self, name, value) < 0) {
+        return -1;
+    }
+    if (may_be_tracked(value) && !PyObject_GC_IsTracked((PyObject *)self)) {
+        PyObject_GC_Track(self);
+    }
+    return 0;
+}
+
+static PyObject *
+Event_repr(EventObject *self)
+{
+    static const int order[N_FIELDS] = {F_NAME, F_CATEGORY, F_PID,  F_TID,
+                                        F_TS,   F_DUR,      F_PHASE, F_PATH,
+                                        F_HOSTNAME, F_ARGS};
+    PyObject *parts = PyList_New(0);
+    if (parts == NULL) {
+        return NULL;
+    }
+    int i;
+    for (i = 0; i < N_FIELDS; i++) {
+        int field = order[i];
+        PyObject *part;
+        if (self->fields[field] == NULL) {
+            part = PyUnicode_FromFormat("%s=<unset>", slot_names[field]);
+        }
+        else {
+            part = PyUnicode_FromFormat("%s=%R", slot_names[field], self->fields[field]);
+        }
+        if (part == NULL || PyList_Append(parts, part) < 0) {
+            Py_XDECREF(part);
+            Py_DECREF(parts);
+            return NULL;
+        }
+        Py_DECREF(part);
+    }
+    PyObject *separator = PyUnicode_FromString(", ");
+    PyObject *joined = separator == NULL ? NULL : PyUnicode_Join(separator, parts);
+    Py_XDECREF(separator);
+    Py_DECREF(parts);
+    if (joined == NULL) {
+        return NULL;
+    }
+    PyObject *text = PyUnicode_FromFormat("Event(%U)", joined);
+    Py_DECREF(joined);
+    return text;
+}
+
+static PyObject *
+Event_richcompare(PyObject *left, PyObject *right, int op)
+{
+    if ((op != Py_EQ && op != Py_NE) || !Py_IS_TYPE(left, &Event_Type) ||
+        !Py_IS_TYPE(right, &Event_Type)) {
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    EventObject *a = (EventObject *)left;
+    EventObject *b = (EventObject *)right;
+    int equal = 1;
+    int i;
+    for (i = 0; i < N_FIELDS && equal; i++) {
+        PyObject *x = a->fields[i];
+        PyObject *y = b->fields[i];
+        if (x == NULL || y == NULL) {
+            equal = x == y;
+            continue;
+        }
+        equal = PyObject_RichCompareBool(x, y, Py_EQ);
+        if (equal < 0) {
+            return NULL;
+        }
+    }
+    return PyBool_FromLong(op == Py_EQ ? equal : !equal);
+}
+
+static PyObject *
+Event_reduce(EventObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *values = PyTuple_New(N_FIELDS);
+    if (values == NULL) {
+        return NULL;
+    }
+    int i;
+    for (i = 0; i < N_FIELDS; i++) {
+        if (self->fields[i] == NULL) {
+            Py_DECREF(values);
+            PyErr_Format(PyExc_TypeError,
+                         "cannot pickle an Event whose %s was deleted",
+                         slot_names[i]);
+            return NULL;
+        }
+        Py_INCREF(self->fields[i]);
+        PyTuple_SET_ITEM(values, i, self->fields[i]);
+    }
+    return Py_BuildValue("(ON)", (PyObject *)Py_TYPE(self), values);
+}
+
+static PyMethodDef Event_methods[] = {
+    {"__reduce__", (PyCFunction)Event_reduce, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Event_members[N_FIELDS + 1];
+
+static void
+fill_event_members(void)
+{
+    static const char *const docs[N_FIELDS] = {
+        "function or region name; '' when the line has none",
+        "the cat field; '' when absent",
+        "process id; 0 when absent",
+        "thread id; 0 when absent",
+        "start time in microseconds, an int; 0 when absent",
+        "duration in microseconds, an int; 0 when absent",
+        "the ph field ('X', 'M', 'C', ...); '' when absent",
+        "the args object as decoded, numeric call arguments as int",
+        "file path resolved from args.fhash or given inline, or None",
+        "host name resolved from args.hhash or given inline, or None",
+    };
+    int i;
+    for (i = 0; i < N_FIELDS; i++) {
+        Event_members[i].name = slot_names[i];
+        Event_members[i].type = T_OBJECT_EX;
+        Event_members[i].offset =
+            (Py_ssize_t)(offsetof(EventObject, fields) + i * sizeof(PyObject *));
+        Event_members[i].flags = 0;
+        Event_members[i].doc = docs[i];
+    }
+}
+
+static PyTypeObject Event_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "greenpipe.trace.Event",
+    .tp_basicsize = sizeof(EventObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Event(name, category, pid, tid, ts, dur, phase, args, path=None, "
+              "hostname=None)\n\n"
+              "One decoded trace event: the compiled form of\n"
+              "greenpipe.trace._event.PyEvent, which describes the fields.",
+    .tp_new = Event_new,
+    .tp_dealloc = (destructor)Event_dealloc,
+    .tp_traverse = (traverseproc)Event_traverse,
+    .tp_clear = (inquiry)Event_clear,
+    .tp_setattro = (setattrofunc)Event_setattro,
+    .tp_repr = (reprfunc)Event_repr,
+    .tp_richcompare = Event_richcompare,
+    .tp_hash = PyObject_HashNotImplemented,
+    .tp_methods = Event_methods,
+    .tp_members = Event_members,
+};
+
+/*
  * Key classification. orjson keeps a cache of key strings, so the same
  * key arrives as the same object line after line. A table indexed by the
  * object's address classifies most keys with one comparison, and a
@@ -605,6 +858,9 @@ build_event(FastDecoder *self, PyObject *data, PyObject **event)
         /* The new object's slots are NULL: each takes its reference. */
         *(PyObject **)((char *)new_event + self->offsets[i]) = fields[i];
         fields[i] = NULL;
+    }
+    if (self->event_type == &Event_Type) {
+        event_untrack_if_plain((EventObject *)new_event);
     }
     *event = new_event;
     outcome = DONE;
@@ -1262,12 +1518,39 @@ static struct PyModuleDef speedups_module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    if (PyType_Ready(&FastDecoder_Type) < 0 || PyType_Ready(&Flatten_Type) < 0 ||
-        PyType_Ready(&Scanner_Type) < 0) {
+    fill_event_members();
+    if (PyType_Ready(&Event_Type) < 0 || PyType_Ready(&FastDecoder_Type) < 0 ||
+        PyType_Ready(&Flatten_Type) < 0 || PyType_Ready(&Scanner_Type) < 0) {
         return NULL;
     }
+    /* The field names, as a slotted class lists them. */
+    PyObject *names = PyTuple_New(N_FIELDS);
+    if (names == NULL) {
+        return NULL;
+    }
+    int i;
+    for (i = 0; i < N_FIELDS; i++) {
+        PyObject *text = PyUnicode_InternFromString(slot_names[i]);
+        if (text == NULL) {
+            Py_DECREF(names);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(names, i, text);
+    }
+    int failed = PyDict_SetItemString(Event_Type.tp_dict, "__slots__", names);
+    Py_DECREF(names);
+    if (failed) {
+        return NULL;
+    }
+    PyType_Modified(&Event_Type);
     PyObject *module = PyModule_Create(&speedups_module);
     if (module == NULL) {
+        return NULL;
+    }
+    Py_INCREF(&Event_Type);
+    if (PyModule_AddObject(module, "Event", (PyObject *)&Event_Type) < 0) {
+        Py_DECREF(&Event_Type);
+        Py_DECREF(module);
         return NULL;
     }
     Py_INCREF(&FastDecoder_Type);

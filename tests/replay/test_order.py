@@ -544,7 +544,7 @@ def test_stream_never_waits_for_its_own_calls() -> None:
         name = "write" if number % 2 else "read"
         steps.append(order.step(0, _data_call(name, 1, number), name))
 
-    assert all(step is not None and step.waits == [] for step in steps)
+    assert all(step is not None and step.waits == () for step in steps)
 
 
 def test_read_waits_for_one_gate_per_other_stream() -> None:
