@@ -88,16 +88,22 @@ RAW_CAPACITY = 4
 #: Events per batch sent from decode to the router.
 BATCH_EVENTS = 512
 #: Events per batch, and seconds a task runs before it lets others run,
-#: in a timed replay: a stream waits for the decoder at most about one
-#: batch, about 0.2 ms at 400,000 events/s.
+#: in a timed replay. The decode and dispatch tasks of every file share
+#: the worker with the streams, and a due call waits for each of them
+#: that runs before it, so each runs about one batch (some tens of
+#: microseconds) at a time.
 TIMED_BATCH_EVENTS = 64
-TIMED_TIMESLICE = 0.0002
+TIMED_TIMESLICE = 0.00002
 #: The executor's own timeslice, used by the other passes.
 DEFAULT_TIMESLICE = 0.01
 #: Batches queued between decode and the router.
 EVENT_CAPACITY = 8
 #: Batches queued for each stream.
 STREAM_CAPACITY = 8
+#: Batches queued for each stream of a timed replay. Each queued call is
+#: an object the garbage collector walks at every collection, and a timed
+#: stream needs only enough to cover the dispatcher's next turn.
+TIMED_STREAM_CAPACITY = 4
 #: Seconds between the start of a timed replay pass and the instant its
 #: first call is due, so that the parse and decode stages can deliver the
 #: first events before then.
@@ -833,7 +839,9 @@ class Replayer:
                     file_batch, name=f"decode {path}",
                 ).add_done_callback(_releaser(events_producer))
                 sources.append((path, events))
-            Dispatcher(self, scope, contexts[copy], sources, anchors, copy, batch_events).run(scope)
+            Dispatcher(
+                self, scope, contexts[copy], sources, anchors, copy, batch_events, timed=timed
+            ).run(scope)
 
         def start(scope: CoroScope) -> None:
             work: Channel[Tuple[int, List[int]]] = make_channel(0)
@@ -995,9 +1003,12 @@ class Dispatcher:
         anchors: Mapping[str, int],
         copy: int = 0,
         flush_events: int = BATCH_EVENTS,
+        *,
+        timed: bool = False,
     ) -> None:
         self._replayer = replayer
         self._flush_events = flush_events
+        self._timed = timed
         self._scope = scope
         self._context = context
         self._sources = sources
@@ -1057,6 +1068,7 @@ class Dispatcher:
             fill(position)
         step_of = self._order.step
         classify = calls.classify
+        timed = self._timed
         while heap:
             _, position, _, event = heapq.heappop(heap)
             buffered[position] -= 1
@@ -1075,6 +1087,11 @@ class Dispatcher:
             if self._held_events >= self._flush_events:
                 self._flush()
                 scope.maybe_yield()
+            elif timed:
+                # Each event costs a few microseconds here, so a whole group
+                # would hold up due calls of other files for a fraction of
+                # a millisecond.
+                scope.maybe_yield()
 
     def _flush(self) -> None:
         groups = self._groups
@@ -1090,7 +1107,7 @@ class Dispatcher:
 
     def _start_stream(self, key: Tuple[int, int, int]) -> ChannelProducer[List[Any]]:
         path = self._sources[key[0]][0]
-        channel: Channel[List[Any]] = make_channel(STREAM_CAPACITY)
+        channel: Channel[List[Any]] = make_channel(TIMED_STREAM_CAPACITY if self._timed else STREAM_CAPACITY)
         producer = channel.producer()
         stats = StreamStats(path, key[1], key[2], self._copy)
         replayer = self._replayer

@@ -1,0 +1,135 @@
+"""The compiled Event type against its pure-Python reference."""
+
+from __future__ import annotations
+
+import copy
+import gc
+import pickle
+import random
+import sys
+import weakref
+from typing import Any, List
+
+import pytest
+
+from greenpipe.trace import Decoder, Event
+from greenpipe.trace import _decode
+from greenpipe.trace._event import PyEvent
+
+compiled = pytest.mark.skipif(Event is PyEvent, reason="the compiled extension is not built")
+
+FIELDS = ("pread", "POSIX", 7, 8, 1_700_000_000_000_000, 12, "X", {"fd": 3, "size": 4096})
+
+
+class Marker:
+    """An object whose death a weak reference can observe."""
+
+
+@pytest.mark.parametrize("kind", [Event, PyEvent], ids=["compiled", "python"])
+def test_fields_equality_and_pickling(kind: Any) -> None:
+    event = kind(*FIELDS, path="/data/a", hostname="node1")
+
+    assert event.name == "pread" and event.ts == 1_700_000_000_000_000
+    assert event.args == {"fd": 3, "size": 4096}
+    assert (event.path, event.hostname) == ("/data/a", "node1")
+    assert event == kind(*FIELDS, path="/data/a", hostname="node1")
+    assert event != kind(*FIELDS, path="/data/b", hostname="node1")
+    assert pickle.loads(pickle.dumps(event)) == event
+    assert copy.deepcopy(event) == event
+    with pytest.raises(TypeError):
+        hash(event)
+
+
+@compiled
+def test_compiled_and_python_events_read_the_same() -> None:
+    fast = Event(*FIELDS)
+    slow = PyEvent(*FIELDS)
+
+    assert repr(fast) == repr(slow)
+    assert Event.__slots__ == PyEvent.__slots__
+    assert [getattr(fast, name) for name in Event.__slots__] == [
+        getattr(slow, name) for name in PyEvent.__slots__
+    ]
+    assert (fast == slow) is False  # different types never compare equal
+
+
+@compiled
+def test_constructor_names_missing_arguments() -> None:
+    with pytest.raises(TypeError, match="Event"):
+        Event("read", "POSIX")
+
+
+@compiled
+def test_plain_event_is_not_tracked_by_the_collector() -> None:
+    plain = Event(*FIELDS)
+    nested = Event(*FIELDS[:7], {"tags": ["a", "b"]})
+
+    assert not gc.is_tracked(plain)
+    assert gc.is_tracked(nested)
+
+
+@compiled
+def test_assigning_a_container_tracks_the_event_again() -> None:
+    event = Event(*FIELDS)
+    assert not gc.is_tracked(event)
+
+    event.hostname = "node2"
+    assert not gc.is_tracked(event)
+    event.path = ["not", "a", "string"]
+    assert gc.is_tracked(event)
+
+
+@compiled
+def test_cycle_through_an_assigned_field_is_collected() -> None:
+    event = Event(*FIELDS)
+    marker = Marker()
+    dead = weakref.ref(marker)
+    event.path = [event, marker]
+    del event, marker
+
+    gc.collect()
+
+    assert dead() is None
+
+
+@compiled
+def test_decoded_events_are_untracked_and_freed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_decode, "PURE_PYTHON", False)
+    line = (
+        b'{"id":1,"name":"write","cat":"POSIX","pid":1,"tid":2,"ts":10,"dur":3,'
+        b'"ph":"X","args":{"fd":4,"size":512,"ret":512}}'
+    )
+    chunk = b"\n".join([line] * 200) + b"\n"
+
+    def decode() -> List[Event]:
+        return list(Decoder("t.pfw").iter_events([chunk]))
+
+    events = decode()
+    assert len(events) == 200
+    assert not any(gc.is_tracked(event) for event in events)
+    assert events[0].args == {"fd": 4, "size": 512, "ret": 512}
+    del events
+    for _ in range(50):
+        decode()
+    gc.collect()
+    allocated = sys.getallocatedblocks()
+    for _ in range(200):
+        decode()
+    gc.collect()
+    assert sys.getallocatedblocks() - allocated < 100
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_pieces_cut_chunks_at_line_ends(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_decode, "PIECE_BYTES", 64)
+    rng = random.Random(seed)
+    chunks = []
+    for _ in range(5):
+        lines = [b"x" * rng.randrange(0, 200) for _ in range(rng.randrange(0, 40))]
+        chunks.append(b"".join(line + b"\n" for line in lines))
+
+    pieces = list(_decode._pieces(chunks))
+
+    assert b"".join(pieces) == b"".join(chunks)
+    assert all(piece.endswith(b"\n") for piece in pieces if piece)
+    assert all(len(piece) <= 2 * 64 + 200 for piece in pieces)
