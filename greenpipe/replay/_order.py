@@ -139,14 +139,17 @@ class OrderGates:
 
     def release(self, step: Step) -> None:
         """Count the call of ``step`` as ended; wake who waited for it."""
-        woken = []
+        woken: Optional[List[Any]] = None
         with self.lock:
             for gate in step.releases:
                 gate.count -= 1
                 if gate.count <= 0 and gate.lot is not None:
-                    woken.extend(gate.lot.take_all())
-        for waiter in woken:
-            waiter.wake(None)
+                    taken = gate.lot.take_all()
+                    if taken:
+                        woken = taken if woken is None else woken + taken
+        if woken is not None:
+            for waiter in woken:
+                waiter.wake(None)
 
 
 class _Pending:
@@ -174,18 +177,28 @@ class _Pending:
         gate = self.gates[owner] = Gate()
         return gate
 
-    def snapshot(self, owner: Any) -> List[Gate]:
-        live: List[Gate] = []
-        done = []
-        for other, gate in self.gates.items():
+    def snapshot(self, owner: Any) -> Sequence[Gate]:
+        gates = self.gates
+        if not gates:
+            return ()
+        live: Optional[List[Gate]] = None
+        done: Optional[List[Any]] = None
+        for other, gate in gates.items():
             if gate.count <= 0:
-                done.append(other)
+                if done is None:
+                    done = [other]
+                else:
+                    done.append(other)
             elif other != owner:
                 gate.closed = True
-                live.append(gate)
-        for other in done:
-            del self.gates[other]
-        return live
+                if live is None:
+                    live = [gate]
+                else:
+                    live.append(gate)
+        if done is not None:
+            for other in done:
+                del gates[other]
+        return live if live is not None else ()
 
     def idle(self) -> bool:
         return all(gate.count <= 0 for gate in self.gates.values())
@@ -225,6 +238,8 @@ OPEN, CLOSE, READ, WRITE, IO, PROBE = "open", "close", "read", "write", "io", "p
 
 def namespace_kind(op: str, args: Dict[str, Any]) -> Optional[str]:
     """Return the :data:`NAMESPACE_KINDS` entry of a call, or ``None``."""
+    if op in _DATA_OPS:
+        return None
     if op in ("open", "openat", "creat", "fopen"):
         if op == "creat":
             return "create"
@@ -245,8 +260,24 @@ def namespace_kind(op: str, args: Dict[str, Any]) -> Optional[str]:
     return None
 
 
+#: Calls that never change a path's namespace, checked first because
+#: they are most of a trace.
+_DATA_OPS = frozenset(calls.READ_OPS) | frozenset(calls.WRITE_OPS) | {"close", "fclose", "lseek"}
+
+
 def call_role(op: str) -> str:
     """Return the role of a call that is not a namespace call."""
+    role = _ROLES.get(op)
+    if role is None:
+        role = _ROLES[op] = _find_role(op)
+    return role
+
+
+#: Roles found so far, by call: every call pays for a role twice.
+_ROLES: Dict[str, str] = {}
+
+
+def _find_role(op: str) -> str:
     if op in ("open", "openat", "creat", "fopen"):
         return OPEN
     if op in ("close", "fclose"):
@@ -381,13 +412,19 @@ class ResourceOrder:
             if opens is not None:
                 waits.extend(opens.snapshot(thread))
         if role == OPEN:
-            releases.append(deps.opens.setdefault(process, _Pending()).add(thread))
+            pending = deps.opens.get(process)
+            if pending is None:
+                pending = deps.opens[process] = _Pending()
+            releases.append(pending.add(thread))
         elif role == CLOSE:
             io = deps.io.get(process)
             if io is not None:
                 waits.extend(io.snapshot(thread))
         elif role in (READ, WRITE, IO):
-            releases.append(deps.io.setdefault(process, _Pending()).add(thread))
+            pending = deps.io.get(process)
+            if pending is None:
+                pending = deps.io[process] = _Pending()
+            releases.append(pending.add(thread))
 
     def _sweep(self) -> None:
         """Drop the paths and closes with nothing pending."""
@@ -502,10 +539,11 @@ class OrderTracker:
                     del self._paths[next(iter(self._paths))]
                 history = self._paths[path] = _History()
 
-            for other, other_ts in history.namespace.items():
-                if other_ts > ts:
-                    self._flag(entry, f"after-{other}", path, event)
-                    break
+            if history.namespace:
+                for other, other_ts in history.namespace.items():
+                    if other_ts > ts:
+                        self._flag(entry, f"after-{other}", path, event)
+                        break
             if role == WRITE:
                 end = ts + event.dur
                 if history.max_read_ts >= end:

@@ -1069,11 +1069,24 @@ class Dispatcher:
         step_of = self._order.step
         classify = calls.classify
         timed = self._timed
+        push = heapq.heappush
+        pop = heapq.heappop
         while heap:
-            _, position, _, event = heapq.heappop(heap)
+            _, position, _, event = pop(heap)
             buffered[position] -= 1
             if live[position]:
-                fill(position)
+                # Most often one event of the current batch refills the
+                # window; fill() handles the rest.
+                batch = batches[position]
+                offset = offsets[position]
+                if offset < len(batch) and buffered[position] == window:
+                    following = batch[offset]
+                    push(heap, (following.ts, position, sequence, following))
+                    sequence += 1
+                    buffered[position] = window + 1
+                    offsets[position] = offset + 1
+                else:
+                    fill(position)
             op = classify(event.category, event.name)
             step = None if op is None else step_of(position, event, op)
             item = event if step is None else step
