@@ -242,7 +242,7 @@ class ReplayContext:
         self.tracker = OrderTracker(sandbox.display)
         self._tables: Dict[Tuple[str, int], ProcessTable] = {}
         self._lock = allocate_lock()
-        self._zeros = bytes(64 * 1024)
+        self._zeros = memoryview(bytes(64 * 1024))
 
     def begin(self, ts: int) -> None:
         """Set ``ts0`` to ``ts`` and ``t0`` to now, unless they are set already.
@@ -266,11 +266,13 @@ class ReplayContext:
 
     def zeros(self, size: int) -> memoryview:
         """Return ``size`` zero bytes to write (at most :data:`MAX_CHUNK`)."""
+        # One attribute, replaced whole, so streams on other threads see
+        # either the old view or the new one.
         zeros = self._zeros
         if len(zeros) < size:
-            zeros = bytes(min(max(size, 2 * len(zeros)), MAX_CHUNK))
+            zeros = memoryview(bytes(min(max(size, 2 * len(zeros)), MAX_CHUNK)))
             self._zeros = zeros
-        return memoryview(zeros)[:size]
+        return zeros[:size]
 
     def close_all(self) -> int:
         """Close every handle left open; return how many there were."""
@@ -412,6 +414,7 @@ class StreamRunner:
         self.stats = stats
         self.table = context.table(stats.file, stats.pid)
         self._buffer = bytearray(64 * 1024)
+        self._view = memoryview(self._buffer)
         self._paced = context.mode != "asap"
         self._pacer = StreamPacer(context, stats, anchor_ts)
         self._last_ts: Optional[int] = None
@@ -884,7 +887,8 @@ class StreamRunner:
 
         if len(self._buffer) < min(size, MAX_CHUNK):
             self._buffer = bytearray(min(max(size, 2 * len(self._buffer)), MAX_CHUNK))
-        view = memoryview(self._buffer)
+            self._view = memoryview(self._buffer)
+        view = self._view
         fd = self._fd(handle)
         verifier = self.context.verifier
         if verifier is None:
