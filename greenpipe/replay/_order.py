@@ -265,6 +265,10 @@ def namespace_kind(op: str, args: Dict[str, Any]) -> Optional[str]:
 _DATA_OPS = frozenset(calls.READ_OPS) | frozenset(calls.WRITE_OPS) | {"close", "fclose", "lseek"}
 
 
+#: Data calls whose dependencies :meth:`ResourceOrder._transfer_step` computes.
+_TRANSFER_OPS = frozenset(calls.READ_OPS) | frozenset(calls.WRITE_OPS)
+
+
 def call_role(op: str) -> str:
     """Return the role of a call that is not a namespace call."""
     role = _ROLES.get(op)
@@ -325,12 +329,16 @@ class ResourceOrder:
         # Table size that starts the next sweep; doubling it after each
         # sweep keeps the cost of sweeping constant per event.
         self._sweep_at = MIN_SWEEP
+        # Whether reads and writes take the short path; the tests turn it
+        # off to check that both paths give the same dependencies.
+        self.fast = True
 
     def step(self, position: int, event: Event, op: str) -> Optional[Step]:
         """Return the step of ``event`` of file ``position``, or ``None``."""
-        args = event.args
-        process = (position, event.pid)
         path = event.path
+        if path is not None and op in _TRANSFER_OPS and self.fast:
+            return self._transfer_step(position, event, call_role(op), path)
+        args = event.args
         if op == "openat":
             path = _joined_path(path, self._second_path(event))
         elif path is None:
@@ -370,6 +378,48 @@ class ResourceOrder:
         if len(self._paths) + len(self._closes) > self._sweep_at:
             self._sweep()
         return Step(event, waits, releases)
+
+    def _transfer_step(self, position: int, event: Event, role: str, path: str) -> Step:
+        """Return the step of a read or write on a known path.
+
+        The same dependencies as :meth:`_add_path` gives a call with no
+        namespace kind and the role ``role`` (READ or WRITE), computed
+        without the general case's lists: these calls are most of a trace.
+        """
+        pid = event.pid
+        tid = event.tid
+        stream = (position, pid, tid)
+        process = (position, pid)
+        waits: Sequence[Gate] = ()
+        with self._gates.lock:
+            deps = self._paths.get(path)
+            if deps is None:
+                deps = self._paths[path] = _PathDeps()
+            barrier = deps.barrier
+            if barrier is not None and barrier.count > 0:
+                waits = [barrier]
+            epoch = deps.epoch
+            epoch.count += 1
+            writes = deps.writes
+            write = None
+            if role == READ:
+                if writes.gates:
+                    waits = [*waits, *writes.snapshot(stream)]
+            else:
+                write = writes.add(stream)
+            if deps.opens:
+                opens = deps.opens.get(process)
+                if opens is not None:
+                    waits = [*waits, *opens.snapshot(tid)]
+            io = deps.io.get(process)
+            if io is None:
+                io = deps.io[process] = _Pending()
+            pending = io.add(tid)
+        if len(self._paths) + len(self._closes) > self._sweep_at:
+            self._sweep()
+        if write is None:
+            return Step(event, waits, (epoch, pending))
+        return Step(event, waits, (epoch, write, pending))
 
     def _add_path(
         self,

@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import random
 import threading
 import time
 from pathlib import Path
@@ -545,6 +546,65 @@ def test_stream_never_waits_for_its_own_calls() -> None:
         steps.append(order.step(0, _data_call(name, 1, number), name))
 
     assert all(step is not None and step.waits == () for step in steps)
+
+
+def _random_calls(seed: int, count: int) -> List[Any]:
+    """Return ``(op, event)`` pairs mixing data and namespace calls on a few paths."""
+    rng = random.Random(seed)
+    paths = ["/d/a", "/d/b", "/d/c"]
+    ops = ["read", "write", "pread", "pwrite", "read", "write", "open", "close", "stat", "unlink", "rename"]
+    result = []
+    for number in range(count):
+        op = rng.choice(ops)
+        pid, tid = rng.choice([(1, 1), (1, 2), (2, 7)])
+        path: Optional[str] = rng.choice(paths)
+        args: Dict[str, Any] = {"fd": rng.randrange(3, 6)}
+        if op == "open":
+            args = {"ret": args["fd"], "flags": rng.choice([0, os.O_CREAT | os.O_WRONLY])}
+        elif op == "rename":
+            args["to"] = rng.choice(paths)
+        elif op in ("read", "write") and rng.random() < 0.2:
+            path = None  # known through the descriptor only
+        result.append((op, Event(op, "POSIX", pid, tid, number, 1, "X", args, path)))
+    return result
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_transfer_short_path_matches_general_path(seed: int) -> None:
+    # Two orders see the same calls and the same releases; one computes
+    # reads and writes the general way. Gates are compared by the order in
+    # which each order first handed them out, and by their counts.
+    orders = []
+    for fast in (True, False):
+        order = ResourceOrder(OrderGates(), lambda event: event.args.get("to"))
+        order.fast = fast
+        orders.append(order)
+    names: List[Dict[int, int]] = [{}, {}]
+    # Keeps every gate alive, so that no id() is reused for a new one.
+    seen: List[List[Any]] = [[], []]
+    pending: List[List[Any]] = [[], []]
+    rng = random.Random(seed)
+
+    def shape(side: int, gates: Any) -> List[Any]:
+        ids = names[side]
+        seen[side].extend(gates)
+        return [(ids.setdefault(id(gate), len(ids)), gate.count, gate.closed) for gate in gates]
+
+    for op, event in _random_calls(seed, 400):
+        steps = [order.step(0, event, op) for order in orders]
+        assert (steps[0] is None) == (steps[1] is None)
+        if steps[0] is None:
+            continue
+        for side in (0, 1):
+            assert steps[side].event is event
+        assert shape(0, steps[0].waits) == shape(1, steps[1].waits)
+        assert shape(0, steps[0].releases) == shape(1, steps[1].releases)
+        pending[0].append(steps[0])
+        pending[1].append(steps[1])
+        while pending[0] and rng.random() < 0.6:
+            index = rng.randrange(len(pending[0]))
+            for side in (0, 1):
+                orders[side]._gates.release(pending[side].pop(index))
 
 
 def test_read_waits_for_one_gate_per_other_stream() -> None:
