@@ -11,9 +11,9 @@ class PyEvent:
 
     ``greenpipe.trace.Event`` is the compiled form of this class when the
     extension is built, and this class otherwise. Both have the same
-    constructor, fields, equality and ``repr``. The compiled form is not
-    tracked by the garbage collector while its fields hold only strings,
-    numbers, ``None`` and dicts of such values, which keeps collections
+    constructor, fields, equality and ``repr``. The garbage collector does
+    not track the compiled form while its fields hold only strings,
+    numbers, ``None`` and dicts of such values. Collections then stay
     short when many events are in flight.
 
     Events are plain slotted objects built by

@@ -39,12 +39,11 @@ static const char *const slot_names[N_FIELDS] = {
 /*
  * Event: the compiled form of greenpipe.trace.Event.
  *
- * An event whose fields hold only strings, numbers, None and dicts that
- * the collector does not track (args of plain values, as orjson builds
- * them) is left untracked too, like such a dict: the replay keeps many
- * thousands of events in flight, and every collection would otherwise
- * walk them all. Assigning a field that the collector tracks tracks the
- * event again.
+ * An event whose fields hold only strings, numbers, None and untracked
+ * dicts (args of plain values, as orjson builds them) is left untracked
+ * too, as CPython does for such a dict. A replay keeps many thousands of
+ * events in flight, and every collection would otherwise walk them all.
+ * Assigning a field that the collector tracks tracks the event again.
  * NOTE: putting an untracked event inside its own args dict makes a cycle
  * the collector cannot see, so that event is never freed.
  */
