@@ -2,11 +2,11 @@
  * Compiled fast path of the trace decoder.
  *
  * FastDecoder.decode does what PyFastDecoder.decode in _decode.py does,
- * line for line: parse each line with orjson, and turn each complete,
- * ordinary event into an Event without running Python code. It stops at
- * the first line that needs anything else and hands that line back, so
- * every quirk and every rare case stays in the Python slow path. The
- * tests compare both versions on every real trace.
+ * line for line: parse each line of a chunk with orjson, in place, and
+ * turn each complete, ordinary event into an Event without running Python
+ * code. It stops at the first line that needs anything else and returns
+ * that line's offset, so every quirk and every rare case stays in the
+ * Python slow path. The tests compare both versions on every real trace.
  *
  * Events are built without calling Event.__init__: the slots are written
  * through the offsets of the class's member descriptors, which the
@@ -347,6 +347,8 @@ typedef struct {
     PyObject *resolve_host;
     PyObject *convert;
     PyObject *numeric_args;
+    /* Whether loads accepts a memoryview: lines are then parsed in place. */
+    int parse_views;
     PyObject *key_kinds; /* key text -> K_ code */
     KeySlot key_slots[KEY_SLOTS];
     int known_keys;
@@ -872,12 +874,10 @@ finish:
     return outcome;
 }
 
-/* Whether the last byte that is not JSON whitespace is '}'. */
+/* Whether the last byte of text that is not JSON whitespace is '}'. */
 static int
-ends_with_brace(PyObject *line)
+ends_with_brace(const char *text, Py_ssize_t size)
 {
-    const char *text = PyBytes_AS_STRING(line);
-    Py_ssize_t size = PyBytes_GET_SIZE(line);
     while (size > 0) {
         char last = text[size - 1];
         if (last != ' ' && last != '\t' && last != '\r' && last != '\n' &&
@@ -889,30 +889,112 @@ ends_with_brace(PyObject *line)
     return 0;
 }
 
+/*
+ * A memoryview over a bytes object, moved from line to line so that
+ * orjson parses each line in place, without a bytes object per line.
+ * orjson (3.13, and every version that accepts memoryview) reads the
+ * view's buf and len when it is called and keeps no reference to it.
+ * The view still holds a reference to the bytes object, so even a view
+ * kept by someone else never points to freed memory.
+ */
+typedef struct {
+    PyObject *view;
+    char *buf;
+    Py_ssize_t len;
+} LineView;
+
+/* Point the view at text[0:size], creating it first when needed. */
+static PyObject *
+line_view_move(LineView *line, PyObject *data, const char *text, Py_ssize_t size)
+{
+    if (line->view == NULL) {
+        line->view = PyMemoryView_FromObject(data);
+        if (line->view == NULL) {
+            return NULL;
+        }
+        Py_buffer *buffer = PyMemoryView_GET_BUFFER(line->view);
+        line->buf = buffer->buf;
+        line->len = buffer->len;
+    }
+    Py_buffer *buffer = PyMemoryView_GET_BUFFER(line->view);
+    buffer->buf = (void *)text;
+    buffer->len = size;
+    buffer->shape[0] = size;
+    return line->view;
+}
+
+/* Give the view back its whole buffer and drop it. */
+static void
+line_view_release(LineView *line)
+{
+    if (line->view == NULL) {
+        return;
+    }
+    Py_buffer *buffer = PyMemoryView_GET_BUFFER(line->view);
+    buffer->buf = line->buf;
+    buffer->len = line->len;
+    buffer->shape[0] = line->len;
+    Py_CLEAR(line->view);
+}
+
+/*
+ * Parse text[0:size] with orjson. Returns a new reference, or NULL with
+ * the error set.
+ */
+static PyObject *
+parse_line(FastDecoder *self, LineView *line, PyObject *data, const char *text,
+           Py_ssize_t size)
+{
+    if (!self->parse_views) {
+        PyObject *copy = PyBytes_FromStringAndSize(text, size);
+        if (copy == NULL) {
+            return NULL;
+        }
+        PyObject *value = PyObject_Vectorcall(self->loads, &copy, 1, NULL);
+        Py_DECREF(copy);
+        return value;
+    }
+    PyObject *view = line_view_move(line, data, text, size);
+    if (view == NULL) {
+        return NULL;
+    }
+    PyObject *value = PyObject_Vectorcall(self->loads, &view, 1, NULL);
+    if (Py_REFCNT(view) != 1 ||
+        ((PyMemoryViewObject *)view)->exports != 0) {
+        /* Something kept the view or a buffer of it: leave it at this
+         * line and use a new view for the next one. */
+        Py_CLEAR(line->view);
+    }
+    return value;
+}
+
 static PyObject *
 FastDecoder_decode(FastDecoder *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 4) {
         PyErr_SetString(PyExc_TypeError,
-                        "decode(lines, start, stop, out) takes 4 arguments");
+                        "decode(data, offset, limit, out) takes 4 arguments");
         return NULL;
     }
-    PyObject *lines = args[0];
+    PyObject *data = args[0];
     PyObject *out = args[3];
-    if (!PyList_CheckExact(lines) || !PyList_CheckExact(out)) {
-        PyErr_SetString(PyExc_TypeError, "decode needs lists for lines and out");
+    if (!PyBytes_CheckExact(data) || !PyList_CheckExact(out)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "decode needs bytes for data and a list for out");
         return NULL;
     }
-    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
-    if (start == -1 && PyErr_Occurred()) {
+    Py_ssize_t offset = PyLong_AsSsize_t(args[1]);
+    if (offset == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    Py_ssize_t stop = PyLong_AsSsize_t(args[2]);
-    if (stop == -1 && PyErr_Occurred()) {
+    Py_ssize_t limit = PyLong_AsSsize_t(args[2]);
+    if (limit == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    if (start < 0) {
-        PyErr_Format(PyExc_ValueError, "start must be >= 0, not %zd", start);
+    Py_ssize_t size = PyBytes_GET_SIZE(data);
+    if (offset < 0 || offset > size) {
+        PyErr_Format(PyExc_ValueError,
+                     "offset must be between 0 and %zd, not %zd", size, offset);
         return NULL;
     }
 
@@ -920,40 +1002,52 @@ FastDecoder_decode(FastDecoder *self, PyObject *const *args, Py_ssize_t nargs)
      * (metadata is only ever decoded there). */
     forget_hits(self);
     self->learned = 0;
-    Py_ssize_t index;
-    for (index = start; index < stop && index < PyList_GET_SIZE(lines); index++) {
-        PyObject *line = PyList_GET_ITEM(lines, index);
-        if (!PyBytes_CheckExact(line) || !ends_with_brace(line)) {
-            return Py_BuildValue("(nO)", index, Py_None);
+    const char *text = PyBytes_AS_STRING(data);
+    LineView line = {NULL, NULL, 0};
+    PyObject *value = NULL; /* the parsed line handed to the slow path */
+    Py_ssize_t count = 0;
+    while (count < limit && offset < size) {
+        const char *start = text + offset;
+        const char *newline = memchr(start, '\n', (size_t)(size - offset));
+        Py_ssize_t length = newline != NULL ? newline - start : size - offset;
+        if (!ends_with_brace(start, length)) {
+            break;
         }
-        Py_INCREF(line);
-        PyObject *data = PyObject_Vectorcall(self->loads, &line, 1, NULL);
-        Py_DECREF(line);
-        if (data == NULL) {
+        PyObject *parsed = parse_line(self, &line, data, start, length);
+        if (parsed == NULL) {
             if (PyErr_ExceptionMatches(self->decode_error)) {
                 PyErr_Clear();
-                return Py_BuildValue("(nO)", index, Py_None);
+                break;
             }
-            return NULL;
+            goto error;
         }
         PyObject *event = NULL;
-        int outcome = build_event(self, data, &event);
+        int outcome = build_event(self, parsed, &event);
         if (outcome == FALLBACK) {
-            PyObject *result = Py_BuildValue("(nO)", index, data);
-            Py_DECREF(data);
-            return result;
+            value = parsed;
+            break;
         }
-        Py_DECREF(data);
+        Py_DECREF(parsed);
         if (outcome == FAILED) {
-            return NULL;
+            goto error;
         }
         int failed = PyList_Append(out, event);
         Py_DECREF(event);
         if (failed) {
-            return NULL;
+            goto error;
         }
+        count++;
+        offset = newline != NULL ? offset + length + 1 : size;
     }
-    return Py_BuildValue("(nO)", index, Py_None);
+    line_view_release(&line);
+    PyObject *result = Py_BuildValue("(nnO)", offset, count,
+                                     value != NULL ? value : Py_None);
+    Py_XDECREF(value);
+    return result;
+
+error:
+    line_view_release(&line);
+    return NULL;
 }
 
 /* The offset of a slot of the Event class, checked. */
@@ -1042,6 +1136,25 @@ FastDecoder_init(FastDecoder *self, PyObject *args, PyObject *kwargs)
         }
     }
     Py_XSETREF(self->key_kinds, kinds);
+
+    /* Lines are parsed in place when loads takes a memoryview (orjson
+     * does on CPython builds with the GIL), from a bytes copy otherwise. */
+    PyObject *probe = PyMemoryView_FromMemory((char *)"{}", 2, PyBUF_READ);
+    if (probe == NULL) {
+        return -1;
+    }
+    PyObject *parsed = PyObject_CallOneArg(loads, probe);
+    Py_DECREF(probe);
+    self->parse_views = parsed != NULL && PyDict_CheckExact(parsed);
+    if (parsed != NULL) {
+        Py_DECREF(parsed);
+    }
+    else if (PyErr_ExceptionMatches(PyExc_Exception)) {
+        PyErr_Clear();
+    }
+    else {
+        return -1;
+    }
     for (int kind = K_NAME; kind < K_KINDS; kind++) {
         PyObject *text = PyUnicode_InternFromString(key_texts[kind]);
         if (text == NULL) {
@@ -1131,9 +1244,12 @@ FastDecoder_decode_checked(FastDecoder *self, PyObject *const *args,
 static PyMethodDef FastDecoder_methods[] = {
     {"decode", (PyCFunction)(void (*)(void))FastDecoder_decode_checked,
      METH_FASTCALL,
-     "decode(lines, start, stop, out) -> (index, value)\n\n"
-     "Append the events of lines[start:stop] to out up to the first line\n"
-     "the slow path must handle; return its index and parsed value."},
+     "decode(data, offset, limit, out) -> (offset, count, value)\n\n"
+     "Append the events of up to limit lines of data, from the line at\n"
+     "byte offset on, to out, stopping at the first line the slow path\n"
+     "must handle. Return the offset where decoding stopped, the number\n"
+     "of lines decoded and the parsed value of the line at that offset\n"
+     "(None when it was not parsed, did not parse, or count is limit)."},
     {NULL, NULL, 0, NULL},
 };
 

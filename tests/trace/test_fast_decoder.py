@@ -343,11 +343,15 @@ def compiled_decoder() -> Any:
 def test_decode_rejects_bad_arguments() -> None:
     fast = compiled_decoder()
     with pytest.raises(TypeError):
-        fast.decode((b"{}",), 0, 1, [])
-    with pytest.raises(ValueError):
-        fast.decode([b"{}"], -1, 1, [])
+        fast.decode([b"{}"], 0, 1, [])
     with pytest.raises(TypeError):
-        fast.decode([b"{}"], 0, 1)
+        fast.decode(b"{}", 0, 1, ())
+    with pytest.raises(ValueError):
+        fast.decode(b"{}", -1, 1, [])
+    with pytest.raises(ValueError):
+        fast.decode(b"{}", 3, 1, [])
+    with pytest.raises(TypeError):
+        fast.decode(b"{}", 0, 1)
 
 
 @pytest.mark.skipif(
