@@ -326,6 +326,9 @@ class PyFastDecoder:
     ``limit`` and ``offset`` is before the end, the slow path handles that
     one line.
 
+    ``forget()`` must be called whenever the ``files`` or ``hosts`` tables
+    may have changed: the compiled version remembers recent resolutions.
+
     The compiled ``_speedups.FastDecoder`` does exactly the same, faster;
     the tests compare the two on every real trace.
     """
@@ -370,6 +373,9 @@ class PyFastDecoder:
             count += 1
             offset = min(end + 1, size)
         return offset, count, None
+
+    def forget(self) -> None:
+        """Do nothing: this version remembers no hash resolutions."""
 
     def _event(self, data: Any) -> Optional[Event]:
         if data.__class__ is not dict:
@@ -562,7 +568,9 @@ def iter_event_batches(
 
     ``record.events`` counts the events of each list once it is yielded.
     """
-    decode = make_fast_decoder(table, record).decode
+    fast = make_fast_decoder(table, record)
+    decode = fast.decode
+    forget = fast.forget
     next_number = 1
     carried: List[Numbered] = []
 
@@ -604,6 +612,9 @@ def iter_event_batches(
                         continue
             pos = cursor.pos
             event = _decode_general(data, number, record, table)
+            # A metadata event may have redefined a hash the fast path has
+            # resolved before.
+            forget()
             if event is None:
                 continue
             if event.phase == "M":

@@ -59,7 +59,8 @@ static PyTypeObject Event_Type;
 static int
 may_be_tracked(PyObject *value)
 {
-    if (value == NULL || !PyObject_IS_GC(value)) {
+    if (value == NULL || value == Py_None || PyUnicode_CheckExact(value) ||
+        PyLong_CheckExact(value) || !PyObject_IS_GC(value)) {
         return 0;
     }
     if (PyTuple_CheckExact(value) || PyDict_CheckExact(value)) {
@@ -323,7 +324,10 @@ static const char *const key_texts[K_KINDS] = {
 #define KEY_SLOTS 256
 #define ORDER_SLOTS 16
 #define RECENT_SLOTS 32
-#define HIT_SLOTS 16
+#define NUMBER_FIELDS 3
+#define NUMBER_SLOTS 64
+#define HIT_BITS 6
+#define HIT_SLOTS (1 << HIT_BITS)
 
 typedef struct {
     PyObject *key;
@@ -347,7 +351,8 @@ typedef struct {
     PyObject *resolve_host;
     PyObject *convert;
     PyObject *numeric_args;
-    /* Whether loads accepts a memoryview: lines are then parsed in place. */
+    /* Whether loads accepts a memoryview, so that lines are parsed in
+     * place. */
     int parse_views;
     PyObject *key_kinds; /* key text -> K_ code */
     KeySlot key_slots[KEY_SLOTS];
@@ -367,6 +372,11 @@ typedef struct {
      * characters, with the path or host name each resolved to. */
     LastHit file_hits[HIT_SLOTS];
     LastHit host_hits[HIT_SLOTS];
+    /* Strings converted to numbers lately, with their ints, because pid,
+     * tid and many sizes repeat from line to line. Slots below
+     * NUMBER_FIELDS belong to pid, tid and dur, and argument values share
+     * the others by a slot taken from their text. */
+    LastHit number_hits[NUMBER_SLOTS];
 } FastDecoder;
 
 static void forget_hits(FastDecoder *self);
@@ -418,16 +428,60 @@ parse_plain_decimal(PyObject *text, PyObject **result)
     return *result == NULL ? FAILED : DONE;
 }
 
+static inline int
+same_string(PyObject *a, PyObject *b)
+{
+    if (a == b) {
+        return 1;
+    }
+    Py_ssize_t length = PyUnicode_GET_LENGTH(a);
+    return length == PyUnicode_GET_LENGTH(b) &&
+           PyUnicode_KIND(a) == PyUnicode_KIND(b) &&
+           memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b),
+                  (size_t)length * PyUnicode_KIND(a)) == 0;
+}
+
+/* The number_hits slot of an argument value's text. */
+static LastHit *
+number_hit_for_text(FastDecoder *self, PyObject *text)
+{
+    if (!PyUnicode_IS_ASCII(text)) {
+        return NULL;
+    }
+    Py_ssize_t length = PyUnicode_GET_LENGTH(text);
+    if (length == 0) {
+        return NULL;
+    }
+    const unsigned char *digits = PyUnicode_1BYTE_DATA(text);
+    size_t slot = (size_t)length * 31u + digits[0] * 7u + digits[length - 1];
+    return &self->number_hits[NUMBER_FIELDS +
+                              slot % (NUMBER_SLOTS - NUMBER_FIELDS)];
+}
+
 /*
  * Convert a number that is not an exact int, as _convert_number does.
- * Returns DONE with a new reference, FALLBACK when the value cannot be
- * converted (no error left set), FAILED on any other error.
+ * A decimal string equal to the one last converted through hit (when not
+ * NULL) gets the same int again. Returns DONE with a new reference,
+ * FALLBACK when the value cannot be converted (no error left set),
+ * FAILED on any other error.
  */
 static int
-convert_number(FastDecoder *self, PyObject *value, PyObject **result)
+convert_number(FastDecoder *self, PyObject *value, LastHit *hit,
+               PyObject **result)
 {
     if (PyUnicode_CheckExact(value)) {
+        if (hit != NULL && hit->key != NULL && same_string(value, hit->key)) {
+            Py_INCREF(hit->value);
+            *result = hit->value;
+            return DONE;
+        }
         int outcome = parse_plain_decimal(value, result);
+        if (outcome == DONE && hit != NULL) {
+            Py_INCREF(value);
+            Py_XSETREF(hit->key, value);
+            Py_INCREF(*result);
+            Py_XSETREF(hit->value, *result);
+        }
         if (outcome != FALLBACK) {
             return outcome;
         }
@@ -531,26 +585,13 @@ non_empty_string(PyObject *value)
            PyUnicode_GET_LENGTH(value) > 0;
 }
 
-static int
-same_string(PyObject *a, PyObject *b)
-{
-    if (a == b) {
-        return 1;
-    }
-    Py_ssize_t length = PyUnicode_GET_LENGTH(a);
-    return length == PyUnicode_GET_LENGTH(b) &&
-           PyUnicode_KIND(a) == PyUnicode_KIND(b) &&
-           memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b),
-                  (size_t)length * PyUnicode_KIND(a)) == 0;
-}
-
 /*
  * Resolve a hash value through table, then through resolver, as
  * ``table.get(key)`` followed by ``resolver(key)``. Events name a few
  * files over and over, each time in a new string. So the strings found
  * in the table lately are kept in hits and compared byte for byte before
  * the table is hashed and searched. A string's slot comes from its length
- * and last two characters, where hex digits vary most.
+ * and last four characters, where hex digits vary most.
  * Unresolved hashes are never remembered: the resolver counts each one.
  */
 static int
@@ -564,11 +605,11 @@ resolve_hash(PyObject *key, PyObject *table, PyObject *resolver, LastHit *hits,
     if (PyUnicode_CheckExact(key) && PyUnicode_IS_ASCII(key)) {
         Py_ssize_t length = PyUnicode_GET_LENGTH(key);
         const unsigned char *text = PyUnicode_1BYTE_DATA(key);
-        size_t slot = (size_t)length;
-        if (length >= 2) {
-            slot += (size_t)text[length - 1] * 5u + text[length - 2];
-        }
-        hit = &hits[slot % HIT_SLOTS];
+        uint32_t tail = 0;
+        memcpy(&tail, text + length - (length < 4 ? length : 4),
+               (size_t)(length < 4 ? length : 4));
+        uint64_t mix = ((uint64_t)tail << 8) ^ (uint64_t)length;
+        hit = &hits[(mix * 0x9E3779B97F4A7C15ull) >> (64 - HIT_BITS)];
         if (hit->key != NULL && same_string(key, hit->key)) {
             Py_INCREF(hit->value);
             *result = hit->value;
@@ -605,49 +646,60 @@ set_or_none(PyObject **target, PyObject *value)
     *target = value;
 }
 
-/*
- * Fill fields[F_PATH] and fields[F_HOSTNAME] from args; convert its
- * numeric arguments first when normalise is set.
- */
+/* The values of the args keys that name the file and the host. */
+typedef struct {
+    PyObject *fhash;
+    PyObject *hhash;
+    PyObject *fname;
+    PyObject *path;
+    PyObject *hostname;
+} ArgKeys;
+
+/* Look up the keys of found in args; values are borrowed. */
 static int
-resolve_args(FastDecoder *self, PyObject *args, int normalise,
-             PyObject **fields)
+look_up_arg_keys(FastDecoder *self, PyObject *args, ArgKeys *found)
 {
     PyObject *const *keys = self->key_objects;
-    PyObject *fhash = PyDict_GetItemWithError(args, keys[K_FHASH]);
-    PyObject *hhash = fhash != NULL || !PyErr_Occurred()
-                          ? PyDict_GetItemWithError(args, keys[K_HHASH])
-                          : NULL;
+    found->fhash = PyDict_GetItemWithError(args, keys[K_FHASH]);
+    found->hhash = found->fhash != NULL || !PyErr_Occurred()
+                       ? PyDict_GetItemWithError(args, keys[K_HHASH])
+                       : NULL;
     if (PyErr_Occurred()) {
         return FAILED;
     }
-    PyObject *fname = NULL, *path = NULL, *hostname = NULL;
-    if (fhash == NULL || fhash == Py_None) {
-        fname = PyDict_GetItemWithError(args, keys[K_FNAME]);
-        if (!non_empty_string(fname) && !PyErr_Occurred()) {
-            path = PyDict_GetItemWithError(args, keys[K_PATH]);
+    if (found->fhash == NULL || found->fhash == Py_None) {
+        found->fname = PyDict_GetItemWithError(args, keys[K_FNAME]);
+        if (!non_empty_string(found->fname) && !PyErr_Occurred()) {
+            found->path = PyDict_GetItemWithError(args, keys[K_PATH]);
         }
     }
-    if ((hhash == NULL || hhash == Py_None) && !PyErr_Occurred()) {
-        hostname = PyDict_GetItemWithError(args, keys[K_HOSTNAME]);
+    if ((found->hhash == NULL || found->hhash == Py_None) && !PyErr_Occurred()) {
+        found->hostname = PyDict_GetItemWithError(args, keys[K_HOSTNAME]);
     }
-    if (PyErr_Occurred()) {
-        return FAILED;
-    }
+    return PyErr_Occurred() ? FAILED : DONE;
+}
 
+/*
+ * Convert the numeric arguments of args to int in place, and fill found
+ * in the same walk over the entries, which costs less than looking the
+ * keys up. Values are borrowed.
+ */
+static int
+normalise_args(FastDecoder *self, PyObject *args, ArgKeys *found)
+{
     Py_ssize_t pos = 0;
     PyObject *key, *value;
-    while (normalise && PyDict_Next(args, &pos, &key, &value)) {
-        if (PyLong_CheckExact(value)) {
-            continue;
-        }
+    while (PyDict_Next(args, &pos, &key, &value)) {
         int code = classify(self, key);
         if (code < 0) {
             return FAILED;
         }
-        if (code & K_NUMERIC) {
+        if ((code & K_NUMERIC) && !PyLong_CheckExact(value)) {
             PyObject *number;
-            int outcome = convert_number(self, value, &number);
+            LastHit *hit = PyUnicode_CheckExact(value)
+                               ? number_hit_for_text(self, value)
+                               : NULL;
+            int outcome = convert_number(self, value, hit, &number);
             if (outcome == FAILED) {
                 return FAILED;
             }
@@ -659,12 +711,51 @@ resolve_args(FastDecoder *self, PyObject *args, int normalise,
                 if (failed) {
                     return FAILED;
                 }
+                value = number; /* args owns a reference to it now */
             }
             /* FALLBACK: kept as found, like the Python version. */
         }
+        switch (K_KIND(code)) {
+        case K_FHASH:
+            found->fhash = value;
+            break;
+        case K_HHASH:
+            found->hhash = value;
+            break;
+        case K_FNAME:
+            found->fname = value;
+            break;
+        case K_PATH:
+            found->path = value;
+            break;
+        case K_HOSTNAME:
+            found->hostname = value;
+            break;
+        default:
+            break;
+        }
     }
+    return DONE;
+}
 
-    int outcome;
+/*
+ * Fill fields[F_PATH] and fields[F_HOSTNAME] from args; convert its
+ * numeric arguments first when normalise is set.
+ */
+static int
+resolve_args(FastDecoder *self, PyObject *args, int normalise,
+             PyObject **fields)
+{
+    ArgKeys found = {NULL, NULL, NULL, NULL, NULL};
+    int outcome = normalise ? normalise_args(self, args, &found)
+                            : look_up_arg_keys(self, args, &found);
+    if (outcome == FAILED) {
+        return FAILED;
+    }
+    PyObject *fhash = found.fhash, *hhash = found.hhash;
+    PyObject *fname = found.fname, *path = found.path;
+    PyObject *hostname = found.hostname;
+
     if (fhash != NULL && fhash != Py_None) {
         outcome = resolve_hash(fhash, self->files, self->resolve_file,
                                self->file_hits, &fields[F_PATH]);
@@ -823,7 +914,13 @@ build_event(FastDecoder *self, PyObject *data, PyObject **event)
                 numbers[i] = value;
                 continue;
             }
-            int converted = convert_number(self, value, &numbers[i]);
+            /* pid, tid and dur have a slot each. ts grows with every
+             * event, so it is never remembered. */
+            static const int number_slots[4] = {0, 1, -1, 2};
+            LastHit *hit = number_slots[i] < 0
+                               ? NULL
+                               : &self->number_hits[number_slots[i]];
+            int converted = convert_number(self, value, hit, &numbers[i]);
             if (converted != DONE) {
                 outcome = converted;
                 while (i-- > 0) {
@@ -892,10 +989,10 @@ ends_with_brace(const char *text, Py_ssize_t size)
 /*
  * A memoryview over a bytes object, moved from line to line so that
  * orjson parses each line in place, without a bytes object per line.
- * orjson (3.13, and every version that accepts memoryview) reads the
- * view's buf and len when it is called and keeps no reference to it.
- * The view still holds a reference to the bytes object, so even a view
- * kept by someone else never points to freed memory.
+ * orjson 3.13 reads the view's buf and len when it is called and keeps
+ * no reference to it. parse_line still checks, and the view owns a
+ * reference to the bytes object, so a view that a loads function keeps
+ * never points to freed memory.
  */
 typedef struct {
     PyObject *view;
@@ -998,9 +1095,8 @@ FastDecoder_decode(FastDecoder *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
 
-    /* The slow path may have changed the hash tables since the last call
-     * (metadata is only ever decoded there). */
-    forget_hits(self);
+    /* The hash resolutions remembered in file_hits and host_hits stay
+     * in use until the caller calls forget(). */
     self->learned = 0;
     const char *text = PyBytes_AS_STRING(data);
     LineView line = {NULL, NULL, 0};
@@ -1138,7 +1234,8 @@ FastDecoder_init(FastDecoder *self, PyObject *args, PyObject *kwargs)
     Py_XSETREF(self->key_kinds, kinds);
 
     /* Lines are parsed in place when loads takes a memoryview (orjson
-     * does on CPython builds with the GIL), from a bytes copy otherwise. */
+     * 3.13 does, except on free-threaded builds), from a bytes copy
+     * otherwise. */
     PyObject *probe = PyMemoryView_FromMemory((char *)"{}", 2, PyBUF_READ);
     if (probe == NULL) {
         return -1;
@@ -1163,6 +1260,15 @@ FastDecoder_init(FastDecoder *self, PyObject *args, PyObject *kwargs)
         Py_XSETREF(self->key_objects[kind], text);
     }
     return 0;
+}
+
+static void
+forget_numbers(FastDecoder *self)
+{
+    for (int i = 0; i < NUMBER_SLOTS; i++) {
+        Py_CLEAR(self->number_hits[i].key);
+        Py_CLEAR(self->number_hits[i].value);
+    }
 }
 
 static void
@@ -1219,6 +1325,7 @@ FastDecoder_clear(FastDecoder *self)
         Py_CLEAR(self->recent_categories[i]);
     }
     forget_hits(self);
+    forget_numbers(self);
     return 0;
 }
 
@@ -1241,7 +1348,18 @@ FastDecoder_decode_checked(FastDecoder *self, PyObject *const *args,
     return FastDecoder_decode(self, args, nargs);
 }
 
+static PyObject *
+FastDecoder_forget(FastDecoder *self, PyObject *Py_UNUSED(ignored))
+{
+    forget_hits(self);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef FastDecoder_methods[] = {
+    {"forget", (PyCFunction)FastDecoder_forget, METH_NOARGS,
+     "forget()\n\n"
+     "Forget the hash resolutions remembered so far. Call it whenever the\n"
+     "files or hosts tables may have changed."},
     {"decode", (PyCFunction)(void (*)(void))FastDecoder_decode_checked,
      METH_FASTCALL,
      "decode(data, offset, limit, out) -> (offset, count, value)\n\n"
