@@ -700,10 +700,10 @@ def test_hash_defined_mid_chunk_resolves(monkeypatch: pytest.MonkeyPatch) -> Non
 
 @compiled
 def test_views_kept_by_loads_keep_their_line() -> None:
-    kept: List[Any] = []
+    loads_inputs: List[Any] = []
 
     def keeping_loads(text: Any) -> Any:
-        kept.append(text)
+        loads_inputs.append(text)
         return orjson.loads(text)
 
     fast = _decode._speedups.FastDecoder(
@@ -723,8 +723,8 @@ def test_views_kept_by_loads_keep_their_line() -> None:
     assert fast.decode(data, 0, 64, out) == (len(data), 5, None)
     assert [e.ts for e in out] == [0, 1, 2, 3, 4]
     # The first call is the constructor's check for memoryview support.
-    assert all(isinstance(text, memoryview) for text in kept)
-    assert [bytes(text) for text in kept[1:]] == lines
+    assert all(isinstance(text, memoryview) for text in loads_inputs)
+    assert [bytes(text) for text in loads_inputs[1:]] == lines
 
 
 @compiled
