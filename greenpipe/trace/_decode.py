@@ -277,41 +277,57 @@ def _normalise_args(args: Dict[str, Any]) -> None:
 
 
 class _Cursor:
-    """Numbered lines of a chunk from a position on, for the slow path.
+    """Numbered lines of a chunk from a byte offset on, for the slow path.
 
     ``_recover`` may take lines after the one it repairs, so the fast path
-    resumes at ``pos`` afterwards.
+    resumes at ``pos`` afterwards. ``number`` is the number of the line
+    that starts at ``pos``.
     """
 
-    __slots__ = ("lines", "pos", "first_number")
+    __slots__ = ("data", "pos", "number")
 
-    def __init__(self, lines: List[bytes], first_number: int) -> None:
-        self.lines = lines
+    def __init__(self, data: bytes, number: int) -> None:
+        self.data = data
         self.pos = 0
-        self.first_number = first_number
+        self.number = number
 
     def __iter__(self) -> "_Cursor":
         return self
 
     def __next__(self) -> Numbered:
+        data = self.data
         pos = self.pos
-        if pos >= len(self.lines):
+        size = len(data)
+        if pos >= size:
             raise StopIteration
-        self.pos = pos + 1
-        return self.first_number + pos, self.lines[pos]
+        end = data.find(b"\n", pos)
+        if end < 0:
+            end = size
+        self.pos = min(end + 1, size)
+        number = self.number
+        self.number = number + 1
+        return number, data[pos:end]
 
 
 class PyFastDecoder:
-    """Decode the common events of a run of lines (the reference version).
+    """Decode the common events of a chunk's lines (the reference version).
 
-    ``decode(lines, start, stop, out)`` appends an :class:`Event` to
-    ``out`` for each line of ``lines[start:stop]`` that is a complete,
-    ordinary event. It stops at the first line that is anything else:
-    metadata, a repairable or bad line, a missing field, a number that
-    needs more than ``_convert_number``, or a hash of an unusual type. It
-    returns ``(index, value)``: the index of that line (``stop`` when all
-    were decoded) and its parsed value, or ``None`` when the line was not
-    parsed or did not parse. The slow path then handles that one line.
+    ``decode(data, offset, limit, out)`` takes up to ``limit`` lines of the
+    bytes ``data``, from the line that starts at byte ``offset`` on, and
+    appends an :class:`Event` to ``out`` for each that is a complete,
+    ordinary event. Lines end at ``b"\\n"`` or at the end of ``data``. It
+    stops at the first line that is anything else: metadata, a repairable
+    or bad line, a missing field, a number that needs more than
+    ``_convert_number``, or a hash of an unusual type. It returns
+    ``(offset, count, value)``: the byte offset where it stopped (the
+    start of that line, or ``len(data)``), the number of lines decoded,
+    and the parsed value of the line at ``offset``, or ``None`` when that
+    line was not parsed or did not parse. When ``count`` is less than
+    ``limit`` and ``offset`` is before the end, the slow path handles that
+    one line.
+
+    ``forget()`` must be called whenever the ``files`` or ``hosts`` tables
+    may have changed: the compiled version remembers recent resolutions.
 
     The compiled ``_speedups.FastDecoder`` does exactly the same, faster;
     the tests compare the two on every real trace.
@@ -332,23 +348,34 @@ class PyFastDecoder:
         self.resolve_host = resolve_host
 
     def decode(
-        self, lines: List[bytes], start: int, stop: int, out: List[Event]
-    ) -> Tuple[int, Any]:
-        stop = min(stop, len(lines))
+        self, data: bytes, offset: int, limit: int, out: List[Event]
+    ) -> Tuple[int, int, Any]:
+        size = len(data)
+        if not 0 <= offset <= size:
+            raise ValueError(f"offset must be between 0 and {size}, not {offset}")
         append = out.append
-        for index in range(start, stop):
-            line = lines[index]
+        count = 0
+        while count < limit and offset < size:
+            end = data.find(b"\n", offset)
+            if end < 0:
+                end = size
+            line = data[offset:end]
             if line.rstrip()[-1:] != b"}":
-                return index, None
+                return offset, count, None
             try:
-                data = _loads(line)
+                value = _loads(line)
             except _JSONDecodeError:
-                return index, None
-            event = self._event(data)
+                return offset, count, None
+            event = self._event(value)
             if event is None:
-                return index, data
+                return offset, count, value
             append(event)
-        return stop, None
+            count += 1
+            offset = min(end + 1, size)
+        return offset, count, None
+
+    def forget(self) -> None:
+        """Do nothing: this version remembers no hash resolutions."""
 
     def _event(self, data: Any) -> Optional[Event]:
         if data.__class__ is not dict:
@@ -530,30 +557,6 @@ def make_scanner() -> Callable[..., int]:
     return scan_fast
 
 
-#: Bytes of a chunk split into lines at once. Splitting a whole 1 MiB
-#: chunk takes about half a millisecond without a chance to switch tasks,
-#: which a timed replay sees as late calls; smaller pieces also keep the
-#: lines in the processor's cache while they are decoded.
-PIECE_BYTES = 64 * 1024
-
-
-def _pieces(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Cut line-aligned chunks into line-aligned pieces of about ``PIECE_BYTES``."""
-    for chunk in chunks:
-        size = len(chunk)
-        if size <= 2 * PIECE_BYTES:
-            yield chunk
-            continue
-        start = 0
-        while start < size:
-            cut = chunk.find(b"\n", start + PIECE_BYTES)
-            if cut < 0 or size - cut <= PIECE_BYTES:
-                yield chunk[start:] if start else chunk
-                break
-            yield chunk[start : cut + 1]
-            start = cut + 1
-
-
 def iter_event_batches(
     chunks: Iterable[bytes],
     record: FileRecord,
@@ -565,33 +568,31 @@ def iter_event_batches(
 
     ``record.events`` counts the events of each list once it is yielded.
     """
-    decode = make_fast_decoder(table, record).decode
+    fast = make_fast_decoder(table, record)
+    decode = fast.decode
+    forget = fast.forget
     next_number = 1
     carried: List[Numbered] = []
 
-    for chunk in _pieces(chunks):
-        lines = chunk.split(b"\n")
-        if not lines[-1]:
-            lines.pop()
-        first_number = next_number
-        next_number += len(lines)
+    for chunk in chunks:
         if carried:
             # The lines of an event split across chunks come right
             # before this chunk, so the numbering stays contiguous.
-            first_number = carried[0][0]
-            lines = [line for _, line in carried] + lines
+            next_number = carried[0][0]
+            chunk = b"\n".join([line for _, line in carried] + [chunk])
             carried = []
-        cursor = _Cursor(lines, first_number)
-        count = len(lines)
+        cursor = _Cursor(chunk, next_number)
+        size = len(chunk)
         pos = 0
-        while pos < count:
+        while pos < size:
             out: List[Event] = []
-            pos, data = decode(lines, pos, pos + FAST_BATCH, out)
+            pos, count, data = decode(chunk, pos, FAST_BATCH, out)
+            cursor.number += count
             if out:
-                record.events += len(out)
+                record.events += count
                 yield out
-            if pos >= count:
-                break
+            if count == FAST_BATCH or pos >= size:
+                continue
             # The slow path: one line, or a few when an event was split.
             cursor.pos = pos
             number, line = next(cursor)
@@ -611,6 +612,9 @@ def iter_event_batches(
                         continue
             pos = cursor.pos
             event = _decode_general(data, number, record, table)
+            # A metadata event may have redefined a hash the fast path has
+            # resolved before.
+            forget()
             if event is None:
                 continue
             if event.phase == "M":
@@ -619,6 +623,7 @@ def iter_event_batches(
             else:
                 record.events += 1
             yield [event]
+        next_number = cursor.number
 
     _finish_group(carried, record)
 

@@ -2,11 +2,11 @@
  * Compiled fast path of the trace decoder.
  *
  * FastDecoder.decode does what PyFastDecoder.decode in _decode.py does,
- * line for line: parse each line with orjson, and turn each complete,
- * ordinary event into an Event without running Python code. It stops at
- * the first line that needs anything else and hands that line back, so
- * every quirk and every rare case stays in the Python slow path. The
- * tests compare both versions on every real trace.
+ * line for line: parse each line of a chunk with orjson, in place, and
+ * turn each complete, ordinary event into an Event without running Python
+ * code. It stops at the first line that needs anything else and returns
+ * that line's offset, so every quirk and every rare case stays in the
+ * Python slow path. The tests compare both versions on every real trace.
  *
  * Events are built without calling Event.__init__: the slots are written
  * through the offsets of the class's member descriptors, which the
@@ -58,7 +58,8 @@ static PyTypeObject Event_Type;
 static int
 may_be_tracked(PyObject *value)
 {
-    if (value == NULL || !PyObject_IS_GC(value)) {
+    if (value == NULL || value == Py_None || PyUnicode_CheckExact(value) ||
+        PyLong_CheckExact(value) || !PyObject_IS_GC(value)) {
         return 0;
     }
     if (PyTuple_CheckExact(value) || PyDict_CheckExact(value)) {
@@ -322,7 +323,10 @@ static const char *const key_texts[K_KINDS] = {
 #define KEY_SLOTS 256
 #define ORDER_SLOTS 16
 #define RECENT_SLOTS 32
-#define HIT_SLOTS 16
+#define NUMBER_FIELDS 3
+#define NUMBER_SLOTS 64
+#define HIT_BITS 6
+#define HIT_SLOTS (1 << HIT_BITS)
 
 typedef struct {
     PyObject *key;
@@ -346,6 +350,9 @@ typedef struct {
     PyObject *resolve_host;
     PyObject *convert;
     PyObject *numeric_args;
+    /* Whether loads accepts a memoryview, so that lines are parsed in
+     * place. */
+    int parse_views;
     PyObject *key_kinds; /* key text -> K_ code */
     KeySlot key_slots[KEY_SLOTS];
     int known_keys;
@@ -364,6 +371,11 @@ typedef struct {
      * characters, with the path or host name each resolved to. */
     LastHit file_hits[HIT_SLOTS];
     LastHit host_hits[HIT_SLOTS];
+    /* Strings converted to numbers lately, with their ints, because pid,
+     * tid and many sizes repeat from line to line. Slots below
+     * NUMBER_FIELDS belong to pid, tid and dur, and argument values share
+     * the others by a slot taken from their text. */
+    LastHit number_hits[NUMBER_SLOTS];
 } FastDecoder;
 
 static void forget_hits(FastDecoder *self);
@@ -415,16 +427,60 @@ parse_plain_decimal(PyObject *text, PyObject **result)
     return *result == NULL ? FAILED : DONE;
 }
 
+static inline int
+same_string(PyObject *a, PyObject *b)
+{
+    if (a == b) {
+        return 1;
+    }
+    Py_ssize_t length = PyUnicode_GET_LENGTH(a);
+    return length == PyUnicode_GET_LENGTH(b) &&
+           PyUnicode_KIND(a) == PyUnicode_KIND(b) &&
+           memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b),
+                  (size_t)length * PyUnicode_KIND(a)) == 0;
+}
+
+/* The number_hits slot of an argument value's text. */
+static LastHit *
+number_hit_for_text(FastDecoder *self, PyObject *text)
+{
+    if (!PyUnicode_IS_ASCII(text)) {
+        return NULL;
+    }
+    Py_ssize_t length = PyUnicode_GET_LENGTH(text);
+    if (length == 0) {
+        return NULL;
+    }
+    const unsigned char *digits = PyUnicode_1BYTE_DATA(text);
+    size_t slot = (size_t)length * 31u + digits[0] * 7u + digits[length - 1];
+    return &self->number_hits[NUMBER_FIELDS +
+                              slot % (NUMBER_SLOTS - NUMBER_FIELDS)];
+}
+
 /*
  * Convert a number that is not an exact int, as _convert_number does.
- * Returns DONE with a new reference, FALLBACK when the value cannot be
- * converted (no error left set), FAILED on any other error.
+ * A decimal string equal to the one last converted through hit (when not
+ * NULL) gets the same int again. Returns DONE with a new reference,
+ * FALLBACK when the value cannot be converted (no error left set),
+ * FAILED on any other error.
  */
 static int
-convert_number(FastDecoder *self, PyObject *value, PyObject **result)
+convert_number(FastDecoder *self, PyObject *value, LastHit *hit,
+               PyObject **result)
 {
     if (PyUnicode_CheckExact(value)) {
+        if (hit != NULL && hit->key != NULL && same_string(value, hit->key)) {
+            Py_INCREF(hit->value);
+            *result = hit->value;
+            return DONE;
+        }
         int outcome = parse_plain_decimal(value, result);
+        if (outcome == DONE && hit != NULL) {
+            Py_INCREF(value);
+            Py_XSETREF(hit->key, value);
+            Py_INCREF(*result);
+            Py_XSETREF(hit->value, *result);
+        }
         if (outcome != FALLBACK) {
             return outcome;
         }
@@ -528,26 +584,13 @@ non_empty_string(PyObject *value)
            PyUnicode_GET_LENGTH(value) > 0;
 }
 
-static int
-same_string(PyObject *a, PyObject *b)
-{
-    if (a == b) {
-        return 1;
-    }
-    Py_ssize_t length = PyUnicode_GET_LENGTH(a);
-    return length == PyUnicode_GET_LENGTH(b) &&
-           PyUnicode_KIND(a) == PyUnicode_KIND(b) &&
-           memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b),
-                  (size_t)length * PyUnicode_KIND(a)) == 0;
-}
-
 /*
  * Resolve a hash value through table, then through resolver, as
  * ``table.get(key)`` followed by ``resolver(key)``. Events name a few
  * files over and over, each time in a new string. So the strings found
  * in the table lately are kept in hits and compared byte for byte before
  * the table is hashed and searched. A string's slot comes from its length
- * and last two characters, where hex digits vary most.
+ * and last four characters, where hex digits vary most.
  * Unresolved hashes are never remembered: the resolver counts each one.
  */
 static int
@@ -561,11 +604,11 @@ resolve_hash(PyObject *key, PyObject *table, PyObject *resolver, LastHit *hits,
     if (PyUnicode_CheckExact(key) && PyUnicode_IS_ASCII(key)) {
         Py_ssize_t length = PyUnicode_GET_LENGTH(key);
         const unsigned char *text = PyUnicode_1BYTE_DATA(key);
-        size_t slot = (size_t)length;
-        if (length >= 2) {
-            slot += (size_t)text[length - 1] * 5u + text[length - 2];
-        }
-        hit = &hits[slot % HIT_SLOTS];
+        uint32_t tail = 0;
+        memcpy(&tail, text + length - (length < 4 ? length : 4),
+               (size_t)(length < 4 ? length : 4));
+        uint64_t mix = ((uint64_t)tail << 8) ^ (uint64_t)length;
+        hit = &hits[(mix * 0x9E3779B97F4A7C15ull) >> (64 - HIT_BITS)];
         if (hit->key != NULL && same_string(key, hit->key)) {
             Py_INCREF(hit->value);
             *result = hit->value;
@@ -602,49 +645,60 @@ set_or_none(PyObject **target, PyObject *value)
     *target = value;
 }
 
-/*
- * Fill fields[F_PATH] and fields[F_HOSTNAME] from args; convert its
- * numeric arguments first when normalise is set.
- */
+/* The values of the args keys that name the file and the host. */
+typedef struct {
+    PyObject *fhash;
+    PyObject *hhash;
+    PyObject *fname;
+    PyObject *path;
+    PyObject *hostname;
+} ArgKeys;
+
+/* Look up the keys of found in args; values are borrowed. */
 static int
-resolve_args(FastDecoder *self, PyObject *args, int normalise,
-             PyObject **fields)
+look_up_arg_keys(FastDecoder *self, PyObject *args, ArgKeys *found)
 {
     PyObject *const *keys = self->key_objects;
-    PyObject *fhash = PyDict_GetItemWithError(args, keys[K_FHASH]);
-    PyObject *hhash = fhash != NULL || !PyErr_Occurred()
-                          ? PyDict_GetItemWithError(args, keys[K_HHASH])
-                          : NULL;
+    found->fhash = PyDict_GetItemWithError(args, keys[K_FHASH]);
+    found->hhash = found->fhash != NULL || !PyErr_Occurred()
+                       ? PyDict_GetItemWithError(args, keys[K_HHASH])
+                       : NULL;
     if (PyErr_Occurred()) {
         return FAILED;
     }
-    PyObject *fname = NULL, *path = NULL, *hostname = NULL;
-    if (fhash == NULL || fhash == Py_None) {
-        fname = PyDict_GetItemWithError(args, keys[K_FNAME]);
-        if (!non_empty_string(fname) && !PyErr_Occurred()) {
-            path = PyDict_GetItemWithError(args, keys[K_PATH]);
+    if (found->fhash == NULL || found->fhash == Py_None) {
+        found->fname = PyDict_GetItemWithError(args, keys[K_FNAME]);
+        if (!non_empty_string(found->fname) && !PyErr_Occurred()) {
+            found->path = PyDict_GetItemWithError(args, keys[K_PATH]);
         }
     }
-    if ((hhash == NULL || hhash == Py_None) && !PyErr_Occurred()) {
-        hostname = PyDict_GetItemWithError(args, keys[K_HOSTNAME]);
+    if ((found->hhash == NULL || found->hhash == Py_None) && !PyErr_Occurred()) {
+        found->hostname = PyDict_GetItemWithError(args, keys[K_HOSTNAME]);
     }
-    if (PyErr_Occurred()) {
-        return FAILED;
-    }
+    return PyErr_Occurred() ? FAILED : DONE;
+}
 
+/*
+ * Convert the numeric arguments of args to int in place, and fill found
+ * in the same walk over the entries, which costs less than looking the
+ * keys up. Values are borrowed.
+ */
+static int
+normalise_args(FastDecoder *self, PyObject *args, ArgKeys *found)
+{
     Py_ssize_t pos = 0;
     PyObject *key, *value;
-    while (normalise && PyDict_Next(args, &pos, &key, &value)) {
-        if (PyLong_CheckExact(value)) {
-            continue;
-        }
+    while (PyDict_Next(args, &pos, &key, &value)) {
         int code = classify(self, key);
         if (code < 0) {
             return FAILED;
         }
-        if (code & K_NUMERIC) {
+        if ((code & K_NUMERIC) && !PyLong_CheckExact(value)) {
             PyObject *number;
-            int outcome = convert_number(self, value, &number);
+            LastHit *hit = PyUnicode_CheckExact(value)
+                               ? number_hit_for_text(self, value)
+                               : NULL;
+            int outcome = convert_number(self, value, hit, &number);
             if (outcome == FAILED) {
                 return FAILED;
             }
@@ -656,12 +710,51 @@ resolve_args(FastDecoder *self, PyObject *args, int normalise,
                 if (failed) {
                     return FAILED;
                 }
+                value = number; /* args owns a reference to it now */
             }
             /* FALLBACK: kept as found, like the Python version. */
         }
+        switch (K_KIND(code)) {
+        case K_FHASH:
+            found->fhash = value;
+            break;
+        case K_HHASH:
+            found->hhash = value;
+            break;
+        case K_FNAME:
+            found->fname = value;
+            break;
+        case K_PATH:
+            found->path = value;
+            break;
+        case K_HOSTNAME:
+            found->hostname = value;
+            break;
+        default:
+            break;
+        }
     }
+    return DONE;
+}
 
-    int outcome;
+/*
+ * Fill fields[F_PATH] and fields[F_HOSTNAME] from args; convert its
+ * numeric arguments first when normalise is set.
+ */
+static int
+resolve_args(FastDecoder *self, PyObject *args, int normalise,
+             PyObject **fields)
+{
+    ArgKeys found = {NULL, NULL, NULL, NULL, NULL};
+    int outcome = normalise ? normalise_args(self, args, &found)
+                            : look_up_arg_keys(self, args, &found);
+    if (outcome == FAILED) {
+        return FAILED;
+    }
+    PyObject *fhash = found.fhash, *hhash = found.hhash;
+    PyObject *fname = found.fname, *path = found.path;
+    PyObject *hostname = found.hostname;
+
     if (fhash != NULL && fhash != Py_None) {
         outcome = resolve_hash(fhash, self->files, self->resolve_file,
                                self->file_hits, &fields[F_PATH]);
@@ -820,7 +913,13 @@ build_event(FastDecoder *self, PyObject *data, PyObject **event)
                 numbers[i] = value;
                 continue;
             }
-            int converted = convert_number(self, value, &numbers[i]);
+            /* pid, tid and dur have a slot each. ts grows with every
+             * event, so it is never remembered. */
+            static const int number_slots[4] = {0, 1, -1, 2};
+            LastHit *hit = number_slots[i] < 0
+                               ? NULL
+                               : &self->number_hits[number_slots[i]];
+            int converted = convert_number(self, value, hit, &numbers[i]);
             if (converted != DONE) {
                 outcome = converted;
                 while (i-- > 0) {
@@ -871,12 +970,10 @@ finish:
     return outcome;
 }
 
-/* Whether the last byte that is not JSON whitespace is '}'. */
+/* Whether the last byte of text that is not JSON whitespace is '}'. */
 static int
-ends_with_brace(PyObject *line)
+ends_with_brace(const char *text, Py_ssize_t size)
 {
-    const char *text = PyBytes_AS_STRING(line);
-    Py_ssize_t size = PyBytes_GET_SIZE(line);
     while (size > 0) {
         char last = text[size - 1];
         if (last != ' ' && last != '\t' && last != '\r' && last != '\n' &&
@@ -888,71 +985,164 @@ ends_with_brace(PyObject *line)
     return 0;
 }
 
+/*
+ * A memoryview over a bytes object, moved from line to line so that
+ * orjson parses each line in place, without a bytes object per line.
+ * orjson 3.13 reads the view's buf and len when it is called and keeps
+ * no reference to it. parse_line still checks, and the view owns a
+ * reference to the bytes object, so a view that a loads function keeps
+ * never points to freed memory.
+ */
+typedef struct {
+    PyObject *view;
+    char *buf;
+    Py_ssize_t len;
+} LineView;
+
+/* Point the view at text[0:size], creating it first when needed. */
+static PyObject *
+line_view_move(LineView *line, PyObject *data, const char *text, Py_ssize_t size)
+{
+    if (line->view == NULL) {
+        line->view = PyMemoryView_FromObject(data);
+        if (line->view == NULL) {
+            return NULL;
+        }
+        Py_buffer *buffer = PyMemoryView_GET_BUFFER(line->view);
+        line->buf = buffer->buf;
+        line->len = buffer->len;
+    }
+    Py_buffer *buffer = PyMemoryView_GET_BUFFER(line->view);
+    buffer->buf = (void *)text;
+    buffer->len = size;
+    buffer->shape[0] = size;
+    return line->view;
+}
+
+/* Give the view back its whole buffer and drop it. */
+static void
+line_view_release(LineView *line)
+{
+    if (line->view == NULL) {
+        return;
+    }
+    Py_buffer *buffer = PyMemoryView_GET_BUFFER(line->view);
+    buffer->buf = line->buf;
+    buffer->len = line->len;
+    buffer->shape[0] = line->len;
+    Py_CLEAR(line->view);
+}
+
+/*
+ * Parse text[0:size] with orjson. Returns a new reference, or NULL with
+ * the error set.
+ */
+static PyObject *
+parse_line(FastDecoder *self, LineView *line, PyObject *data, const char *text,
+           Py_ssize_t size)
+{
+    if (!self->parse_views) {
+        PyObject *copy = PyBytes_FromStringAndSize(text, size);
+        if (copy == NULL) {
+            return NULL;
+        }
+        PyObject *value = PyObject_Vectorcall(self->loads, &copy, 1, NULL);
+        Py_DECREF(copy);
+        return value;
+    }
+    PyObject *view = line_view_move(line, data, text, size);
+    if (view == NULL) {
+        return NULL;
+    }
+    PyObject *value = PyObject_Vectorcall(self->loads, &view, 1, NULL);
+    if (Py_REFCNT(view) != 1 ||
+        ((PyMemoryViewObject *)view)->exports != 0) {
+        /* Something kept the view or a buffer of it: leave it at this
+         * line and use a new view for the next one. */
+        Py_CLEAR(line->view);
+    }
+    return value;
+}
+
 static PyObject *
 FastDecoder_decode(FastDecoder *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 4) {
         PyErr_SetString(PyExc_TypeError,
-                        "decode(lines, start, stop, out) takes 4 arguments");
+                        "decode(data, offset, limit, out) takes 4 arguments");
         return NULL;
     }
-    PyObject *lines = args[0];
+    PyObject *data = args[0];
     PyObject *out = args[3];
-    if (!PyList_CheckExact(lines) || !PyList_CheckExact(out)) {
-        PyErr_SetString(PyExc_TypeError, "decode needs lists for lines and out");
+    if (!PyBytes_CheckExact(data) || !PyList_CheckExact(out)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "decode needs bytes for data and a list for out");
         return NULL;
     }
-    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
-    if (start == -1 && PyErr_Occurred()) {
+    Py_ssize_t offset = PyLong_AsSsize_t(args[1]);
+    if (offset == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    Py_ssize_t stop = PyLong_AsSsize_t(args[2]);
-    if (stop == -1 && PyErr_Occurred()) {
+    Py_ssize_t limit = PyLong_AsSsize_t(args[2]);
+    if (limit == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    if (start < 0) {
-        PyErr_Format(PyExc_ValueError, "start must be >= 0, not %zd", start);
+    Py_ssize_t size = PyBytes_GET_SIZE(data);
+    if (offset < 0 || offset > size) {
+        PyErr_Format(PyExc_ValueError,
+                     "offset must be between 0 and %zd, not %zd", size, offset);
         return NULL;
     }
 
-    /* The slow path may have changed the hash tables since the last call
-     * (metadata is only ever decoded there). */
-    forget_hits(self);
+    /* The hash resolutions remembered in file_hits and host_hits stay
+     * in use until the caller calls forget(). */
     self->learned = 0;
-    Py_ssize_t index;
-    for (index = start; index < stop && index < PyList_GET_SIZE(lines); index++) {
-        PyObject *line = PyList_GET_ITEM(lines, index);
-        if (!PyBytes_CheckExact(line) || !ends_with_brace(line)) {
-            return Py_BuildValue("(nO)", index, Py_None);
+    const char *text = PyBytes_AS_STRING(data);
+    LineView line = {NULL, NULL, 0};
+    PyObject *value = NULL; /* the parsed line handed to the slow path */
+    Py_ssize_t count = 0;
+    while (count < limit && offset < size) {
+        const char *start = text + offset;
+        const char *newline = memchr(start, '\n', (size_t)(size - offset));
+        Py_ssize_t length = newline != NULL ? newline - start : size - offset;
+        if (!ends_with_brace(start, length)) {
+            break;
         }
-        Py_INCREF(line);
-        PyObject *data = PyObject_Vectorcall(self->loads, &line, 1, NULL);
-        Py_DECREF(line);
-        if (data == NULL) {
+        PyObject *parsed = parse_line(self, &line, data, start, length);
+        if (parsed == NULL) {
             if (PyErr_ExceptionMatches(self->decode_error)) {
                 PyErr_Clear();
-                return Py_BuildValue("(nO)", index, Py_None);
+                break;
             }
-            return NULL;
+            goto error;
         }
         PyObject *event = NULL;
-        int outcome = build_event(self, data, &event);
+        int outcome = build_event(self, parsed, &event);
         if (outcome == FALLBACK) {
-            PyObject *result = Py_BuildValue("(nO)", index, data);
-            Py_DECREF(data);
-            return result;
+            value = parsed;
+            break;
         }
-        Py_DECREF(data);
+        Py_DECREF(parsed);
         if (outcome == FAILED) {
-            return NULL;
+            goto error;
         }
         int failed = PyList_Append(out, event);
         Py_DECREF(event);
         if (failed) {
-            return NULL;
+            goto error;
         }
+        count++;
+        offset = newline != NULL ? offset + length + 1 : size;
     }
-    return Py_BuildValue("(nO)", index, Py_None);
+    line_view_release(&line);
+    PyObject *result = Py_BuildValue("(nnO)", offset, count,
+                                     value != NULL ? value : Py_None);
+    Py_XDECREF(value);
+    return result;
+
+error:
+    line_view_release(&line);
+    return NULL;
 }
 
 /* The offset of a slot of the Event class, checked. */
@@ -1041,6 +1231,26 @@ FastDecoder_init(FastDecoder *self, PyObject *args, PyObject *kwargs)
         }
     }
     Py_XSETREF(self->key_kinds, kinds);
+
+    /* Lines are parsed in place when loads takes a memoryview (orjson
+     * 3.13 does, except on free-threaded builds), from a bytes copy
+     * otherwise. */
+    PyObject *probe = PyMemoryView_FromMemory((char *)"{}", 2, PyBUF_READ);
+    if (probe == NULL) {
+        return -1;
+    }
+    PyObject *parsed = PyObject_CallOneArg(loads, probe);
+    Py_DECREF(probe);
+    self->parse_views = parsed != NULL && PyDict_CheckExact(parsed);
+    if (parsed != NULL) {
+        Py_DECREF(parsed);
+    }
+    else if (PyErr_ExceptionMatches(PyExc_Exception)) {
+        PyErr_Clear();
+    }
+    else {
+        return -1;
+    }
     for (int kind = K_NAME; kind < K_KINDS; kind++) {
         PyObject *text = PyUnicode_InternFromString(key_texts[kind]);
         if (text == NULL) {
@@ -1049,6 +1259,15 @@ FastDecoder_init(FastDecoder *self, PyObject *args, PyObject *kwargs)
         Py_XSETREF(self->key_objects[kind], text);
     }
     return 0;
+}
+
+static void
+forget_numbers(FastDecoder *self)
+{
+    for (int i = 0; i < NUMBER_SLOTS; i++) {
+        Py_CLEAR(self->number_hits[i].key);
+        Py_CLEAR(self->number_hits[i].value);
+    }
 }
 
 static void
@@ -1105,6 +1324,7 @@ FastDecoder_clear(FastDecoder *self)
         Py_CLEAR(self->recent_categories[i]);
     }
     forget_hits(self);
+    forget_numbers(self);
     return 0;
 }
 
@@ -1127,12 +1347,26 @@ FastDecoder_decode_checked(FastDecoder *self, PyObject *const *args,
     return FastDecoder_decode(self, args, nargs);
 }
 
+static PyObject *
+FastDecoder_forget(FastDecoder *self, PyObject *Py_UNUSED(ignored))
+{
+    forget_hits(self);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef FastDecoder_methods[] = {
+    {"forget", (PyCFunction)FastDecoder_forget, METH_NOARGS,
+     "forget()\n\n"
+     "Forget the hash resolutions remembered so far. Call it whenever the\n"
+     "files or hosts tables may have changed."},
     {"decode", (PyCFunction)(void (*)(void))FastDecoder_decode_checked,
      METH_FASTCALL,
-     "decode(lines, start, stop, out) -> (index, value)\n\n"
-     "Append the events of lines[start:stop] to out up to the first line\n"
-     "the slow path must handle; return its index and parsed value."},
+     "decode(data, offset, limit, out) -> (offset, count, value)\n\n"
+     "Append the events of up to limit lines of data, from the line at\n"
+     "byte offset on, to out, stopping at the first line the slow path\n"
+     "must handle. Return the offset where decoding stopped, the number\n"
+     "of lines decoded and the parsed value of the line at that offset\n"
+     "(None when it was not parsed, did not parse, or count is limit)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import gc
 import pickle
-import random
 import sys
 import weakref
 from typing import Any, List
@@ -117,19 +116,3 @@ def test_decoded_events_are_untracked_and_freed(monkeypatch: pytest.MonkeyPatch)
         decode()
     gc.collect()
     assert sys.getallocatedblocks() - allocated < 100
-
-
-@pytest.mark.parametrize("seed", range(20))
-def test_pieces_cut_chunks_at_line_ends(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_decode, "PIECE_BYTES", 64)
-    rng = random.Random(seed)
-    chunks = []
-    for _ in range(5):
-        lines = [b"x" * rng.randrange(0, 200) for _ in range(rng.randrange(0, 40))]
-        chunks.append(b"".join(line + b"\n" for line in lines))
-
-    pieces = list(_decode._pieces(chunks))
-
-    assert b"".join(pieces) == b"".join(chunks)
-    assert all(piece.endswith(b"\n") for piece in pieces if piece)
-    assert all(len(piece) <= 2 * 64 + 200 for piece in pieces)

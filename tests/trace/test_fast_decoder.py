@@ -343,11 +343,15 @@ def compiled_decoder() -> Any:
 def test_decode_rejects_bad_arguments() -> None:
     fast = compiled_decoder()
     with pytest.raises(TypeError):
-        fast.decode((b"{}",), 0, 1, [])
-    with pytest.raises(ValueError):
-        fast.decode([b"{}"], -1, 1, [])
+        fast.decode([b"{}"], 0, 1, [])
     with pytest.raises(TypeError):
-        fast.decode([b"{}"], 0, 1)
+        fast.decode(b"{}", 0, 1, ())
+    with pytest.raises(ValueError):
+        fast.decode(b"{}", -1, 1, [])
+    with pytest.raises(ValueError):
+        fast.decode(b"{}", 3, 1, [])
+    with pytest.raises(TypeError):
+        fast.decode(b"{}", 0, 1)
 
 
 @pytest.mark.skipif(
@@ -528,3 +532,227 @@ def test_scanner_changes_nothing_when_an_event_needs_python() -> None:
 
     with pytest.raises(TypeError, match="not a slot"):
         _decode._speedups.Scanner(Plain)
+
+
+def event_line(ts: int, args: bytes = b'{"fname":"/data/a","size":8}') -> bytes:
+    return (
+        b'{"name":"read","cat":"POSIX","pid":1,"tid":2,"ts":%d,"dur":3,"ph":"X",'
+        b'"args":%s}' % (ts, args)
+    )
+
+
+META_LINE = b'{"name":"FH","ph":"M","args":{"name":"/data/b","value":"0b"}}'
+BAD_LINE = b"not json }"
+#: One event cut in two by a raw newline inside its path.
+SPLIT_HEAD = (
+    b'{"name":"read","cat":"POSIX","pid":1,"tid":2,"ts":2,"dur":3,"ph":"X",'
+    b'"args":{"fname":"/data/split'
+)
+SPLIT_TAIL = b'name"}}'
+
+
+@pytest.mark.parametrize("pure", [False, True])
+def test_decode_reports_where_it_stopped(pure: bool) -> None:
+    if pure:
+        decode = _decode.PyFastDecoder({}, {}, print, print).decode
+    elif _decode._speedups is None:
+        pytest.skip("the compiled decoder is not built")
+    else:
+        decode = compiled_decoder().decode
+    data = event_line(1) + b"\n" + META_LINE + b"\n\n" + event_line(2)
+    after_first = len(event_line(1)) + 1
+    blank = after_first + len(META_LINE) + 1
+    out: List[Event] = []
+
+    offset, count, value = decode(data, 0, 64, out)
+    assert (offset, count) == (after_first, 1)
+    assert value["name"] == "FH"
+    assert [e.ts for e in out] == [1]
+
+    assert decode(data, blank, 64, out) == (blank, 0, None)
+    assert decode(data, blank + 1, 64, out) == (len(data), 1, None)
+    assert [e.ts for e in out] == [1, 2]
+    assert decode(data, len(data), 64, out) == (len(data), 0, None)
+
+    two = event_line(1) + b"\n" + event_line(2) + b"\n"
+    assert decode(two, 0, 1, out) == (after_first, 1, None)
+    assert decode(two, 0, 0, out) == (0, 0, None)
+    assert decode(two, after_first, 64, out) == (len(two), 1, None)
+    assert [e.ts for e in out] == [1, 2, 1, 2]
+
+
+#: Chunks, then the expected timestamps, bad line numbers, ignored lines
+#: and joined lines.
+EDGE_CASES = {
+    "chunk ends without newline": (
+        [event_line(1) + b"\n" + event_line(2), event_line(3) + b"\n"],
+        [1, 2, 3],
+        [],
+        0,
+        0,
+    ),
+    "empty lines": (
+        [b"\n" + event_line(1) + b"\n\n\n" + event_line(2) + b"\n\n"],
+        [1, 2],
+        [],
+        4,
+        0,
+    ),
+    "slow lines in the middle": (
+        [
+            event_line(1) + b"\n" + BAD_LINE + b"\n" + META_LINE + b"\n"
+            + event_line(2, b'{"fhash":"0b"}') + b"\n" + event_line(3) + b"\n"
+        ],
+        [1, 2, 3],
+        [2],
+        0,
+        0,
+    ),
+    "split event across chunks": (
+        [
+            event_line(1) + b"\n" + SPLIT_HEAD + b"\n",
+            SPLIT_TAIL + b"\n" + BAD_LINE + b"\n" + event_line(3) + b"\n",
+        ],
+        [1, 2, 3],
+        [4],
+        0,
+        1,
+    ),
+    "split event across three chunks": (
+        [
+            event_line(1) + b"\n" + SPLIT_HEAD + b"\n",
+            b"mid\n",
+            b'dle"}}\n' + event_line(3) + b"\n" + BAD_LINE + b"\n",
+        ],
+        [1, 2, 3],
+        [6],
+        0,
+        2,
+    ),
+    "split event unfinished in the last chunk": (
+        [event_line(1) + b"\n", SPLIT_HEAD + b"\n" + BAD_LINE],
+        [1],
+        [2, 3],
+        0,
+        0,
+    ),
+    "last line without newline": (
+        [event_line(1) + b"\n" + event_line(2)],
+        [1, 2],
+        [],
+        0,
+        0,
+    ),
+    "bad last line without newline": (
+        [event_line(1) + b"\n" + BAD_LINE],
+        [1],
+        [2],
+        0,
+        0,
+    ),
+    "slow lines after full batches": (
+        [
+            b"".join(event_line(n) + b"\n" for n in range(64))
+            + BAD_LINE + b"\n"
+            + b"".join(event_line(n) + b"\n" for n in range(64, 128))
+            + b"\n"
+            + b"".join(event_line(n) + b"\n" for n in range(128, 130))
+        ],
+        list(range(130)),
+        [65],
+        1,
+        0,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(EDGE_CASES))
+@pytest.mark.parametrize("pure", [False, True])
+def test_chunk_edge_cases_keep_line_numbers(
+    case: str, pure: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not pure and _decode._speedups is None:
+        pytest.skip("the compiled decoder is not built")
+    chunks, timestamps, bad_lines, ignored, joined = EDGE_CASES[case]
+    events, stats, metadata = decode_chunks(chunks, pure, monkeypatch)
+    assert [fields[4] for fields in events if fields[6] == "X"] == timestamps
+    assert [bad.line for bad in stats.first_bad_lines] == bad_lines
+    assert stats.ignored_lines == ignored
+    assert stats.joined_lines == joined
+
+
+def test_split_event_across_chunks_is_joined(monkeypatch: pytest.MonkeyPatch) -> None:
+    chunks = EDGE_CASES["split event across chunks"][0]
+    events, _, _ = decode_chunks(chunks, False, monkeypatch)
+    assert [fields[8] for fields in events] == ["/data/a", "/data/split\nname", "/data/a"]
+
+
+def test_hash_defined_mid_chunk_resolves(monkeypatch: pytest.MonkeyPatch) -> None:
+    chunks = EDGE_CASES["slow lines in the middle"][0]
+    events, stats, _ = decode_chunks(chunks, False, monkeypatch)
+    assert [fields[8] for fields in events if fields[6] == "X"] == [
+        "/data/a",
+        "/data/b",
+        "/data/a",
+    ]
+    assert stats.metadata_events == 1
+
+
+@compiled
+def test_views_kept_by_loads_keep_their_line() -> None:
+    loads_inputs: List[Any] = []
+
+    def keeping_loads(text: Any) -> Any:
+        loads_inputs.append(text)
+        return orjson.loads(text)
+
+    fast = _decode._speedups.FastDecoder(
+        Event,
+        keeping_loads,
+        orjson.JSONDecodeError,
+        {},
+        {},
+        print,
+        print,
+        int,
+        _decode.NUMERIC_ARGS,
+    )
+    lines = [event_line(n) for n in range(5)]
+    data = b"\n".join(lines) + b"\n"
+    out: List[Event] = []
+    assert fast.decode(data, 0, 64, out) == (len(data), 5, None)
+    assert [e.ts for e in out] == [0, 1, 2, 3, 4]
+    # The first call is the constructor's check for memoryview support.
+    assert all(isinstance(text, memoryview) for text in loads_inputs)
+    assert [bytes(text) for text in loads_inputs[1:]] == lines
+
+
+@compiled
+def test_loads_without_memoryview_gets_bytes() -> None:
+    seen: List[type] = []
+
+    def bytes_only_loads(text: Any) -> Any:
+        if isinstance(text, memoryview):
+            raise TypeError("memoryview not accepted")
+        seen.append(type(text))
+        return orjson.loads(text)
+
+    fast = _decode._speedups.FastDecoder(
+        Event,
+        bytes_only_loads,
+        orjson.JSONDecodeError,
+        {},
+        {},
+        print,
+        print,
+        int,
+        _decode.NUMERIC_ARGS,
+    )
+    data = event_line(1) + b"\n" + META_LINE + b"\n" + event_line(2)
+    out: List[Event] = []
+    offset, count, value = fast.decode(data, 0, 64, out)
+    assert (offset, count) == (len(event_line(1)) + 1, 1)
+    assert value["name"] == "FH"
+    assert fast.decode(data, offset + len(META_LINE) + 1, 64, out) == (len(data), 1, None)
+    assert [e.ts for e in out] == [1, 2]
+    assert seen == [bytes, bytes, bytes]
