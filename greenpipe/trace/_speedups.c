@@ -131,8 +131,12 @@ static void
 Event_dealloc(EventObject *self)
 {
     PyObject_GC_UnTrack(self);
+    /* The trashcan defers the freeing of nested events, so a long chain
+       of events held in each other's fields cannot overflow the C stack. */
+    Py_TRASHCAN_BEGIN(self, Event_dealloc)
     Event_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
+    Py_TRASHCAN_END
 }
 
 static int

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import copy
 import gc
+import os
 import pickle
 import random
+import subprocess
 import sys
+import textwrap
 import weakref
 from typing import Any, List
 
@@ -117,6 +120,46 @@ def test_decoded_events_are_untracked_and_freed(monkeypatch: pytest.MonkeyPatch)
         decode()
     gc.collect()
     assert sys.getallocatedblocks() - allocated < 100
+
+
+#: Script that builds a chain of events, each held in the next one's
+#: ``path``, on a thread with a small stack, then frees it from the head.
+#: Freeing the links recursively takes a C stack frame per link.
+CHAIN_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import threading
+
+    from greenpipe.trace import Event
+
+    def build_and_free():
+        head = None
+        for _ in range(int(sys.argv[1])):
+            head = Event("read", "POSIX", 1, 2, 3, 4, "X", None, head)
+        del head
+
+    threading.stack_size(256 * 1024)
+    worker = threading.Thread(target=build_and_free)
+    worker.start()
+    worker.join()
+    print("freed")
+    """
+)
+
+
+@pytest.mark.parametrize("kind", ["compiled", "python"])
+def test_long_chain_frees_without_crash(kind: str) -> None:
+    env = {**os.environ, "GREENPIPE_PURE_PYTHON": "1" if kind == "python" else "0"}
+    result = subprocess.run(
+        [sys.executable, "-c", CHAIN_SCRIPT, "100000"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "freed"
 
 
 @pytest.mark.parametrize("seed", range(20))
