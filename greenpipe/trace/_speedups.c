@@ -44,8 +44,9 @@ static const char *const slot_names[N_FIELDS] = {
  * too, as CPython does for such a dict. A replay keeps many thousands of
  * events in flight, and every collection would otherwise walk them all.
  * Assigning a field that the collector tracks tracks the event again.
- * NOTE: putting an untracked event inside its own args dict makes a cycle
- * the collector cannot see, so that event is never freed.
+ * NOTE: a dict field that gains a container after the check (such as
+ * event.args["owners"] = [event]) does not track the event again, so a
+ * reference cycle through that dict and the event is never freed.
  */
 typedef struct {
     PyObject_HEAD
