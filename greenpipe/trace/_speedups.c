@@ -169,6 +169,14 @@ Event_repr(EventObject *self)
         if (self->fields[field] == NULL) {
             part = PyUnicode_FromFormat("%s=<unset>", slot_names[field]);
         }
+        else if (field == F_PID || field == F_TID || field == F_TS || field == F_DUR) {
+            /* PyEvent formats the numbers with format(), not repr(). */
+            PyObject *text = PyObject_Format(self->fields[field], NULL);
+            part = text == NULL
+                       ? NULL
+                       : PyUnicode_FromFormat("%s=%U", slot_names[field], text);
+            Py_XDECREF(text);
+        }
         else {
             part = PyUnicode_FromFormat("%s=%R", slot_names[field], self->fields[field]);
         }

@@ -57,6 +57,18 @@ def test_compiled_and_python_events_read_the_same() -> None:
 
 
 @compiled
+@pytest.mark.parametrize(
+    "numbers",
+    [("7", "8", "9", "1"), (7.5, True, None, b"x"), (-1, 2**70, 0, 3)],
+    ids=["strings", "other-types", "ints"],
+)
+def test_repr_formats_numbers_like_python(numbers: Any) -> None:
+    fields = ("read", "POSIX", *numbers, "X", {"fd": 3})
+
+    assert repr(Event(*fields)) == repr(PyEvent(*fields))
+
+
+@compiled
 def test_constructor_names_missing_arguments() -> None:
     with pytest.raises(TypeError, match="Event"):
         Event("read", "POSIX")
