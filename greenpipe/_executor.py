@@ -48,6 +48,7 @@ from ._hub import (
     Worker,
     current_task,
     current_worker,
+    resolve_hub_settings,
 )
 from ._util import to_seconds
 
@@ -290,6 +291,7 @@ class Executor:
         for worker in self._workers:
             worker.idle = True
         self._idle_count = threads
+        resolve_hub_settings()
         for worker in self._workers:
             start_new_thread(worker.main, ())
         for worker in self._workers:

@@ -477,6 +477,22 @@ class LoopProbe:
 
 
 
+def resolve_hub_settings() -> None:
+    """Resolve, in the calling thread, the gevent settings a new hub imports.
+
+    After ``gevent.monkey.patch_all()`` the import system's module locks
+    are gevent locks. A thread without a hub that waits on one creates a
+    hub, and the hub imports its ``format_context`` setting
+    (``pprint.saferepr`` by default), so worker threads that make their
+    first hubs at once can deadlock on that import. gevent 26.9 resolves
+    its ``loop`` setting on import for the same reason, but not this one.
+    """
+    from gevent import config
+
+    _ = config.loop
+    _ = config.format_context
+
+
 class Worker:
     """One worker thread and its hub.
 

@@ -199,3 +199,49 @@ def test_core_suite_passes_after_monkey_patch_all():
 
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
     assert " passed" in completed.stdout
+
+
+#: A module for gevent's ``format_context`` setting, which the first hub
+#: that gevent creates imports. The import takes long enough that every
+#: worker thread of a new executor arrives while the first one imports it.
+SLOW_FORMAT_MODULE = """
+from gevent import monkey
+
+monkey.get_original("time", "sleep")(0.5)
+
+from pprint import saferepr
+"""
+
+
+@pytest.mark.timeout(60)
+def test_workers_start_while_hub_imports(tmp_path):
+    """Start four workers after patch_all, with a slow hub import, in a subprocess.
+
+    Patched, the import system's module locks are gevent locks. A worker
+    that finds the module's lock held creates a hub to wait on it, and
+    that hub imports the same module.
+    """
+    (tmp_path / "slow_format.py").write_text(SLOW_FORMAT_MODULE)
+    script = (
+        "from gevent import monkey; monkey.patch_all()\n"
+        "import greenpipe\n"
+        "print(greenpipe.run(lambda scope: 'started', threads=4))\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(tmp_path),
+        "GEVENT_FORMAT_CONTEXT": "slow_format.saferepr",
+    }
+    try:
+        completed = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=20,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the executor's workers did not start within 20 s")
+
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert completed.stdout.strip() == "started"

@@ -14,7 +14,9 @@ class PyEvent:
     constructor, fields, equality and ``repr``. The garbage collector does
     not track the compiled form while its fields hold only strings,
     numbers, ``None`` and dicts of such values. Collections then stay
-    short when many events are in flight.
+    short when many events are in flight. The check runs when the event
+    is built and when a field is assigned, so a reference cycle through a
+    container added later to ``args`` is never freed.
 
     Events are plain slotted objects built by
     :meth:`~greenpipe.trace.TraceReader.iter_events`; creating them by

@@ -44,8 +44,9 @@ static const char *const slot_names[N_FIELDS] = {
  * too, as CPython does for such a dict. A replay keeps many thousands of
  * events in flight, and every collection would otherwise walk them all.
  * Assigning a field that the collector tracks tracks the event again.
- * NOTE: putting an untracked event inside its own args dict makes a cycle
- * the collector cannot see, so that event is never freed.
+ * NOTE: a dict field that gains a container after the check (such as
+ * event.args["owners"] = [event]) does not track the event again, so a
+ * reference cycle through that dict and the event is never freed.
  */
 typedef struct {
     PyObject_HEAD
@@ -132,8 +133,12 @@ static void
 Event_dealloc(EventObject *self)
 {
     PyObject_GC_UnTrack(self);
+    /* The trashcan defers the freeing of nested events, so a long chain
+       of events held in each other's fields cannot overflow the C stack. */
+    Py_TRASHCAN_BEGIN(self, Event_dealloc)
     Event_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
+    Py_TRASHCAN_END
 }
 
 static int
@@ -164,6 +169,14 @@ Event_repr(EventObject *self)
         PyObject *part;
         if (self->fields[field] == NULL) {
             part = PyUnicode_FromFormat("%s=<unset>", slot_names[field]);
+        }
+        else if (field == F_PID || field == F_TID || field == F_TS || field == F_DUR) {
+            /* PyEvent formats the numbers with format(), not repr(). */
+            PyObject *text = PyObject_Format(self->fields[field], NULL);
+            part = text == NULL
+                       ? NULL
+                       : PyUnicode_FromFormat("%s=%U", slot_names[field], text);
+            Py_XDECREF(text);
         }
         else {
             part = PyUnicode_FromFormat("%s=%R", slot_names[field], self->fields[field]);
