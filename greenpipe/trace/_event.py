@@ -12,11 +12,10 @@ class PyEvent:
     ``greenpipe.trace.Event`` is the compiled form of this class when the
     extension is built, and this class otherwise. Both have the same
     constructor, fields, equality and ``repr``. The garbage collector does
-    not track the compiled form while its fields hold only strings,
-    numbers, ``None`` and dicts of such values. Collections then stay
-    short when many events are in flight. The check runs when the event
-    is built and when a field is assigned, so a reference cycle through a
-    container added later to ``args`` is never freed.
+    not track a compiled event that the decoder built while its fields hold
+    only strings, numbers, ``None`` and an ``args`` dict of such values, so
+    collections stay short when many events are in flight. Reading
+    ``args``, assigning a field or pickling tracks the event again.
 
     Events are plain slotted objects built by
     :meth:`~greenpipe.trace.TraceReader.iter_events`; creating them by

@@ -39,14 +39,18 @@ static const char *const slot_names[N_FIELDS] = {
 /*
  * Event: the compiled form of greenpipe.trace.Event.
  *
- * An event whose fields hold only strings, numbers, None and untracked
- * dicts (args of plain values, as orjson builds them) is left untracked
- * too, as CPython does for such a dict. A replay keeps many thousands of
- * events in flight, and every collection would otherwise walk them all.
- * Assigning a field that the collector tracks tracks the event again.
- * NOTE: a dict field that gains a container after the check (such as
- * event.args["owners"] = [event]) does not track the event again, so a
- * reference cycle through that dict and the event is never freed.
+ * The fast decoder leaves an event untracked by the collector when its
+ * fields hold only strings, numbers, None and an untracked args dict (as
+ * orjson builds it), as CPython does for such a dict. A replay keeps many
+ * thousands of events in flight, and every collection would otherwise
+ * walk them all. Such an args dict is reachable only through the event,
+ * so reading event.args, assigning a field or pickling tracks the event
+ * again before anything can put a container into it. Events built by the
+ * constructor are always tracked, because the caller may still hold the
+ * args dict it passed.
+ * NOTE: object.__getattribute__(event, "args") and gc.get_referents(event)
+ * reach args without tracking the event; a cycle then made through that
+ * dict is never freed.
  */
 typedef struct {
     PyObject_HEAD
@@ -105,7 +109,6 @@ Event_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         Py_INCREF(values[i]);
         self->fields[i] = values[i];
     }
-    event_untrack_if_plain(self);
     return (PyObject *)self;
 }
 
@@ -151,6 +154,30 @@ Event_setattro(EventObject *self, PyObject *name, PyObject *value)
         PyObject_GC_Track(self);
     }
     return 0;
+}
+
+/* The interned name "args", set when the module is initialised. */
+static PyObject *args_name;
+
+/* Track the event before its args dict is handed out. */
+static void
+track_before_args(EventObject *self)
+{
+    if (!PyObject_GC_IsTracked((PyObject *)self)) {
+        PyObject_GC_Track(self);
+    }
+}
+
+static PyObject *
+Event_getattro(EventObject *self, PyObject *name)
+{
+    if (!PyObject_GC_IsTracked((PyObject *)self) &&
+        (name == args_name ||
+         (PyUnicode_Check(name) && PyUnicode_GET_LENGTH(name) == 4 &&
+          PyUnicode_CompareWithASCIIString(name, "args") == 0))) {
+        PyObject_GC_Track(self);
+    }
+    return PyObject_GenericGetAttr((PyObject *)self, name);
 }
 
 static PyObject *
@@ -229,6 +256,7 @@ Event_richcompare(PyObject *left, PyObject *right, int op)
 static PyObject *
 Event_reduce(EventObject *self, PyObject *Py_UNUSED(ignored))
 {
+    track_before_args(self);
     PyObject *values = PyTuple_New(N_FIELDS);
     if (values == NULL) {
         return NULL;
@@ -294,6 +322,7 @@ static PyTypeObject Event_Type = {
     .tp_dealloc = (destructor)Event_dealloc,
     .tp_traverse = (traverseproc)Event_traverse,
     .tp_clear = (inquiry)Event_clear,
+    .tp_getattro = (getattrofunc)Event_getattro,
     .tp_setattro = (setattrofunc)Event_setattro,
     .tp_repr = (reprfunc)Event_repr,
     .tp_richcompare = Event_richcompare,
@@ -1765,6 +1794,10 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     fill_event_members();
+    args_name = PyUnicode_InternFromString("args");
+    if (args_name == NULL) {
+        return NULL;
+    }
     if (PyType_Ready(&Event_Type) < 0 || PyType_Ready(&FastDecoder_Type) < 0 ||
         PyType_Ready(&Flatten_Type) < 0 || PyType_Ready(&Scanner_Type) < 0) {
         return NULL;
