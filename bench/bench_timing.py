@@ -183,8 +183,8 @@ def row_from_samples(
 def run_greenpipe(traces: Path, root: Path, processes: int, threads: int) -> Row:
     options = ReplayOptions(root=str(root), timing="original", threads=threads)
     # The command line moves what exists at start-up out of the collector's
-    # reach; do the same, or every full collection would also walk this
-    # process's schedule of a million calls.
+    # reach. This does the same, because otherwise every full collection
+    # would also walk this process's schedule of a million calls.
     gc.collect()
     gc.freeze()
     try:

@@ -78,8 +78,8 @@ class Gate:
 
     def __init__(self, count: int = 1) -> None:
         self.count = count
-        # Made by the first call that waits: most gates are never waited
-        # for, and every object kept in flight lengthens collections.
+        # Made by the first call that waits, because most gates are never
+        # waited for and each object kept in flight lengthens collections.
         self.lot: Optional[ParkingLot] = None
         # A closed gate takes no more calls (see ``_Pending``).
         self.closed = False

@@ -319,10 +319,11 @@ class PyFastDecoder:
     stops at the first line that is anything else: metadata, a repairable
     or bad line, a missing field, a number that needs more than
     ``_convert_number``, or a hash of an unusual type. It returns
-    ``(offset, count, value)``: the byte offset where it stopped (the
-    start of that line, or ``len(data)``), the number of lines decoded,
-    and the parsed value of the line at ``offset``, or ``None`` when that
-    line was not parsed or did not parse. When ``count`` is less than
+    ``(offset, count, value)``. ``offset`` is the byte offset where it
+    stopped (the start of that line, or ``len(data)``) and ``count`` the
+    number of lines decoded. ``value`` is the parsed value of the line at
+    ``offset``, or ``None`` when that line was not parsed or did not
+    parse. When ``count`` is less than
     ``limit`` and ``offset`` is before the end, the slow path handles that
     one line.
 

@@ -31,7 +31,8 @@ class Marker:
 def test_fields_equality_and_pickling(kind: Any) -> None:
     event = kind(*FIELDS, path="/data/a", hostname="node1")
 
-    assert event.name == "pread" and event.ts == 1_700_000_000_000_000
+    assert event.name == "pread"
+    assert event.ts == 1_700_000_000_000_000
     assert event.args == {"fd": 3, "size": 4096}
     assert (event.path, event.hostname) == ("/data/a", "node1")
     assert event == kind(*FIELDS, path="/data/a", hostname="node1")
