@@ -144,9 +144,9 @@ class OrderGates:
             for gate in step.releases:
                 gate.count -= 1
                 if gate.count <= 0 and gate.lot is not None:
-                    taken = gate.lot.take_all()
-                    if taken:
-                        woken = taken if woken is None else woken + taken
+                    claimed = gate.lot.take_all()
+                    if claimed:
+                        woken = claimed if woken is None else woken + claimed
         if woken is not None:
             for waiter in woken:
                 waiter.wake(None)
@@ -277,7 +277,8 @@ def call_role(op: str) -> str:
     return role
 
 
-#: Roles found so far, by call: every call pays for a role twice.
+#: Roles by call name, cached because the dispatcher and the order tracker
+#: each look up the role of every call.
 _ROLES: Dict[str, str] = {}
 
 
@@ -329,8 +330,8 @@ class ResourceOrder:
         # Table size that starts the next sweep; doubling it after each
         # sweep keeps the cost of sweeping constant per event.
         self._sweep_at = MIN_SWEEP
-        # Whether reads and writes take the short path; the tests turn it
-        # off to check that both paths give the same dependencies.
+        # Whether reads and writes take the short path. Tests turn it off
+        # to check that both paths give the same dependencies.
         self.fast = True
 
     def step(self, position: int, event: Event, op: str) -> Optional[Step]:
@@ -382,9 +383,10 @@ class ResourceOrder:
     def _transfer_step(self, position: int, event: Event, role: str, path: str) -> Step:
         """Return the step of a read or write on a known path.
 
-        The same dependencies as :meth:`_add_path` gives a call with no
-        namespace kind and the role ``role`` (READ or WRITE), computed
-        without the general case's lists: these calls are most of a trace.
+        It computes the dependencies that :meth:`_add_path` gives a call
+        with no namespace kind and the role ``role`` (READ or WRITE), but
+        without the general case's lists, because these calls are most of
+        a trace.
         """
         pid = event.pid
         tid = event.tid

@@ -695,17 +695,11 @@ def test_hash_defined_mid_chunk_resolves(monkeypatch: pytest.MonkeyPatch) -> Non
     assert stats.metadata_events == 1
 
 
-@compiled
-def test_views_kept_by_loads_keep_their_line() -> None:
-    loads_inputs: List[Any] = []
-
-    def keeping_loads(text: Any) -> Any:
-        loads_inputs.append(text)
-        return orjson.loads(text)
-
-    fast = _decode._speedups.FastDecoder(
+def decoder_with_loads(loads: Any) -> Any:
+    """Return a compiled decoder that parses lines with ``loads``."""
+    return _decode._speedups.FastDecoder(
         Event,
-        keeping_loads,
+        loads,
         orjson.JSONDecodeError,
         {},
         {},
@@ -714,6 +708,17 @@ def test_views_kept_by_loads_keep_their_line() -> None:
         int,
         _decode.NUMERIC_ARGS,
     )
+
+
+@compiled
+def test_views_kept_by_loads_keep_their_line() -> None:
+    loads_inputs: List[Any] = []
+
+    def keeping_loads(text: Any) -> Any:
+        loads_inputs.append(text)
+        return orjson.loads(text)
+
+    fast = decoder_with_loads(keeping_loads)
     lines = [event_line(n) for n in range(5)]
     data = b"\n".join(lines) + b"\n"
     out: List[Event] = []
@@ -734,17 +739,7 @@ def test_loads_without_memoryview_gets_bytes() -> None:
         seen.append(type(text))
         return orjson.loads(text)
 
-    fast = _decode._speedups.FastDecoder(
-        Event,
-        bytes_only_loads,
-        orjson.JSONDecodeError,
-        {},
-        {},
-        print,
-        print,
-        int,
-        _decode.NUMERIC_ARGS,
-    )
+    fast = decoder_with_loads(bytes_only_loads)
     data = event_line(1) + b"\n" + META_LINE + b"\n" + event_line(2)
     out: List[Event] = []
     offset, count, value = fast.decode(data, 0, 64, out)
