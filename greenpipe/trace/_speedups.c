@@ -1,12 +1,19 @@
 /*
  * Compiled fast path of the trace decoder.
  *
- * FastDecoder.decode does what PyFastDecoder.decode in _decode.py does,
- * line for line: parse each line of a chunk with orjson, in place, and
- * turn each complete, ordinary event into an Event without running Python
- * code. It stops at the first line that needs anything else and returns
- * that line's offset, so every quirk and every rare case stays in the
- * Python slow path. The tests compare both versions on every real trace.
+ * FastDecoder.decode does what PyFastDecoder.decode in _decode.py does:
+ * parse the lines of a chunk with orjson and turn each complete, ordinary
+ * event into an Event without running Python code. It stops at the first
+ * line that needs anything else and returns that line's offset, so every
+ * quirk and every rare case stays in the Python slow path. The tests
+ * compare both versions on every real trace.
+ *
+ * Lines that begin with '{' and end with '}' are parsed a group at a
+ * time, copied into one JSON array, because one orjson call per group
+ * costs less than one per line. A group that fails to parse, or gives
+ * another number of items than it has lines, is parsed line by line, in
+ * place in the chunk. The parsed lines after one the slow path must see
+ * are kept for the next call.
  *
  * Events are built without calling Event.__init__: the slots are written
  * through the offsets of the class's member descriptors, which the
@@ -380,6 +387,19 @@ typedef struct {
     PyObject *value;
 } LastHit;
 
+#define GROUP_LINES 64
+#define GROUP_BYTES (256 * 1024)
+#define SOLO_RUN_MIN GROUP_LINES
+#define SOLO_RUN_MAX 4096
+
+/* The lines of a group: where each starts in the chunk and its length. */
+typedef struct {
+    Py_ssize_t start[GROUP_LINES];
+    Py_ssize_t length[GROUP_LINES];
+    Py_ssize_t next; /* the offset after the group's last line */
+    int count;
+} ParseGroup;
+
 typedef struct {
     PyObject_HEAD
     PyTypeObject *event_type;
@@ -418,6 +438,21 @@ typedef struct {
      * NUMBER_FIELDS belong to pid, tid and dur, and argument values share
      * the others by a slot taken from their text. */
     LastHit number_hits[NUMBER_SLOTS];
+    /* Lines are parsed a group at a time, as one JSON array copied into
+     * scratch: one orjson call per group costs less than one per line. */
+    PyObject *scratch; /* a bytes object no one else sees */
+    /* After a group fails to parse, its lines and the next ones are
+     * parsed one by one: solo_left more lines, and twice as many after
+     * the next failure, so that a file of bad lines is not parsed twice. */
+    Py_ssize_t solo_left;
+    Py_ssize_t solo_run;
+    /* The parsed lines of a group that come after a line handed to the
+     * slow path, kept for the next call: stash_values[stash_index:] are
+     * the values of the lines of stash_group in stash_data from there on. */
+    PyObject *stash_data;
+    PyObject *stash_values;
+    int stash_index;
+    ParseGroup stash_group;
 } FastDecoder;
 
 static void forget_hits(FastDecoder *self);
@@ -1106,6 +1141,194 @@ parse_line(FastDecoder *self, LineView *line, PyObject *data, const char *text,
     return value;
 }
 
+/*
+ * Gather up to limit lines from offset on that begin with '{' and end
+ * with '}', which then parse alike alone and as items of an array. Stops
+ * at the first other line and before the group's text would pass
+ * GROUP_BYTES.
+ */
+static void
+gather_group(const char *text, Py_ssize_t size, Py_ssize_t offset,
+             Py_ssize_t limit, ParseGroup *group)
+{
+    Py_ssize_t total = 0;
+    group->count = 0;
+    group->next = offset;
+    while (group->count < limit && group->count < GROUP_LINES && offset < size) {
+        const char *start = text + offset;
+        const char *newline = memchr(start, '\n', (size_t)(size - offset));
+        Py_ssize_t length = newline != NULL ? newline - start : size - offset;
+        if (length == 0 || start[0] != '{' || !ends_with_brace(start, length)) {
+            break;
+        }
+        total += length + 1;
+        if (total > GROUP_BYTES) {
+            break;
+        }
+        group->start[group->count] = offset;
+        group->length[group->count] = length;
+        group->count++;
+        offset = newline != NULL ? offset + length + 1 : size;
+        group->next = offset;
+    }
+}
+
+/*
+ * Parse the lines of group as one JSON array: copy them into scratch
+ * between '[' and ']' with ',' in place of each newline. Returns a list
+ * with one item per line, NULL with no error set when the group must be
+ * parsed line by line (a line did not parse, or the array has another
+ * length, as when a line holds two objects), or NULL with the error set
+ * on any other failure.
+ */
+static PyObject *
+parse_group(FastDecoder *self, LineView *view, const char *text,
+            const ParseGroup *group)
+{
+    Py_ssize_t needed = 1;
+    for (int i = 0; i < group->count; i++) {
+        needed += group->length[i] + 1;
+    }
+    if (self->scratch == NULL || PyBytes_GET_SIZE(self->scratch) < needed) {
+        line_view_release(view);
+        Py_CLEAR(self->scratch);
+        self->scratch = PyBytes_FromStringAndSize(NULL, needed < 4096 ? 4096 : needed);
+        if (self->scratch == NULL) {
+            return NULL;
+        }
+    }
+    char *out = PyBytes_AS_STRING(self->scratch);
+    Py_ssize_t used = 0;
+    out[used++] = '[';
+    for (int i = 0; i < group->count; i++) {
+        memcpy(out + used, text + group->start[i], (size_t)group->length[i]);
+        used += group->length[i];
+        out[used++] = ',';
+    }
+    out[used - 1] = ']';
+
+    PyObject *scratch_view = line_view_move(view, self->scratch, out, used);
+    if (scratch_view == NULL) {
+        return NULL;
+    }
+    PyObject *values = PyObject_Vectorcall(self->loads, &scratch_view, 1, NULL);
+    if (Py_REFCNT(scratch_view) != 1 ||
+        ((PyMemoryViewObject *)scratch_view)->exports != 0) {
+        /* Someone kept the view: never write to this buffer again. */
+        Py_CLEAR(view->view);
+        Py_CLEAR(self->scratch);
+    }
+    if (values == NULL) {
+        if (PyErr_ExceptionMatches(self->decode_error)) {
+            PyErr_Clear();
+        }
+        return NULL;
+    }
+    if (!PyList_CheckExact(values) || PyList_GET_SIZE(values) != group->count) {
+        Py_DECREF(values);
+        return NULL;
+    }
+    return values;
+}
+
+static void
+clear_stash(FastDecoder *self)
+{
+    Py_CLEAR(self->stash_data);
+    Py_CLEAR(self->stash_values);
+}
+
+/* Keep values[index:] for the next call. */
+static void
+keep_stash(FastDecoder *self, PyObject *data, PyObject *values,
+           const ParseGroup *group, int index)
+{
+    if (self->stash_values != values) {
+        Py_INCREF(values);
+        Py_XSETREF(self->stash_values, values);
+        self->stash_group = *group;
+    }
+    if (self->stash_data != data) {
+        Py_INCREF(data);
+        Py_XSETREF(self->stash_data, data);
+    }
+    self->stash_index = index;
+}
+
+/* The index in the stash of the line at offset of data, or -1. */
+static int
+find_in_stash(FastDecoder *self, PyObject *data, Py_ssize_t offset)
+{
+    if (self->stash_data == data) {
+        const ParseGroup *group = &self->stash_group;
+        for (int i = self->stash_index; i < group->count; i++) {
+            if (group->start[i] == offset) {
+                return i;
+            }
+            if (group->start[i] > offset) {
+                break;
+            }
+        }
+    }
+    clear_stash(self);
+    return -1;
+}
+
+/* Outcome of build_group when a line went to the slow path. */
+#define STOPPED 2
+
+/*
+ * Build the events of values[index:], the parsed lines of group, until
+ * limit events are in out. Returns DONE, STOPPED with *value set to the
+ * line the slow path must handle, or FAILED. What is left is stashed.
+ */
+static int
+build_group(FastDecoder *self, PyObject *data, PyObject *values,
+            const ParseGroup *group, int index, Py_ssize_t limit,
+            PyObject *out, Py_ssize_t *count, Py_ssize_t *offset,
+            PyObject **value)
+{
+    int outcome = DONE;
+    Py_INCREF(values); /* clear_stash may drop the stash's reference */
+    ParseGroup *kept = values == self->stash_values ? NULL : (ParseGroup *)group;
+    int i;
+    for (i = index; i < group->count; i++) {
+        if (*count >= limit) {
+            break;
+        }
+        PyObject *parsed = PyList_GET_ITEM(values, i);
+        PyObject *event = NULL;
+        int built = build_event(self, parsed, &event);
+        if (built == FALLBACK) {
+            Py_INCREF(parsed);
+            *value = parsed;
+            outcome = STOPPED;
+            i++;
+            break;
+        }
+        if (built == FAILED) {
+            outcome = FAILED;
+            break;
+        }
+        int failed = PyList_Append(out, event);
+        Py_DECREF(event);
+        if (failed) {
+            outcome = FAILED;
+            break;
+        }
+        (*count)++;
+        *offset = i + 1 < group->count ? group->start[i + 1] : group->next;
+    }
+    if (outcome != FAILED && i < group->count) {
+        keep_stash(self, data, values, kept != NULL ? kept : &self->stash_group, i);
+    }
+    else {
+        clear_stash(self);
+    }
+    Py_DECREF(values);
+    return outcome;
+}
+
 static PyObject *
 FastDecoder_decode(FastDecoder *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1141,9 +1364,52 @@ FastDecoder_decode(FastDecoder *self, PyObject *const *args, Py_ssize_t nargs)
     self->learned = 0;
     const char *text = PyBytes_AS_STRING(data);
     LineView line = {NULL, NULL, 0};
+    LineView group_view = {NULL, NULL, 0};
     PyObject *value = NULL; /* the parsed line handed to the slow path */
     Py_ssize_t count = 0;
-    while (count < limit && offset < size) {
+    int stopped = 0;
+    while (count < limit && offset < size && !stopped) {
+        if (self->stash_values != NULL) {
+            int index = find_in_stash(self, data, offset);
+            if (index >= 0) {
+                int built = build_group(self, data, self->stash_values,
+                                        &self->stash_group, index, limit, out,
+                                        &count, &offset, &value);
+                if (built == FAILED) {
+                    goto error;
+                }
+                stopped = built == STOPPED;
+                continue;
+            }
+        }
+        if (self->solo_left <= 0 && self->parse_views) {
+            ParseGroup group;
+            gather_group(text, size, offset, limit - count, &group);
+            if (group.count >= 2) {
+                PyObject *values = parse_group(self, &group_view, text, &group);
+                if (values != NULL) {
+                    self->solo_run = SOLO_RUN_MIN;
+                    int built = build_group(self, data, values, &group, 0, limit,
+                                            out, &count, &offset, &value);
+                    Py_DECREF(values);
+                    if (built == FAILED) {
+                        goto error;
+                    }
+                    stopped = built == STOPPED;
+                    continue;
+                }
+                if (PyErr_Occurred()) {
+                    goto error;
+                }
+                self->solo_left = self->solo_run;
+                if (self->solo_run < SOLO_RUN_MAX) {
+                    self->solo_run *= 2;
+                }
+            }
+        }
+        if (self->solo_left > 0) {
+            self->solo_left--;
+        }
         const char *start = text + offset;
         const char *newline = memchr(start, '\n', (size_t)(size - offset));
         Py_ssize_t length = newline != NULL ? newline - start : size - offset;
@@ -1177,6 +1443,7 @@ FastDecoder_decode(FastDecoder *self, PyObject *const *args, Py_ssize_t nargs)
         offset = newline != NULL ? offset + length + 1 : size;
     }
     line_view_release(&line);
+    line_view_release(&group_view);
     PyObject *result = Py_BuildValue("(nnO)", offset, count,
                                      value != NULL ? value : Py_None);
     Py_XDECREF(value);
@@ -1184,6 +1451,7 @@ FastDecoder_decode(FastDecoder *self, PyObject *const *args, Py_ssize_t nargs)
 
 error:
     line_view_release(&line);
+    line_view_release(&group_view);
     return NULL;
 }
 
@@ -1293,6 +1561,8 @@ FastDecoder_init(FastDecoder *self, PyObject *args, PyObject *kwargs)
     else {
         return -1;
     }
+    self->solo_left = 0;
+    self->solo_run = SOLO_RUN_MIN;
     for (int kind = K_NAME; kind < K_KINDS; kind++) {
         PyObject *text = PyUnicode_InternFromString(key_texts[kind]);
         if (text == NULL) {
@@ -1335,6 +1605,8 @@ FastDecoder_traverse(FastDecoder *self, visitproc visit, void *arg)
     Py_VISIT(self->resolve_host);
     Py_VISIT(self->convert);
     Py_VISIT(self->numeric_args);
+    Py_VISIT(self->stash_values);
+    Py_VISIT(self->stash_data);
     return 0;
 }
 
@@ -1367,6 +1639,8 @@ FastDecoder_clear(FastDecoder *self)
     }
     forget_hits(self);
     forget_numbers(self);
+    Py_CLEAR(self->scratch);
+    clear_stash(self);
     return 0;
 }
 

@@ -723,10 +723,21 @@ def test_views_kept_by_loads_keep_their_line() -> None:
     data = b"\n".join(lines) + b"\n"
     out: List[Event] = []
     assert fast.decode(data, 0, 64, out) == (len(data), 5, None)
-    assert [e.ts for e in out] == [0, 1, 2, 3, 4]
+    # Lines that start with "{" go to loads as one array.
+    later = [event_line(n) for n in range(5, 8)]
+    more = b"\n".join(later) + b"\n"
+    assert fast.decode(more, 0, 64, out) == (len(more), 3, None)
+    # A line with a leading space goes to loads alone.
+    alone = b" " + event_line(8)
+    assert fast.decode(alone, 0, 64, out) == (len(alone), 1, None)
+    assert [e.ts for e in out] == list(range(9))
     # The first call is the constructor's check for memoryview support.
     assert all(isinstance(text, memoryview) for text in loads_inputs)
-    assert [bytes(text) for text in loads_inputs[1:]] == lines
+    assert [bytes(text) for text in loads_inputs[1:]] == [
+        b"[" + b",".join(lines) + b"]",
+        b"[" + b",".join(later) + b"]",
+        alone,
+    ]
 
 
 @compiled
@@ -748,3 +759,105 @@ def test_loads_without_memoryview_gets_bytes() -> None:
     assert fast.decode(data, offset + len(META_LINE) + 1, 64, out) == (len(data), 1, None)
     assert [e.ts for e in out] == [1, 2]
     assert seen == [bytes, bytes, bytes]
+
+
+def counting_decoder() -> Tuple[Any, List[bytes]]:
+    """Return a compiled decoder and the texts its loads was given."""
+    texts: List[bytes] = []
+
+    def loads(text: Any) -> Any:
+        texts.append(bytes(text))
+        return orjson.loads(text)
+
+    fast = decoder_with_loads(loads)
+    del texts[:]  # the constructor's memoryview check
+    return fast, texts
+
+
+@compiled
+def test_lines_after_a_slow_line_are_not_parsed_again() -> None:
+    fast, texts = counting_decoder()
+    lines = [event_line(1), event_line(2), META_LINE, event_line(3), event_line(4), event_line(5)]
+    data = b"\n".join(lines) + b"\n"
+    starts = [sum(len(line) + 1 for line in lines[:i]) for i in range(len(lines) + 1)]
+    out: List[Event] = []
+
+    offset, count, value = fast.decode(data, 0, 64, out)
+    assert (offset, count, value["name"]) == (starts[2], 2, "FH")
+    # The caller handles the metadata line, then asks for two events.
+    assert fast.decode(data, starts[3], 2, out) == (starts[5], 2, None)
+    assert fast.decode(data, starts[5], 64, out) == (len(data), 1, None)
+    assert [e.ts for e in out] == [1, 2, 3, 4, 5]
+    assert texts == [b"[" + b",".join(lines) + b"]"]
+
+
+@compiled
+def test_kept_lines_are_used_only_for_the_same_chunk_and_line() -> None:
+    fast, texts = counting_decoder()
+    lines = [event_line(1), META_LINE, event_line(2), event_line(3)]
+    data = b"\n".join(lines) + b"\n"
+    out: List[Event] = []
+    offset, count, _ = fast.decode(data, 0, 64, out)
+    after_meta = offset + len(META_LINE) + 1
+
+    # Another chunk of the same length: its own lines are parsed.
+    other = data.replace(b'"ts":2,', b'"ts":7,').replace(b'"ts":3,', b'"ts":8,')
+    assert len(other) == len(data)
+    assert fast.decode(other, after_meta, 64, out) == (len(other), 2, None)
+    # The same chunk from another line: parsed again, from that line.
+    third = after_meta + len(lines[2]) + 1
+    assert fast.decode(data, third, 64, out) == (len(data), 1, None)
+    assert [e.ts for e in out] == [1, 7, 8, 3]
+    assert texts[1:] == [
+        b"[" + b",".join(other.split(b"\n")[2:4]) + b"]",
+        lines[3],
+    ]
+
+
+@compiled
+def test_a_line_with_two_objects_is_parsed_alone() -> None:
+    two = event_line(5) + b"," + event_line(6)
+    lines = [event_line(1), event_line(2), two, event_line(3)]
+    data = b"\n".join(lines) + b"\n"
+    fast, texts = counting_decoder()
+    out: List[Event] = []
+    offset, count, value = fast.decode(data, 0, 64, out)
+    assert (count, value) == (2, None)
+    assert offset == len(lines[0]) + len(lines[1]) + 2
+    assert [e.ts for e in out] == [1, 2]
+    # The array had one item too many, so each line went to loads alone.
+    assert texts[1:] == lines[:3]
+
+
+@compiled
+def test_groups_that_fail_back_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every line has a trailing comma, so no group parses; after a few
+    # failed groups, lines go to loads one by one and none twice.
+    lines = [event_line(n, b'{"fname":"/data/a","size":8,}') for n in range(1000)]
+    fast, texts = counting_decoder()
+    monkeypatch.setattr(_decode, "make_fast_decoder", lambda table, record: fast)
+    chunks = [b"".join(line + b"\n" for line in lines)]
+    events, stats, _ = decode_chunks(chunks, False, monkeypatch)
+    assert [e[4] for e in events] == list(range(1000))
+    groups = [text for text in texts if text.startswith(b"[")]
+    assert 1 <= len(groups) <= 5
+    assert len(texts) - len(groups) == 1000
+    assert decode_chunks(chunks, True, monkeypatch)[1] == stats
+
+
+@compiled
+@pytest.mark.parametrize("size", [100_000, 300_000])
+def test_long_lines_decode_the_same_both_ways(
+    size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    long_args = b'{"fname":"/data/%s","size":8}' % (b"x" * size)
+    lines = [event_line(n, long_args if n % 3 else b"{}") for n in range(9)]
+    chunks = [b"".join(line + b"\n" for line in lines)]
+    monkeypatch.setattr(_decode, "PURE_PYTHON", False)
+    decoder = Decoder("long.pfw", memory_budget=64 * 1024 * 1024)
+    fast = [event_fields(e) for e in decoder.iter_events(chunks)]
+    assert [fields[4] for fields in fast] == list(range(9))
+    assert decode_chunks(chunks, True, monkeypatch)[0] == [
+        event_fields(e)
+        for e in Decoder("long.pfw", memory_budget=64 * 1024 * 1024).iter_events(chunks)
+    ]
