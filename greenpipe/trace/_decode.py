@@ -378,6 +378,9 @@ class PyFastDecoder:
     def forget(self) -> None:
         """Do nothing: this version remembers no hash resolutions."""
 
+    def close(self) -> None:
+        """Do nothing: this version keeps nothing between calls."""
+
     def _event(self, data: Any) -> Optional[Event]:
         if data.__class__ is not dict:
             return None
@@ -570,6 +573,22 @@ def iter_event_batches(
     ``record.events`` counts the events of each list once it is yielded.
     """
     fast = make_fast_decoder(table, record)
+    try:
+        yield from _decode_batches(
+            fast, chunks, record, max_line_bytes, table, include_metadata
+        )
+    finally:
+        fast.close()
+
+
+def _decode_batches(
+    fast: Any,
+    chunks: Iterable[bytes],
+    record: FileRecord,
+    max_line_bytes: int,
+    table: HashTable,
+    include_metadata: bool,
+) -> Iterator[List[Event]]:
     decode = fast.decode
     forget = fast.forget
     next_number = 1

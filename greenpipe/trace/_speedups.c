@@ -62,9 +62,13 @@ static const char *const slot_names[N_FIELDS] = {
 typedef struct {
     PyObject_HEAD
     PyObject *fields[N_FIELDS];
+    /* The decoder that still has to convert the numbers in args, or NULL:
+     * see event_normalise_args. */
+    PyObject *pending;
 } EventObject;
 
 static PyTypeObject Event_Type;
+static int event_normalise_args(EventObject *self);
 
 /* Whether the collector may need to see through value. */
 static int
@@ -126,6 +130,7 @@ Event_traverse(EventObject *self, visitproc visit, void *arg)
     for (i = 0; i < N_FIELDS; i++) {
         Py_VISIT(self->fields[i]);
     }
+    Py_VISIT(self->pending);
     return 0;
 }
 
@@ -136,6 +141,7 @@ Event_clear(EventObject *self)
     for (i = 0; i < N_FIELDS; i++) {
         Py_CLEAR(self->fields[i]);
     }
+    Py_CLEAR(self->pending);
     return 0;
 }
 
@@ -151,20 +157,31 @@ Event_dealloc(EventObject *self)
     Py_TRASHCAN_END
 }
 
+/* The interned name "args", set when the module is initialised. */
+static PyObject *args_name;
+
+static int
+is_args_name(PyObject *name)
+{
+    return name == args_name ||
+           (PyUnicode_Check(name) && PyUnicode_GET_LENGTH(name) == 4 &&
+            PyUnicode_CompareWithASCIIString(name, "args") == 0);
+}
+
 static int
 Event_setattro(EventObject *self, PyObject *name, PyObject *value)
 {
     if (PyObject_GenericSetAttr((PyObject *)self, name, value) < 0) {
         return -1;
     }
+    if (self->pending != NULL && is_args_name(name)) {
+        Py_CLEAR(self->pending); /* a new args dict is taken as it is */
+    }
     if (may_be_tracked(value) && !PyObject_GC_IsTracked((PyObject *)self)) {
         PyObject_GC_Track(self);
     }
     return 0;
 }
-
-/* The interned name "args", set when the module is initialised. */
-static PyObject *args_name;
 
 /* Track the event before its args dict is handed out. */
 static void
@@ -178,11 +195,12 @@ track_before_args(EventObject *self)
 static PyObject *
 Event_getattro(EventObject *self, PyObject *name)
 {
-    if (!PyObject_GC_IsTracked((PyObject *)self) &&
-        (name == args_name ||
-         (PyUnicode_Check(name) && PyUnicode_GET_LENGTH(name) == 4 &&
-          PyUnicode_CompareWithASCIIString(name, "args") == 0))) {
-        PyObject_GC_Track(self);
+    if ((self->pending != NULL || !PyObject_GC_IsTracked((PyObject *)self)) &&
+        is_args_name(name)) {
+        if (event_normalise_args(self) < 0) {
+            return NULL;
+        }
+        track_before_args(self);
     }
     return PyObject_GenericGetAttr((PyObject *)self, name);
 }
@@ -193,6 +211,9 @@ Event_repr(EventObject *self)
     static const int order[N_FIELDS] = {F_NAME, F_CATEGORY, F_PID,  F_TID,
                                         F_TS,   F_DUR,      F_PHASE, F_PATH,
                                         F_HOSTNAME, F_ARGS};
+    if (event_normalise_args(self) < 0) {
+        return NULL;
+    }
     PyObject *parts = PyList_New(0);
     if (parts == NULL) {
         return NULL;
@@ -243,6 +264,9 @@ Event_richcompare(PyObject *left, PyObject *right, int op)
     }
     EventObject *a = (EventObject *)left;
     EventObject *b = (EventObject *)right;
+    if (event_normalise_args(a) < 0 || event_normalise_args(b) < 0) {
+        return NULL;
+    }
     int equal = 1;
     int i;
     for (i = 0; i < N_FIELDS && equal; i++) {
@@ -263,6 +287,9 @@ Event_richcompare(PyObject *left, PyObject *right, int op)
 static PyObject *
 Event_reduce(EventObject *self, PyObject *Py_UNUSED(ignored))
 {
+    if (event_normalise_args(self) < 0) {
+        return NULL;
+    }
     track_before_args(self);
     PyObject *values = PyTuple_New(N_FIELDS);
     if (values == NULL) {
@@ -440,7 +467,7 @@ typedef struct {
     LastHit number_hits[NUMBER_SLOTS];
     /* Lines are parsed a group at a time, as one JSON array copied into
      * scratch: one orjson call per group costs less than one per line. */
-    PyObject *scratch; /* a bytes object no one else sees */
+    PyObject *scratch; /* a bytes object never handed out */
     /* After a group fails to parse, its lines and the next ones are
      * parsed one by one: solo_left more lines, and twice as many after
      * the next failure, so that a file of bad lines is not parsed twice. */
@@ -571,6 +598,121 @@ convert_number(FastDecoder *self, PyObject *value, LastHit *hit,
         return FALLBACK;
     }
     return FAILED;
+}
+
+/*
+ * The entries of a dict, read in place. PyDict_Next costs a call and a
+ * few checks per entry, which is a good part of decoding an event with
+ * ten top-level keys. CPython 3.11 to 3.13 store a dict whose keys are
+ * all strings (as orjson builds them) as a header, an index table of
+ * 1 << dk_log2_index_bytes bytes, then key/value pairs in insertion
+ * order, a deleted entry having a NULL value. The layout is checked
+ * against PyDict_Next when the module loads; other versions, other
+ * kinds of dict and a failed check use PyDict_Next.
+ */
+typedef struct {
+    PyObject *key;
+    PyObject *value;
+} DictEntry;
+
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000 && \
+    !defined(Py_GIL_DISABLED)
+#define HAVE_DICT_LAYOUT 1
+typedef struct {
+    Py_ssize_t dk_refcnt;
+    uint8_t dk_log2_size;
+    uint8_t dk_log2_index_bytes;
+    uint8_t dk_kind;
+    uint32_t dk_version;
+    Py_ssize_t dk_usable;
+    Py_ssize_t dk_nentries;
+    char dk_indices[];
+} DictKeysHeader;
+#define DICT_KEYS_UNICODE 1
+#else
+#define HAVE_DICT_LAYOUT 0
+#endif
+
+/* Set when the module loads, once the layout above is checked. */
+static int dict_layout_ok = 0;
+
+/*
+ * The entries of dict and their number in *count (deleted ones
+ * included), or NULL when they must be read with PyDict_Next.
+ */
+static inline const DictEntry *
+dict_entries(PyObject *dict, Py_ssize_t *count)
+{
+#if HAVE_DICT_LAYOUT
+    PyDictObject *object = (PyDictObject *)dict;
+    if (dict_layout_ok && object->ma_values == NULL) {
+        const DictKeysHeader *keys = (const DictKeysHeader *)object->ma_keys;
+        if (keys->dk_kind == DICT_KEYS_UNICODE) {
+            *count = keys->dk_nentries;
+            return (const DictEntry *)(keys->dk_indices +
+                                       ((size_t)1 << keys->dk_log2_index_bytes));
+        }
+    }
+#endif
+    (void)dict;
+    *count = 0;
+    return NULL;
+}
+
+/*
+ * Check dict_entries against PyDict_Next on dicts like those orjson
+ * builds, and on one with a deleted key. Set dict_layout_ok if they
+ * agree.
+ */
+static int
+check_dict_layout(void)
+{
+#if HAVE_DICT_LAYOUT
+    static const char *const names[] = {"id", "name", "cat", "pid", "tid",
+                                        "ts", "dur", "ph", "args"};
+    const int total = (int)(sizeof(names) / sizeof(names[0]));
+    int agree = 1;
+    for (int size = 0; size <= total && agree; size++) {
+        PyObject *dict = PyDict_New();
+        if (dict == NULL) {
+            return -1;
+        }
+        for (int i = 0; i < size; i++) {
+            PyObject *value = PyLong_FromLong(i);
+            if (value == NULL || PyDict_SetItemString(dict, names[i], value) < 0) {
+                Py_XDECREF(value);
+                Py_DECREF(dict);
+                return -1;
+            }
+            Py_DECREF(value);
+        }
+        if (size == total && PyDict_DelItemString(dict, "cat") < 0) {
+            Py_DECREF(dict);
+            return -1;
+        }
+        dict_layout_ok = 1;
+        Py_ssize_t count, pos = 0;
+        const DictEntry *entries = dict_entries(dict, &count);
+        dict_layout_ok = 0;
+        PyObject *key, *value;
+        Py_ssize_t index = 0;
+        agree = entries != NULL && count >= PyDict_GET_SIZE(dict);
+        while (agree && PyDict_Next(dict, &pos, &key, &value)) {
+            while (index < count && entries[index].value == NULL) {
+                index++;
+            }
+            agree = index < count && entries[index].key == key &&
+                    entries[index].value == value;
+            index++;
+        }
+        while (agree && index < count) {
+            agree = entries[index++].value == NULL;
+        }
+        Py_DECREF(dict);
+    }
+    dict_layout_ok = agree;
+#endif
+    return 0;
 }
 
 static int
@@ -731,10 +873,73 @@ typedef struct {
     PyObject *hostname;
 } ArgKeys;
 
-/* Look up the keys of found in args; values are borrowed. */
+/* Put value in found if key names the file or the host. */
+static inline int
+note_arg_key(FastDecoder *self, PyObject *key, PyObject *value, ArgKeys *found)
+{
+    PyObject *const *keys = self->key_objects;
+    int kind;
+    if (key == keys[K_FHASH]) {
+        kind = K_FHASH;
+    }
+    else if (key == keys[K_HHASH]) {
+        kind = K_HHASH;
+    }
+    else if (key == keys[K_FNAME]) {
+        kind = K_FNAME;
+    }
+    else if (key == keys[K_HOSTNAME]) {
+        kind = K_HOSTNAME;
+    }
+    else {
+        kind = classify(self, key);
+        if (kind < 0) {
+            return FAILED;
+        }
+        kind = K_KIND(kind);
+    }
+    switch (kind) {
+    case K_FHASH:
+        found->fhash = value;
+        break;
+    case K_HHASH:
+        found->hhash = value;
+        break;
+    case K_FNAME:
+        found->fname = value;
+        break;
+    case K_PATH:
+        found->path = value;
+        break;
+    case K_HOSTNAME:
+        found->hostname = value;
+        break;
+    default:
+        break;
+    }
+    return DONE;
+}
+
+/*
+ * Find the keys of found in args; values are borrowed. Most of these keys
+ * are missing, so a walk over the entries read in place costs less than
+ * a lookup per key. Dicts that cannot be read in place are searched.
+ */
 static int
 look_up_arg_keys(FastDecoder *self, PyObject *args, ArgKeys *found)
 {
+    Py_ssize_t count;
+    const DictEntry *entries = dict_entries(args, &count);
+    if (entries != NULL) {
+        for (Py_ssize_t j = 0; j < count; j++) {
+            if (entries[j].value != NULL &&
+                note_arg_key(self, entries[j].key, entries[j].value, found) ==
+                    FAILED) {
+                return FAILED;
+            }
+        }
+        return DONE;
+    }
     PyObject *const *keys = self->key_objects;
     found->fhash = PyDict_GetItemWithError(args, keys[K_FHASH]);
     found->hhash = found->fhash != NULL || !PyErr_Occurred()
@@ -815,6 +1020,42 @@ normalise_args(FastDecoder *self, PyObject *args, ArgKeys *found)
 }
 
 /*
+ * Convert the numbers of an event's args, which its decoder left for
+ * later. Events of writers that store numbers as strings are built
+ * without this walk over args. It runs when args is first read, compared,
+ * printed or pickled. So events that are only counted, sorted by time or
+ * dropped by a filter never pay for it. The decoder's tables give the
+ * same result as converting at once.
+ * NOTE: Event.args.__get__(event), object.__getattribute__(event, "args")
+ * and gc.get_referents(event) see the numbers still as strings.
+ */
+static int
+event_normalise_args(EventObject *self)
+{
+    FastDecoder *decoder = (FastDecoder *)self->pending;
+    if (decoder == NULL) {
+        return 0;
+    }
+    PyObject *args = self->fields[F_ARGS];
+    if (args != NULL && PyDict_CheckExact(args) && decoder->convert != NULL) {
+        ArgKeys found = {NULL, NULL, NULL, NULL, NULL};
+        /* Another thread may read args while convert runs: both convert,
+         * and the second finds ints. */
+        Py_INCREF(args);
+        int outcome = normalise_args(decoder, args, &found);
+        Py_DECREF(args);
+        if (outcome == FAILED) {
+            return -1;
+        }
+    }
+    if (self->pending == (PyObject *)decoder) {
+        self->pending = NULL;
+        Py_DECREF(decoder);
+    }
+    return 0;
+}
+
+/*
  * Fill fields[F_PATH] and fields[F_HOSTNAME] from args; convert its
  * numeric arguments first when normalise is set.
  */
@@ -887,6 +1128,28 @@ reuse_string(PyObject **cache, PyObject **field)
     Py_XSETREF(cache[slot], value);
 }
 
+/* Put value in found if key names one of the fields read from a line. */
+static inline int
+note_field(FastDecoder *self, PyObject *key, PyObject *value, int index,
+           PyObject **found)
+{
+    int kind;
+    if (index < ORDER_SLOTS && self->order_keys[index] == key) {
+        kind = self->order_kinds[index];
+    }
+    else {
+        kind = classify(self, key);
+        if (kind < 0) {
+            return FAILED;
+        }
+        kind = K_KIND(kind);
+    }
+    if (kind >= K_NAME && kind <= K_ARGS) {
+        found[kind - K_NAME] = value;
+    }
+    return DONE;
+}
+
 /*
  * Build the Event of one parsed line. Returns DONE with a new Event in
  * *event, FALLBACK when the slow path must decide, FAILED on error. When
@@ -921,25 +1184,27 @@ build_event(FastDecoder *self, PyObject *data, PyObject **event)
     /* One pass over the entries, each key checked against the one found
      * at the same position before; this costs less than a lookup per
      * field. */
-    Py_ssize_t pos = 0;
-    PyObject *key, *value;
-    int index = 0;
-    while (PyDict_Next(data, &pos, &key, &value)) {
-        int kind;
-        if (index < ORDER_SLOTS && self->order_keys[index] == key) {
-            kind = self->order_kinds[index];
-        }
-        else {
-            kind = classify(self, key);
-            if (kind < 0) {
+    Py_ssize_t count;
+    const DictEntry *entries = dict_entries(data, &count);
+    if (entries != NULL) {
+        int index = 0;
+        for (Py_ssize_t j = 0; j < count; j++) {
+            if (entries[j].value != NULL &&
+                note_field(self, entries[j].key, entries[j].value, index++,
+                           found) == FAILED) {
                 return FAILED;
             }
-            kind = K_KIND(kind);
         }
-        if (kind >= K_NAME && kind <= K_ARGS) {
-            found[kind - K_NAME] = value;
+    }
+    else {
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        int index = 0;
+        while (PyDict_Next(data, &pos, &key, &value)) {
+            if (note_field(self, key, value, index++, found) == FAILED) {
+                return FAILED;
+            }
         }
-        index++;
     }
     PyObject *mark = found[K_PH - K_NAME];
     if (mark != NULL && PyUnicode_CheckExact(mark) &&
@@ -1013,8 +1278,11 @@ build_event(FastDecoder *self, PyObject *data, PyObject **event)
         normalise = 1;
     }
 
+    /* Compiled events convert the numbers in args when args is read. */
+    int later = normalise && self->event_type == &Event_Type &&
+                PyDict_GET_SIZE(args) > 0;
     if (PyDict_GET_SIZE(args) > 0) {
-        outcome = resolve_args(self, args, normalise, fields);
+        outcome = resolve_args(self, args, normalise && !later, fields);
         if (outcome != DONE) {
             goto finish;
         }
@@ -1035,6 +1303,10 @@ build_event(FastDecoder *self, PyObject *data, PyObject **event)
         fields[i] = NULL;
     }
     if (self->event_type == &Event_Type) {
+        if (later) {
+            Py_INCREF(self);
+            ((EventObject *)new_event)->pending = (PyObject *)self;
+        }
         event_untrack_if_plain((EventObject *)new_event);
     }
     *event = new_event;
@@ -1178,7 +1450,7 @@ gather_group(const char *text, Py_ssize_t size, Py_ssize_t offset,
  * between '[' and ']' with ',' in place of each newline. Returns a list
  * with one item per line, NULL with no error set when the group must be
  * parsed line by line (a line did not parse, or the array has another
- * length, as when a line holds two objects), or NULL with the error set
+ * length, as when a line contains two objects), or NULL with the error set
  * on any other failure.
  */
 static PyObject *
@@ -1670,11 +1942,24 @@ FastDecoder_forget(FastDecoder *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+static PyObject *
+FastDecoder_close(FastDecoder *self, PyObject *Py_UNUSED(ignored))
+{
+    Py_CLEAR(self->scratch);
+    clear_stash(self);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef FastDecoder_methods[] = {
     {"forget", (PyCFunction)FastDecoder_forget, METH_NOARGS,
      "forget()\n\n"
      "Forget the hash resolutions remembered so far. Call it whenever the\n"
      "files or hosts tables may have changed."},
+    {"close", (PyCFunction)FastDecoder_close, METH_NOARGS,
+     "close()\n\n"
+     "Drop the buffer and the parsed lines kept between calls. Events whose\n"
+     "args are not read yet keep the decoder alive, so call it when the\n"
+     "file is done."},
     {"decode", (PyCFunction)(void (*)(void))FastDecoder_decode_checked,
      METH_FASTCALL,
      "decode(data, offset, limit, out) -> (offset, count, value)\n\n"
@@ -2069,7 +2354,7 @@ PyInit__speedups(void)
 {
     fill_event_members();
     args_name = PyUnicode_InternFromString("args");
-    if (args_name == NULL) {
+    if (args_name == NULL || check_dict_layout() < 0) {
         return NULL;
     }
     if (PyType_Ready(&Event_Type) < 0 || PyType_Ready(&FastDecoder_Type) < 0 ||
@@ -2098,6 +2383,10 @@ PyInit__speedups(void)
     PyType_Modified(&Event_Type);
     PyObject *module = PyModule_Create(&speedups_module);
     if (module == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddIntConstant(module, "READS_DICTS_IN_PLACE", dict_layout_ok) < 0) {
+        Py_DECREF(module);
         return NULL;
     }
     Py_INCREF(&Event_Type);

@@ -7,12 +7,15 @@ machine, the install must have built the compiled one.
 
 from __future__ import annotations
 
+import copy
 import gc
 import json
 import os
+import pickle
 import shutil
 import sys
 import sysconfig
+import threading
 from typing import Any, Dict, List, Tuple
 
 import orjson
@@ -204,6 +207,134 @@ def test_numbers_as_strings_are_converted_in_args(
         "fname": "/d/f",
     }
     assert event.path == "/d/f"
+
+
+STRING_NUMBERS_LINE = (
+    b'{"name":"pread","cat":"POSIX","pid":"7","tid":"8","ts":"100",'
+    b'"dur":"3","ph":"X","args":{"ret":"512","offset":"64","fname":"/d/f"}}\n'
+)
+CONVERTED_ARGS = {"ret": 512, "offset": 64, "fname": "/d/f"}
+
+
+def string_numbers_event(monkeypatch: pytest.MonkeyPatch) -> Event:
+    monkeypatch.setattr(_decode, "PURE_PYTHON", False)
+    (event,) = Decoder("t.pfw").iter_events([STRING_NUMBERS_LINE])
+    return event
+
+
+@compiled
+@pytest.mark.parametrize(
+    "use",
+    [
+        lambda e: e.args,
+        lambda e: pickle.loads(pickle.dumps(e)).args,
+        lambda e: copy.copy(e).args,
+        lambda e: copy.deepcopy(e).args,
+        lambda e: eval(repr(e).replace("Event(", "dict(")).get("args"),
+    ],
+    ids=["read", "pickle", "copy", "deepcopy", "repr"],
+)
+def test_args_converted_on_every_access(
+    use: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    event = string_numbers_event(monkeypatch)
+    assert use(event) == CONVERTED_ARGS
+    assert event.args == CONVERTED_ARGS
+
+
+@compiled
+def test_lazy_args_compare_converted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    event = string_numbers_event(monkeypatch)
+    other = string_numbers_event(monkeypatch)
+    built = Event("pread", "POSIX", 7, 8, 100, 3, "X", dict(CONVERTED_ARGS), "/d/f")
+    assert event == built
+    assert other == event
+    assert not (other != built)
+
+
+@compiled
+def test_assigned_args_kept_as_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    event = string_numbers_event(monkeypatch)
+    event.args = {"ret": "9"}
+    assert event.args == {"ret": "9"}
+
+
+@compiled
+def test_event_drops_decoder_after_conversion(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    event = string_numbers_event(monkeypatch)
+    decoders = [
+        r for r in gc.get_referents(event) if type(r) is _decode._speedups.FastDecoder
+    ]
+    assert len(decoders) == 1
+    assert event.args == CONVERTED_ARGS
+    assert not [
+        r for r in gc.get_referents(event) if type(r) is _decode._speedups.FastDecoder
+    ]
+
+
+@compiled
+def test_args_converted_in_many_threads_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_decode, "PURE_PYTHON", False)
+    lines = STRING_NUMBERS_LINE * 2000
+    events = list(Decoder("t.pfw").iter_events([lines]))
+    seen: List[Any] = []
+
+    def read_all() -> None:
+        seen.append([e.args for e in events])
+
+    threads = [threading.Thread(target=read_all) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+        assert not thread.is_alive()
+    assert len(seen) == 4
+    for args in seen:
+        assert all(value == CONVERTED_ARGS for value in args)
+
+
+@compiled
+def test_dicts_read_in_place_on_known_versions() -> None:
+    known = (3, 11) <= sys.version_info[:2] <= (3, 13)
+    free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    expected = known and not free_threaded
+    assert bool(_decode._speedups.READS_DICTS_IN_PLACE) == expected
+
+
+@compiled
+def test_dicts_of_other_kinds_decode_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A dict with a key that is not a string is stored in another layout,
+    # which the decoder reads through PyDict_Next.
+    def loads_with_int_keys(text: Any) -> Any:
+        value = orjson.loads(text)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, dict):
+                item[0] = "extra"
+                if isinstance(item.get("args"), dict):
+                    item["args"][1] = "extra"
+        return value
+
+    lines = [event_line(n) for n in range(3)] + [
+        event_line(3, b'{"hhash":"0a","fname":"/x","size":"8"}')
+    ]
+    data = b"\n".join(lines) + b"\n"
+    results = []
+    for loads in (orjson.loads, loads_with_int_keys):
+        fast = _decode._speedups.FastDecoder(
+            Event, loads, orjson.JSONDecodeError, {}, {"0a": "host"}, print, print,
+            int, _decode.NUMERIC_ARGS,
+        )
+        out: List[Event] = []
+        assert fast.decode(data, 0, 64, out) == (len(data), 4, None)
+        results.append([(e.ts, e.path, e.hostname) for e in out])
+    assert results[0] == results[1]
+    assert results[0][3] == (3, "/x", "host")
 
 
 @compiled
@@ -775,7 +906,7 @@ def counting_decoder() -> Tuple[Any, List[bytes]]:
 
 
 @compiled
-def test_lines_after_a_slow_line_are_not_parsed_again() -> None:
+def test_lines_after_slow_line_parsed_once() -> None:
     fast, texts = counting_decoder()
     lines = [event_line(1), event_line(2), META_LINE, event_line(3), event_line(4), event_line(5)]
     data = b"\n".join(lines) + b"\n"
@@ -784,7 +915,7 @@ def test_lines_after_a_slow_line_are_not_parsed_again() -> None:
 
     offset, count, value = fast.decode(data, 0, 64, out)
     assert (offset, count, value["name"]) == (starts[2], 2, "FH")
-    # The caller handles the metadata line, then asks for two events.
+    # The caller handles the metadata line, then requests two events.
     assert fast.decode(data, starts[3], 2, out) == (starts[5], 2, None)
     assert fast.decode(data, starts[5], 64, out) == (len(data), 1, None)
     assert [e.ts for e in out] == [1, 2, 3, 4, 5]
@@ -792,7 +923,7 @@ def test_lines_after_a_slow_line_are_not_parsed_again() -> None:
 
 
 @compiled
-def test_kept_lines_are_used_only_for_the_same_chunk_and_line() -> None:
+def test_kept_lines_reused_for_same_chunk_only() -> None:
     fast, texts = counting_decoder()
     lines = [event_line(1), META_LINE, event_line(2), event_line(3)]
     data = b"\n".join(lines) + b"\n"
@@ -815,7 +946,7 @@ def test_kept_lines_are_used_only_for_the_same_chunk_and_line() -> None:
 
 
 @compiled
-def test_a_line_with_two_objects_is_parsed_alone() -> None:
+def test_line_with_two_objects_parsed_alone() -> None:
     two = event_line(5) + b"," + event_line(6)
     lines = [event_line(1), event_line(2), two, event_line(3)]
     data = b"\n".join(lines) + b"\n"
@@ -831,7 +962,7 @@ def test_a_line_with_two_objects_is_parsed_alone() -> None:
 
 @compiled
 def test_groups_that_fail_back_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Every line has a trailing comma, so no group parses; after a few
+    # Every line has a trailing comma, so no group parses. After a few
     # failed groups, lines go to loads one by one and none twice.
     lines = [event_line(n, b'{"fname":"/data/a","size":8,}') for n in range(1000)]
     fast, texts = counting_decoder()
