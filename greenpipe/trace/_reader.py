@@ -5,6 +5,7 @@ import os
 import stat
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
+from .._hub import current_task
 from . import _decode
 from ._decoder import DEFAULT_MEMORY_BUDGET as DEFAULT_MEMORY_BUDGET
 from ._decoder import MIN_MEMORY_BUDGET as MIN_MEMORY_BUDGET
@@ -20,8 +21,8 @@ logger = logging.getLogger(__name__)
 #: per-call overhead of inflating and splitting is amortised.
 MAX_CHUNK_BYTES = 1024 * 1024
 #: Files at least this large on disk are inflated in a reader thread when
-#: ``prefetch`` is ``None``. Below it, starting and joining the thread
-#: costs more than the overlap saves.
+#: ``prefetch`` is ``None`` and the caller is a greenpipe task. Below it,
+#: starting and joining the thread costs more than the overlap saves.
 PREFETCH_MIN_FILE_BYTES = 256 * 1024
 
 #: Name endings of files read when a folder is scanned.
@@ -51,9 +52,13 @@ class TraceReader:
     ``memory_budget`` bounds the bytes in flight between the disk and the
     consumer. It sets the chunk size (a sixteenth of the budget, at most
     1 MiB) and the longest line accepted (a quarter of the budget; longer
-    lines are reported as bad). Files of ``PREFETCH_MIN_FILE_BYTES`` or
-    more on disk are inflated in a reader thread that runs up to two
-    chunks ahead of decoding, through a bounded channel. The reader then
+    lines are reported as bad). Inside a greenpipe task, files of
+    ``PREFETCH_MIN_FILE_BYTES`` or more on disk are inflated in a reader
+    thread that runs up to two chunks ahead of decoding, through a bounded
+    channel, so that the task's hub runs other tasks during reads. Elsewhere
+    files are inflated in the calling thread unless ``prefetch`` is
+    ``True``: with the file in the page cache, or read from a local disk
+    with the kernel's readahead, the thread made decoding slower. The reader then
     holds about ten chunks (queued, being built, being decoded and its
     split lines), well under the budget. Not counted: the inflater's own
     state (about 40 KB for zlib, 90 KB for isal), the hash tables kept
@@ -77,8 +82,9 @@ class TraceReader:
         memory_budget: bytes; 0 means 64 MiB. Positive values below
             64 KiB are raised to 64 KiB.
         prefetch: ``True`` to inflate every file in a reader thread,
-            ``False`` to inflate in the calling thread, ``None`` to
-            decide per file by its size.
+            ``False`` to inflate in the calling thread, ``None`` to use
+            the thread inside a greenpipe task for files of
+            ``PREFETCH_MIN_FILE_BYTES`` or more, and not elsewhere.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -153,6 +159,8 @@ class TraceReader:
     def _use_prefetch(self, path: str) -> bool:
         if self.prefetch is not None:
             return self.prefetch
+        if current_task() is None:
+            return False
         try:
             size = os.path.getsize(path)
         except OSError:

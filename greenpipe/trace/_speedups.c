@@ -603,17 +603,23 @@ convert_number(FastDecoder *self, PyObject *value, LastHit *hit,
 /*
  * The entries of a dict, read in place. PyDict_Next costs a call and a
  * few checks per entry, which is a good part of decoding an event with
- * ten top-level keys. CPython 3.11 to 3.13 store a dict whose keys are
- * all strings (as orjson builds them) as a header, an index table of
- * 1 << dk_log2_index_bytes bytes, then key/value pairs in insertion
- * order, a deleted entry having a NULL value. The layout is checked
- * against PyDict_Next when the module loads; other versions, other
- * kinds of dict and a failed check use PyDict_Next.
+ * ten top-level keys. CPython 3.11 to 3.13 store a dict that is not split
+ * as a header, an index table of 1 << dk_log2_index_bytes bytes, then its
+ * entries in insertion order, a deleted entry having a NULL value. An
+ * entry is (key, value) when every key is a string and (hash, key, value)
+ * otherwise or when the dict was presized, as orjson's top-level dicts
+ * are. The layout is checked against PyDict_Next when the module loads.
+ * Other versions, split dicts and a failed check use PyDict_Next.
  */
 typedef struct {
-    PyObject *key;
-    PyObject *value;
-} DictEntry;
+    PyObject *const *first; /* the key of the first entry */
+    Py_ssize_t stride;      /* in pointers, from one key to the next */
+    Py_ssize_t count;       /* entries, deleted ones included */
+} DictEntries;
+
+/* The key and value of entry j. */
+#define ENTRY_KEY(entries, j) ((entries)->first[(j) * (entries)->stride])
+#define ENTRY_VALUE(entries, j) ((entries)->first[(j) * (entries)->stride + 1])
 
 #if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000 && \
     !defined(Py_GIL_DISABLED)
@@ -628,6 +634,7 @@ typedef struct {
     Py_ssize_t dk_nentries;
     char dk_indices[];
 } DictKeysHeader;
+#define DICT_KEYS_GENERAL 0
 #define DICT_KEYS_UNICODE 1
 #else
 #define HAVE_DICT_LAYOUT 0
@@ -637,32 +644,74 @@ typedef struct {
 static int dict_layout_ok = 0;
 
 /*
- * The entries of dict and their number in *count (deleted ones
- * included), or NULL when they must be read with PyDict_Next.
+ * Fill entries with where the entries of dict are; return 0 when they
+ * must be read with PyDict_Next instead.
  */
-static inline const DictEntry *
-dict_entries(PyObject *dict, Py_ssize_t *count)
+static inline int
+dict_entries(PyObject *dict, DictEntries *entries)
 {
 #if HAVE_DICT_LAYOUT
     PyDictObject *object = (PyDictObject *)dict;
     if (dict_layout_ok && object->ma_values == NULL) {
         const DictKeysHeader *keys = (const DictKeysHeader *)object->ma_keys;
+        PyObject *const *start =
+            (PyObject *const *)(keys->dk_indices +
+                                ((size_t)1 << keys->dk_log2_index_bytes));
         if (keys->dk_kind == DICT_KEYS_UNICODE) {
-            *count = keys->dk_nentries;
-            return (const DictEntry *)(keys->dk_indices +
-                                       ((size_t)1 << keys->dk_log2_index_bytes));
+            entries->first = start;
+            entries->stride = 2;
         }
+        else if (keys->dk_kind == DICT_KEYS_GENERAL) {
+            entries->first = start + 1; /* after the hash */
+            entries->stride = 3;
+        }
+        else {
+            return 0;
+        }
+        entries->count = keys->dk_nentries;
+        return 1;
     }
 #endif
     (void)dict;
-    *count = 0;
-    return NULL;
+    (void)entries;
+    return 0;
+}
+
+/* Whether dict_entries reads dict as PyDict_Next does. */
+static int
+entries_agree(PyObject *dict)
+{
+    DictEntries entries;
+    dict_layout_ok = 1;
+    int found = dict_entries(dict, &entries);
+    dict_layout_ok = 0;
+    if (!found || entries.count < PyDict_GET_SIZE(dict)) {
+        return 0;
+    }
+    Py_ssize_t pos = 0, index = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(dict, &pos, &key, &value)) {
+        while (index < entries.count && ENTRY_VALUE(&entries, index) == NULL) {
+            index++;
+        }
+        if (index >= entries.count || ENTRY_KEY(&entries, index) != key ||
+            ENTRY_VALUE(&entries, index) != value) {
+            return 0;
+        }
+        index++;
+    }
+    for (; index < entries.count; index++) {
+        if (ENTRY_VALUE(&entries, index) != NULL) {
+            return 0;
+        }
+    }
+    return 1;
 }
 
 /*
- * Check dict_entries against PyDict_Next on dicts like those orjson
- * builds, and on one with a deleted key. Set dict_layout_ok if they
- * agree.
+ * Check dict_entries against PyDict_Next on dicts of string keys, built
+ * key by key and presized, with and without a deleted key, and on a dict
+ * with an int key. Set dict_layout_ok if they all agree.
  */
 static int
 check_dict_layout(void)
@@ -672,43 +721,30 @@ check_dict_layout(void)
                                         "ts", "dur", "ph", "args"};
     const int total = (int)(sizeof(names) / sizeof(names[0]));
     int agree = 1;
-    for (int size = 0; size <= total && agree; size++) {
-        PyObject *dict = PyDict_New();
-        if (dict == NULL) {
-            return -1;
-        }
-        for (int i = 0; i < size; i++) {
-            PyObject *value = PyLong_FromLong(i);
-            if (value == NULL || PyDict_SetItemString(dict, names[i], value) < 0) {
+    for (int shape = 0; shape < 4 && agree; shape++) {
+        for (int size = 0; size <= total && agree; size++) {
+            PyObject *dict = shape == 1 ? _PyDict_NewPresized(total) : PyDict_New();
+            if (dict == NULL) {
+                return -1;
+            }
+            int failed = 0;
+            for (int i = 0; i < size && !failed; i++) {
+                PyObject *value = PyLong_FromLong(i);
+                failed = value == NULL ||
+                         PyDict_SetItemString(dict, names[i], value) < 0 ||
+                         (shape == 3 && PyDict_SetItem(dict, value, value) < 0);
                 Py_XDECREF(value);
+            }
+            if (!failed && shape == 2 && size > 2) {
+                failed = PyDict_DelItemString(dict, names[1]) < 0;
+            }
+            if (failed) {
                 Py_DECREF(dict);
                 return -1;
             }
-            Py_DECREF(value);
-        }
-        if (size == total && PyDict_DelItemString(dict, "cat") < 0) {
+            agree = entries_agree(dict);
             Py_DECREF(dict);
-            return -1;
         }
-        dict_layout_ok = 1;
-        Py_ssize_t count, pos = 0;
-        const DictEntry *entries = dict_entries(dict, &count);
-        dict_layout_ok = 0;
-        PyObject *key, *value;
-        Py_ssize_t index = 0;
-        agree = entries != NULL && count >= PyDict_GET_SIZE(dict);
-        while (agree && PyDict_Next(dict, &pos, &key, &value)) {
-            while (index < count && entries[index].value == NULL) {
-                index++;
-            }
-            agree = index < count && entries[index].key == key &&
-                    entries[index].value == value;
-            index++;
-        }
-        while (agree && index < count) {
-            agree = entries[index++].value == NULL;
-        }
-        Py_DECREF(dict);
     }
     dict_layout_ok = agree;
 #endif
@@ -928,13 +964,12 @@ note_arg_key(FastDecoder *self, PyObject *key, PyObject *value, ArgKeys *found)
 static int
 look_up_arg_keys(FastDecoder *self, PyObject *args, ArgKeys *found)
 {
-    Py_ssize_t count;
-    const DictEntry *entries = dict_entries(args, &count);
-    if (entries != NULL) {
-        for (Py_ssize_t j = 0; j < count; j++) {
-            if (entries[j].value != NULL &&
-                note_arg_key(self, entries[j].key, entries[j].value, found) ==
-                    FAILED) {
+    DictEntries entries;
+    if (dict_entries(args, &entries)) {
+        for (Py_ssize_t j = 0; j < entries.count; j++) {
+            PyObject *value = ENTRY_VALUE(&entries, j);
+            if (value != NULL &&
+                note_arg_key(self, ENTRY_KEY(&entries, j), value, found) == FAILED) {
                 return FAILED;
             }
         }
@@ -1184,14 +1219,14 @@ build_event(FastDecoder *self, PyObject *data, PyObject **event)
     /* One pass over the entries, each key checked against the one found
      * at the same position before; this costs less than a lookup per
      * field. */
-    Py_ssize_t count;
-    const DictEntry *entries = dict_entries(data, &count);
-    if (entries != NULL) {
+    DictEntries entries;
+    if (dict_entries(data, &entries)) {
         int index = 0;
-        for (Py_ssize_t j = 0; j < count; j++) {
-            if (entries[j].value != NULL &&
-                note_field(self, entries[j].key, entries[j].value, index++,
-                           found) == FAILED) {
+        for (Py_ssize_t j = 0; j < entries.count; j++) {
+            PyObject *value = ENTRY_VALUE(&entries, j);
+            if (value != NULL &&
+                note_field(self, ENTRY_KEY(&entries, j), value, index++, found) ==
+                    FAILED) {
                 return FAILED;
             }
         }

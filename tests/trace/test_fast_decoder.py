@@ -307,25 +307,42 @@ def test_dicts_read_in_place_on_known_versions() -> None:
     assert bool(_decode._speedups.READS_DICTS_IN_PLACE) == expected
 
 
+class AttributeHolder:
+    """An object whose ``__dict__`` CPython stores as a split dict."""
+
+
+def as_split_dict(value: Dict[str, Any]) -> Dict[str, Any]:
+    holder = AttributeHolder()
+    for key, item in value.items():
+        setattr(holder, key, item)
+    return holder.__dict__
+
+
+def with_int_key(value: Dict[str, Any]) -> Dict[str, Any]:
+    value[0] = "extra"
+    return value
+
+
 @compiled
-def test_dicts_of_other_kinds_decode_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A dict with a key that is not a string is stored in another layout,
-    # which the decoder reads through PyDict_Next.
-    def loads_with_int_keys(text: Any) -> Any:
+@pytest.mark.parametrize("reshape", [as_split_dict, with_int_key], ids=["split", "int key"])
+def test_dicts_of_other_kinds_decode_the_same(reshape: Any) -> None:
+    # Split dicts are read through PyDict_Next, and a dict with a key that
+    # is not a string keeps a hash in each entry.
+    def reshaping_loads(text: Any) -> Any:
         value = orjson.loads(text)
-        for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, dict):
-                item[0] = "extra"
-                if isinstance(item.get("args"), dict):
-                    item["args"][1] = "extra"
-        return value
+        items = value if isinstance(value, list) else [value]
+        for index, item in enumerate(items):
+            if isinstance(item.get("args"), dict):
+                item["args"] = reshape(item["args"])
+            items[index] = reshape(item)
+        return items if isinstance(value, list) else items[0]
 
     lines = [event_line(n) for n in range(3)] + [
         event_line(3, b'{"hhash":"0a","fname":"/x","size":"8"}')
     ]
     data = b"\n".join(lines) + b"\n"
     results = []
-    for loads in (orjson.loads, loads_with_int_keys):
+    for loads in (orjson.loads, reshaping_loads):
         fast = _decode._speedups.FastDecoder(
             Event, loads, orjson.JSONDecodeError, {}, {"0a": "host"}, print, print,
             int, _decode.NUMERIC_ARGS,

@@ -108,16 +108,36 @@ class FailingInflater:
 # -- choosing the reader thread -------------------------------------------
 
 
-def test_prefetch_auto_by_file_size(tmp_path: Path) -> None:
+def test_prefetch_auto_by_file_size_in_task(tmp_path: Path) -> None:
     small = tmp_path / "small.pfw"
     small.write_bytes(events_bytes(10))
     large = tmp_path / "large.pfw"
     large.write_bytes(events_bytes(_reader.PREFETCH_MIN_FILE_BYTES // len(EVENT) + 10))
     reader = TraceReader(tmp_path)
 
+    def choices(scope: greenpipe.CoroScope) -> tuple:
+        return reader._use_prefetch(str(small)), reader._use_prefetch(str(large))
+
     assert reader.prefetch is None
-    assert not reader._use_prefetch(str(small))
-    assert reader._use_prefetch(str(large))
+    assert greenpipe.run(choices, threads=1) == (False, True)
+
+
+def test_prefetch_off_by_default_outside_tasks(tmp_path: Path) -> None:
+    large = tmp_path / "large.pfw"
+    large.write_bytes(events_bytes(_reader.PREFETCH_MIN_FILE_BYTES // len(EVENT) + 10))
+    reader = TraceReader(tmp_path)
+
+    assert not reader._use_prefetch(str(large))
+    assert next(reader.iter_events()).name
+    assert reader_threads() == 0
+
+
+def test_prefetch_argument_overrides_default(tmp_path: Path) -> None:
+    small = tmp_path / "small.pfw"
+    small.write_bytes(events_bytes(10))
+    large = tmp_path / "large.pfw"
+    large.write_bytes(events_bytes(_reader.PREFETCH_MIN_FILE_BYTES // len(EVENT) + 10))
+
     assert TraceReader(tmp_path, prefetch=True)._use_prefetch(str(small))
     assert not TraceReader(tmp_path, prefetch=False)._use_prefetch(str(large))
 
