@@ -557,7 +557,8 @@ class Replayer:
             for _ in channel:
                 scope.maybe_yield()
 
-        return self._passes(files, sink, keep_counters=True, parts=parts)
+        # The counters are all a dry run reports: see count_only in _passes.
+        return self._passes(files, sink, keep_counters=True, parts=parts, count_only=True)
 
     def replay_pass(
         self,
@@ -683,11 +684,16 @@ class Replayer:
         copies: int = 1,
         timed: bool = False,
         parts: Sequence[Optional[PartBounds]] = (),
+        count_only: bool = False,
     ) -> List[FileCounters]:
         """Run ``sink`` on the events of each file, ``copies`` times over.
 
         Returns the counters of copy 0's files in order, then copy 1's,
-        and so on.
+        and so on. With ``count_only``, the events are counted as sent but
+        dropped, so ``sink`` receives none. Files are then inflated in the
+        hub's own thread, and one worker thread is used unless
+        ``--threads`` is given. No call waits on the hub, and handing
+        chunks between threads under the GIL costs more than it overlaps.
         """
         limits = [EventLimit(self.options.max_events) for _ in range(copies)]
         items = [(copy, index, path) for copy in range(copies) for index, path in files]
@@ -706,7 +712,7 @@ class Replayer:
                 # of files, each with its reader and channels in flight.
                 workers = len(items)
             else:
-                workers = min(len(items), (self.options.threads or os.cpu_count() or 1) + 1)
+                workers = min(len(items), (threads or os.cpu_count() or 1) + 1)
 
             def file_worker(scope: CoroScope) -> None:
                 for position, copy, index, path in work:
@@ -725,6 +731,7 @@ class Replayer:
                         copy,
                         batch_events,
                         part,
+                        count_only,
                         fail_fast=True,
                     )
 
@@ -737,16 +744,24 @@ class Replayer:
         # A timed replay switches tasks often, so that a stream whose call
         # is due waits for the decoder at most a short slice.
         batch_events = TIMED_BATCH_EVENTS if timed else BATCH_EVENTS
-        self._run_executor(main, timed)
+        threads = self.options.threads or (1 if count_only else None)
+        self._run_executor(main, timed, threads)
         return counters
 
-    def _run_executor(self, main: Callable[[CoroScope], None], timed: bool = False) -> None:
+    def _run_executor(
+        self,
+        main: Callable[[CoroScope], None],
+        timed: bool = False,
+        threads: Optional[int] = None,
+    ) -> None:
+        """Run ``main`` in a new executor of ``threads`` (default ``--threads``)."""
         settings: Dict[str, Any] = {
             "clock": self._clock,
             "timeslice": TIMED_TIMESLICE if timed else DEFAULT_TIMESLICE,
         }
         settings.update(self._executor_options)
-        with Executor(self.options.threads, name="replay", **settings) as executor:
+        threads = threads or self.options.threads
+        with Executor(threads, name="replay", **settings) as executor:
             try:
                 executor.run(main, name="replay")
             except Cancelled:
@@ -870,6 +885,7 @@ class Replayer:
         copy: int,
         batch_events: int = 0,
         part: Optional[PartBounds] = None,
+        count_only: bool = False,
     ) -> None:
         budget = self.options.memory_budget
         byte_range: ByteRange = None
@@ -904,6 +920,7 @@ class Replayer:
             budget,
             byte_range,
             first_text,
+            count_only,
             name=f"parse {path}",
         ).add_done_callback(_releaser(raw_producer))
         scope.spawn(
@@ -919,6 +936,7 @@ class Replayer:
             batch_events or BATCH_EVENTS,
             hashes,
             part is not None,
+            count_only,
             name=f"decode {path}",
         ).add_done_callback(_releaser(events_producer))
         sink(scope, index, path, events, counters, copy)
@@ -1169,12 +1187,14 @@ def _parse(
     memory_budget: int,
     byte_range: ByteRange = None,
     first_text: bytes = b"",
+    in_task: bool = False,
 ) -> None:
     """Read and inflate ``path`` in an I/O thread, sending line-aligned chunks.
 
     With ``byte_range``, only that part of the file is read, and
     ``first_text``, the end of the line cut by the range's start, comes
-    first.
+    first. With ``in_task``, the task reads and inflates in its own
+    thread, blocking its hub meanwhile.
     """
     with producer.guard():
         try:
@@ -1201,7 +1221,10 @@ def _parse(
         try:
             while True:
                 try:
-                    chunk = scope.spawn_io(next, chunks, None, name=f"inflate {path}").result()
+                    if in_task:
+                        chunk = next(chunks, None)
+                    else:
+                        chunk = scope.spawn_io(next, chunks, None, name=f"inflate {path}").result()
                 except OSError as exc:
                     # Only a part's chunks get here: the reader of a whole
                     # file records the error as damage.
@@ -1258,6 +1281,7 @@ def _decode(
     batch_events: int = 0,
     hashes: Optional[HashTable] = None,
     is_part: bool = False,
+    count_only: bool = False,
 ) -> None:
     """Decode chunks into events, resolve second paths, filter, scale and batch.
 
@@ -1265,7 +1289,9 @@ def _decode(
     the stage may switch to other tasks after each batch. ``hashes`` is the
     hash table in force where the chunks start. For a part of a file
     (``is_part``), whether the file decoded to nothing is decided when the
-    parts are merged, so it is not reported here.
+    parts are merged, so it is not reported here. With ``count_only``,
+    each decoded list is counted in ``counters.sent`` and dropped, which
+    spares a dry run the queued events.
     """
     batch_events = batch_events or BATCH_EVENTS
     decoder = Decoder(path, memory_budget=memory_budget, hashes=hashes)
@@ -1322,7 +1348,13 @@ def _decode(
                     if stop:
                         raw.close()
                         break
-                if len(batch) >= batch_events:
+                if count_only:
+                    counters.sent += len(batch)
+                    batch.clear()
+                    if seen - counters.events >= batch_events:
+                        counters.events = seen
+                        scope.maybe_yield()
+                elif len(batch) >= batch_events:
                     counters.events = seen
                     if not producer.send(batch):
                         raw.close()

@@ -137,6 +137,16 @@ def comparable(summary: object) -> dict:
     return data
 
 
+def test_dry_run_counts_alike_with_any_threads() -> None:
+    # A dry run inflates in its hub thread and runs one worker thread
+    # unless --threads is given. More threads must count the same lines.
+    default = replay([str(DATA)], ReplayOptions(dry_run=True))
+    threaded = replay([str(DATA)], ReplayOptions(dry_run=True, threads=3))
+
+    assert default.events_seen > 0
+    assert comparable(threaded) == comparable(default)
+
+
 @pytest.mark.parametrize("name", sorted(EXACT) + sorted(CROSS_THREAD))
 def test_dry_run_filter_paths_agree(name: str) -> None:
     # Without filters, decoded lists are sorted in one call; with a filter
