@@ -62,8 +62,8 @@ static const char *const slot_names[N_FIELDS] = {
 typedef struct {
     PyObject_HEAD
     PyObject *fields[N_FIELDS];
-    /* The decoder that still has to convert the numbers in args, or NULL:
-     * see event_normalise_args. */
+    /* The ArgsConverter that still has to convert the numbers in args,
+     * or NULL. */
     PyObject *pending;
 } EventObject;
 
@@ -473,6 +473,8 @@ typedef struct {
      * the next failure, so that a file of bad lines is not parsed twice. */
     Py_ssize_t solo_left;
     Py_ssize_t solo_run;
+    /* Handed to events whose args numbers are left to convert. */
+    PyObject *converter;
     /* The parsed lines of a group that come after a line handed to the
      * slow path, kept for the next call: stash_values[stash_index:] are
      * the values of the lines of stash_group in stash_data from there on. */
@@ -1055,37 +1057,174 @@ normalise_args(FastDecoder *self, PyObject *args, ArgKeys *found)
 }
 
 /*
- * Convert the numbers of an event's args, which its decoder left for
+ * ArgsConverter: what an event needs to convert the numbers in its args
  * later. Events of writers that store numbers as strings are built
- * without this walk over args. It runs when args is first read, compared,
- * printed or pickled. So events that are only counted, sorted by time or
- * dropped by a filter never pay for it. The decoder's tables give the
- * same result as converting at once.
+ * without the walk over args that converts them. It runs when args is
+ * first read, compared, printed or pickled, so events that are only
+ * counted, sorted by time or dropped by a filter never pay for it. An
+ * event keeps the converter, not its decoder, so the decoder's hash
+ * tables and buffers are freed with the file. The conversion is the
+ * decoder's: _convert_number on the keys in NUMERIC_ARGS.
  * NOTE: Event.args.__get__(event), object.__getattribute__(event, "args")
  * and gc.get_referents(event) see the numbers still as strings.
  */
-static int
-event_normalise_args(EventObject *self)
+#define CONVERTER_SLOTS 32
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *convert;
+    PyObject *numeric_args;
+    /* Keys seen lately, by address, and whether each is numeric. */
+    PyObject *keys[CONVERTER_SLOTS];
+    char numeric[CONVERTER_SLOTS];
+} ArgsConverter;
+
+static PyTypeObject ArgsConverter_Type;
+
+static PyObject *
+converter_new(PyObject *convert, PyObject *numeric_args)
 {
-    FastDecoder *decoder = (FastDecoder *)self->pending;
-    if (decoder == NULL) {
-        return 0;
+    ArgsConverter *self = PyObject_GC_New(ArgsConverter, &ArgsConverter_Type);
+    if (self == NULL) {
+        return NULL;
     }
-    PyObject *args = self->fields[F_ARGS];
-    if (args != NULL && PyDict_CheckExact(args) && decoder->convert != NULL) {
-        ArgKeys found = {NULL, NULL, NULL, NULL, NULL};
-        /* Another thread may read args while convert runs: both convert,
-         * and the second finds ints. */
-        Py_INCREF(args);
-        int outcome = normalise_args(decoder, args, &found);
-        Py_DECREF(args);
-        if (outcome == FAILED) {
+    Py_INCREF(convert);
+    self->convert = convert;
+    Py_INCREF(numeric_args);
+    self->numeric_args = numeric_args;
+    memset(self->keys, 0, sizeof(self->keys));
+    memset(self->numeric, 0, sizeof(self->numeric));
+    PyObject_GC_Track(self);
+    return (PyObject *)self;
+}
+
+static int
+ArgsConverter_traverse(ArgsConverter *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->convert);
+    Py_VISIT(self->numeric_args);
+    return 0;
+}
+
+static int
+ArgsConverter_clear(ArgsConverter *self)
+{
+    Py_CLEAR(self->convert);
+    Py_CLEAR(self->numeric_args);
+    for (int i = 0; i < CONVERTER_SLOTS; i++) {
+        Py_CLEAR(self->keys[i]);
+    }
+    return 0;
+}
+
+static void
+ArgsConverter_dealloc(ArgsConverter *self)
+{
+    PyObject_GC_UnTrack(self);
+    ArgsConverter_clear(self);
+    PyObject_GC_Del(self);
+}
+
+static PyTypeObject ArgsConverter_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "greenpipe.trace._speedups.ArgsConverter",
+    .tp_basicsize = sizeof(ArgsConverter),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The numbers of an event's args, still to convert.",
+    .tp_dealloc = (destructor)ArgsConverter_dealloc,
+    .tp_traverse = (traverseproc)ArgsConverter_traverse,
+    .tp_clear = (inquiry)ArgsConverter_clear,
+};
+
+/* Whether key names a numeric argument: 1, 0, or -1 on error. */
+static int
+converter_is_numeric(ArgsConverter *self, PyObject *key)
+{
+    size_t slot = (size_t)(((uintptr_t)key >> 4) * 0x9E3779B97F4A7C15ull >> 59) %
+                  CONVERTER_SLOTS;
+    if (self->keys[slot] == key) {
+        return self->numeric[slot];
+    }
+    int numeric = PyUnicode_CheckExact(key) ? PySet_Contains(self->numeric_args, key) : 0;
+    if (numeric < 0) {
+        return -1;
+    }
+    /* The slot keeps the key alive, so its address names no other key. */
+    Py_INCREF(key);
+    Py_XSETREF(self->keys[slot], key);
+    self->numeric[slot] = (char)numeric;
+    return numeric;
+}
+
+/* Convert the numeric arguments of args in place, as normalise_args does. */
+static int
+converter_convert(ArgsConverter *self, PyObject *args)
+{
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(args, &pos, &key, &value)) {
+        if (PyLong_CheckExact(value)) {
+            continue;
+        }
+        int numeric = converter_is_numeric(self, key);
+        if (numeric <= 0) {
+            if (numeric < 0) {
+                return -1;
+            }
+            continue;
+        }
+        PyObject *number = NULL;
+        int outcome = PyUnicode_CheckExact(value) ? parse_plain_decimal(value, &number)
+                                                  : FALLBACK;
+        if (outcome == FALLBACK) {
+            number = PyObject_CallOneArg(self->convert, value);
+            if (number == NULL) {
+                if (!is_conversion_error()) {
+                    return -1;
+                }
+                PyErr_Clear(); /* kept as found, like the Python version */
+                continue;
+            }
+        }
+        else if (outcome == FAILED) {
+            return -1;
+        }
+        /* Replacing the value of an existing key is allowed while
+         * iterating: the set of keys does not change. */
+        int failed = PyDict_SetItem(args, key, number);
+        Py_DECREF(number);
+        if (failed) {
             return -1;
         }
     }
-    if (self->pending == (PyObject *)decoder) {
+    return 0;
+}
+
+/* Convert the numbers of an event's args if its decoder left them. */
+static int
+event_normalise_args(EventObject *self)
+{
+    PyObject *converter = self->pending;
+    if (converter == NULL) {
+        return 0;
+    }
+    PyObject *args = self->fields[F_ARGS];
+    if (args != NULL && PyDict_CheckExact(args) &&
+        ((ArgsConverter *)converter)->convert != NULL) {
+        /* Another thread may read args while convert runs: both convert,
+         * and the second finds ints. */
+        Py_INCREF(converter);
+        Py_INCREF(args);
+        int failed = converter_convert((ArgsConverter *)converter, args);
+        Py_DECREF(args);
+        Py_DECREF(converter);
+        if (failed) {
+            return -1;
+        }
+    }
+    if (self->pending == converter) {
         self->pending = NULL;
-        Py_DECREF(decoder);
+        Py_DECREF(converter);
     }
     return 0;
 }
@@ -1339,8 +1478,8 @@ build_event(FastDecoder *self, PyObject *data, PyObject **event)
     }
     if (self->event_type == &Event_Type) {
         if (later) {
-            Py_INCREF(self);
-            ((EventObject *)new_event)->pending = (PyObject *)self;
+            Py_INCREF(self->converter);
+            ((EventObject *)new_event)->pending = self->converter;
         }
         event_untrack_if_plain((EventObject *)new_event);
     }
@@ -1832,6 +1971,11 @@ FastDecoder_init(FastDecoder *self, PyObject *args, PyObject *kwargs)
     Py_XSETREF(self->convert, convert);
     Py_INCREF(numeric_args);
     Py_XSETREF(self->numeric_args, numeric_args);
+    PyObject *converter = converter_new(convert, numeric_args);
+    if (converter == NULL) {
+        return -1;
+    }
+    Py_XSETREF(self->converter, converter);
 
     PyObject *kinds = PyDict_New();
     if (kinds == NULL) {
@@ -1914,6 +2058,7 @@ FastDecoder_traverse(FastDecoder *self, visitproc visit, void *arg)
     Py_VISIT(self->numeric_args);
     Py_VISIT(self->stash_values);
     Py_VISIT(self->stash_data);
+    Py_VISIT(self->converter);
     return 0;
 }
 
@@ -1948,6 +2093,7 @@ FastDecoder_clear(FastDecoder *self)
     forget_numbers(self);
     Py_CLEAR(self->scratch);
     clear_stash(self);
+    Py_CLEAR(self->converter);
     return 0;
 }
 
@@ -1992,9 +2138,8 @@ static PyMethodDef FastDecoder_methods[] = {
      "files or hosts tables may have changed."},
     {"close", (PyCFunction)FastDecoder_close, METH_NOARGS,
      "close()\n\n"
-     "Drop the buffer and the parsed lines kept between calls. Events whose\n"
-     "args are not read yet keep the decoder alive, so call it when the\n"
-     "file is done."},
+     "Drop the buffer and the parsed lines kept between calls; call it\n"
+     "when the file is done."},
     {"decode", (PyCFunction)(void (*)(void))FastDecoder_decode_checked,
      METH_FASTCALL,
      "decode(data, offset, limit, out) -> (offset, count, value)\n\n"
@@ -2392,7 +2537,8 @@ PyInit__speedups(void)
     if (args_name == NULL || check_dict_layout() < 0) {
         return NULL;
     }
-    if (PyType_Ready(&Event_Type) < 0 || PyType_Ready(&FastDecoder_Type) < 0 ||
+    if (PyType_Ready(&Event_Type) < 0 || PyType_Ready(&ArgsConverter_Type) < 0 ||
+        PyType_Ready(&FastDecoder_Type) < 0 ||
         PyType_Ready(&Flatten_Type) < 0 || PyType_Ready(&Scanner_Type) < 0) {
         return NULL;
     }
