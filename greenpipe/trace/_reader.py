@@ -291,8 +291,7 @@ class TraceReader:
         """Yield events as ``pyarrow.RecordBatch`` objects.
 
         Columns: ``name``, ``category``, ``phase``, ``path``, ``hostname``
-        (string), ``pid``, ``tid``, ``ts``, ``dur``, ``id`` (int64) and
-        ``args`` (the arguments as a JSON string, because their keys differ
+        (string), ``pid``, ``tid``, ``ts``, ``dur`` (int64) and ``args`` (the arguments as a JSON string, because their keys differ
         from event to event and hash values can exceed int64). A ``pid``,
         ``tid``, ``ts`` or ``dur`` outside the int64 range is null. Metadata
         events are not included. A batch never mixes two files.
