@@ -177,7 +177,10 @@ Event_setattro(EventObject *self, PyObject *name, PyObject *value)
     if (self->pending != NULL && is_args_name(name)) {
         Py_CLEAR(self->pending); /* a new args dict is taken as it is */
     }
-    if (may_be_tracked(value) && !PyObject_GC_IsTracked((PyObject *)self)) {
+    /* The caller may still have value: a dict without a container in
+     * it can get one later, even one that refers to this event. */
+    if ((may_be_tracked(value) || (value != NULL && PyDict_Check(value))) &&
+        !PyObject_GC_IsTracked((PyObject *)self)) {
         PyObject_GC_Track(self);
     }
     return 0;
