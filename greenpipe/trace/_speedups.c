@@ -1397,6 +1397,10 @@ build_event(FastDecoder *self, PyObject *data, PyObject **event)
         fields[i] = found[i];
     }
 
+    if (!PyUnicode_CheckExact(fields[F_NAME]) || !PyUnicode_CheckExact(fields[F_CATEGORY])) {
+        outcome = FALLBACK; /* the slow path counts a bad line */
+        goto finish;
+    }
     reuse_string(self->recent_names, &fields[F_NAME]);
     reuse_string(self->recent_categories, &fields[F_CATEGORY]);
 

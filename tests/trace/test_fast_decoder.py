@@ -98,6 +98,8 @@ hashes = st.one_of(
     st.none(),
 )
 texts = st.one_of(st.text(max_size=8), st.sampled_from(["M", "X", "C", "read"]))
+#: Names and categories, mostly strings: other values make a bad line.
+labels = st.one_of(texts, texts, st.none(), st.integers(0, 3), st.lists(st.integers(), max_size=1))
 values = st.one_of(numbers, texts, st.dictionaries(st.text(max_size=3), numbers))
 
 
@@ -112,7 +114,7 @@ def events(draw: Any) -> Dict[str, Any]:
         elif key == "ph":
             event[key] = draw(st.sampled_from(["X", "M", "C", "", 1, None]))
         else:
-            event[key] = draw(texts)
+            event[key] = draw(labels)
     shape = draw(st.integers(0, 9))
     if shape == 0:
         return event
@@ -427,6 +429,7 @@ EVERY_BRANCH = [
     b'{"name":"r","cat":"c","pid":1,"tid":1,"ts":1,"dur":1,"ph":"X","args":{}}',
     b'{"name":"r","cat":"c","pid":1,"tid":1,"ts":1,"dur":1,"ph":"X","args":null}',
     b'{"name":"r","cat":"c","pid":1,"tid":1,"ts":1,"dur":1,"ph":"X",}',
+    b'{"name":"r","cat":["c"],"pid":1,"tid":1,"ts":1,"dur":1,"ph":"X"}',
     b"not json }",
 ]
 
