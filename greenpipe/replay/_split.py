@@ -114,7 +114,9 @@ def partition_work(
     heaviest group then carries more than :data:`BALANCED` times an even
     share, the largest file of at least ``min_split_bytes`` is cut into
     parts, and so on while that makes the partition better. Parts of one
-    file never share a group. The result is the same on every run.
+    file never share a group. The result is the same on every run. With
+    ``max_events`` or ``max_bytes`` set, every file goes whole in one
+    group, in file order.
 
     Returns:
         Groups of work items, none empty.
@@ -129,6 +131,9 @@ def partition_work(
     whole: List[Tuple[float, WorkItem]] = [
         (float(sizes[index]), (index, files[index], None)) for index in chosen
     ]
+    if options.max_events is not None or options.max_bytes is not None:
+        # The caps count across all the files, so one process reads them.
+        return [[item for _, item in whole]] if whole else []
     if not splitting_allowed(options) or processes == 1:
         return _assign(whole, min(processes, len(chosen)))
 

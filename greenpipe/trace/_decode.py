@@ -12,6 +12,7 @@ from ._stats import (
     REASON_INVALID_FIELD,
     REASON_INVALID_JSON,
     REASON_NOT_OBJECT,
+    REASON_NOT_TEXT,
     REASON_UNFINISHED_JOIN,
     FileRecord,
 )
@@ -317,8 +318,9 @@ class PyFastDecoder:
     appends an :class:`Event` to ``out`` for each that is a complete,
     ordinary event. Lines end at ``b"\\n"`` or at the end of ``data``. It
     stops at the first line that is anything else: metadata, a repairable
-    or bad line, a missing field, a number that needs more than
-    ``_convert_number``, or a hash of an unusual type. It returns
+    or bad line, a missing field, a name or category that is not a
+    string, a number that needs more than ``_convert_number``, or a hash
+    of an unusual type. It returns
     ``(offset, count, value)``. ``offset`` is the byte offset where it
     stopped (the start of that line, or ``len(data)``) and ``count`` the
     number of lines decoded. ``value`` is the parsed value of the line at
@@ -388,7 +390,7 @@ class PyFastDecoder:
             name, category, pid, tid, ts, dur, phase = _get_fields(data)
         except KeyError:
             return None
-        if phase == "M":
+        if phase == "M" or name.__class__ is not str or category.__class__ is not str:
             return None
         args = data.get("args")
         if args is None:
@@ -653,18 +655,26 @@ def _decode_general(
 ) -> Optional[Event]:
     """Decode a value the fast path rejected; count it if it is unusable.
 
-    Handles non-object values, metadata events, missing keys and numbers
-    written as strings or floats. Metadata events update ``table``.
+    Handles non-object values, metadata events, missing keys, names and
+    categories that are not strings, and numbers written as strings or
+    floats. Metadata events update ``table``.
     """
     if data.__class__ is not dict:
         record.add_bad(number, REASON_NOT_OBJECT)
+        return None
+    name = data.get("name", "")
+    category = data.get("cat", "")
+    if name.__class__ is not str or category.__class__ is not str:
+        # Consumers look names and categories up in sets, where a list or
+        # a dict raises TypeError.
+        record.add_bad(number, REASON_NOT_TEXT)
         return None
 
     phase = data.get("ph", "")
     args = data.get("args")
     if phase == "M":
         record.metadata_events += 1
-        table.add_metadata(data.get("name"), args)
+        table.add_metadata(name, args)
 
     numbers: List[int] = []
     converted = False
@@ -688,8 +698,8 @@ def _decode_general(
     if converted:
         _normalise_args(args)
     return Event(
-        data.get("name", ""),
-        data.get("cat", ""),
+        name,
+        category,
         numbers[0],
         numbers[1],
         numbers[2],

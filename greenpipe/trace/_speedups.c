@@ -177,7 +177,10 @@ Event_setattro(EventObject *self, PyObject *name, PyObject *value)
     if (self->pending != NULL && is_args_name(name)) {
         Py_CLEAR(self->pending); /* a new args dict is taken as it is */
     }
-    if (may_be_tracked(value) && !PyObject_GC_IsTracked((PyObject *)self)) {
+    /* The caller may still have value: a dict without a container in
+     * it can get one later, even one that refers to this event. */
+    if ((may_be_tracked(value) || (value != NULL && PyDict_Check(value))) &&
+        !PyObject_GC_IsTracked((PyObject *)self)) {
         PyObject_GC_Track(self);
     }
     return 0;
@@ -1394,6 +1397,10 @@ build_event(FastDecoder *self, PyObject *data, PyObject **event)
         fields[i] = found[i];
     }
 
+    if (!PyUnicode_CheckExact(fields[F_NAME]) || !PyUnicode_CheckExact(fields[F_CATEGORY])) {
+        outcome = FALLBACK; /* the slow path counts a bad line */
+        goto finish;
+    }
     reuse_string(self->recent_names, &fields[F_NAME]);
     reuse_string(self->recent_categories, &fields[F_CATEGORY]);
 
@@ -1588,10 +1595,77 @@ parse_line(FastDecoder *self, LineView *line, PyObject *data, const char *text,
 }
 
 /*
+ * Bytes that open or close a string or a container, or escape the next
+ * byte in a string: 1 in this table, 0 for all others.
+ */
+static const unsigned char json_structural[256] = {
+    ['"'] = 1, ['\\'] = 1, ['{'] = 1, ['}'] = 1, ['['] = 1, [']'] = 1,
+};
+
+/*
+ * Whether the '{' that begins text[0:size] is closed by its last byte
+ * that is not whitespace, outside any string. A line that parses alone
+ * passes.
+ */
+static int
+closes_at_end(const char *text, Py_ssize_t size)
+{
+    const unsigned char *bytes = (const unsigned char *)text;
+    Py_ssize_t depth = 0;
+    int in_string = 0;
+    Py_ssize_t i;
+    for (i = 0; i < size; i++) {
+        unsigned char c = bytes[i];
+        if (!json_structural[c]) {
+            continue;
+        }
+        if (in_string) {
+            if (c == '\\') {
+                i++; /* the escaped byte cannot end the string */
+            }
+            else if (c == '"') {
+                in_string = 0;
+            }
+        }
+        else if (c == '"') {
+            in_string = 1;
+        }
+        else if (c == '{' || c == '[') {
+            depth++;
+        }
+        else if (c == '}' || c == ']') {
+            if (--depth == 0) {
+                break;
+            }
+        }
+    }
+    if (depth != 0) {
+        return 0;
+    }
+    for (i++; i < size; i++) {
+        if (bytes[i] != ' ' && bytes[i] != '\t' && bytes[i] != '\r') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/*
  * Gather up to limit lines from offset on that begin with '{' and end
- * with '}', which then parse alike alone and as items of an array. Stops
- * at the first other line and before the group's text would pass
- * GROUP_BYTES.
+ * with '}'. Stops at the first other line and before the group's text
+ * would pass GROUP_BYTES.
+ *
+ * Lines that are invalid alone can still parse once joined into an
+ * array: {"a":"} and {"} by a string that runs from one line into the
+ * next, {"a":[{} and {}]},{} by an array. With a line that contains two
+ * objects to make up the count, the array even has one item per line.
+ * So that a group parses only when each of its lines parses alone,
+ * parse_group puts a newline between the lines, which JSON forbids inside
+ * a string, and a line that contains '[' joins a group only when
+ * closes_at_end holds for it. The first line of a group that leaves a
+ * container open then leaves an object open, and the '{' of the next line
+ * cannot follow a comma there. A line with two objects still parses, but
+ * the array then has an item too many.
  */
 static void
 gather_group(const char *text, Py_ssize_t size, Py_ssize_t offset,
@@ -1611,6 +1685,9 @@ gather_group(const char *text, Py_ssize_t size, Py_ssize_t offset,
         if (total > GROUP_BYTES) {
             break;
         }
+        if (memchr(start, '[', (size_t)length) != NULL && !closes_at_end(start, length)) {
+            break;
+        }
         group->start[group->count] = offset;
         group->length[group->count] = length;
         group->count++;
@@ -1621,7 +1698,7 @@ gather_group(const char *text, Py_ssize_t size, Py_ssize_t offset,
 
 /*
  * Parse the lines of group as one JSON array: copy them into scratch
- * between '[' and ']' with ',' in place of each newline. Returns a list
+ * between '[' and ']', with ",\n" between lines. Returns a list
  * with one item per line, NULL with no error set when the group must be
  * parsed line by line (a line did not parse, or the array has another
  * length, as when a line contains two objects), or NULL with the error set
@@ -1631,9 +1708,9 @@ static PyObject *
 parse_group(FastDecoder *self, LineView *view, const char *text,
             const ParseGroup *group)
 {
-    Py_ssize_t needed = 1;
+    Py_ssize_t needed = 2;
     for (int i = 0; i < group->count; i++) {
-        needed += group->length[i] + 1;
+        needed += group->length[i] + 2;
     }
     if (self->scratch == NULL || PyBytes_GET_SIZE(self->scratch) < needed) {
         line_view_release(view);
@@ -1647,11 +1724,16 @@ parse_group(FastDecoder *self, LineView *view, const char *text,
     Py_ssize_t used = 0;
     out[used++] = '[';
     for (int i = 0; i < group->count; i++) {
+        if (i > 0) {
+            /* A string left open by the line before would take in this
+             * raw newline, and JSON forbids that: see gather_group. */
+            out[used++] = ',';
+            out[used++] = '\n';
+        }
         memcpy(out + used, text + group->start[i], (size_t)group->length[i]);
         used += group->length[i];
-        out[used++] = ',';
     }
-    out[used - 1] = ']';
+    out[used++] = ']';
 
     PyObject *scratch_view = line_view_move(view, self->scratch, out, used);
     if (scratch_view == NULL) {

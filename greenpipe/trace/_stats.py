@@ -13,6 +13,7 @@ MAX_BAD_LINES_KEPT = 1000
 REASON_INVALID_JSON = "invalid JSON"
 REASON_NOT_OBJECT = "not a JSON object"
 REASON_INVALID_FIELD = "invalid value in a numeric field"
+REASON_NOT_TEXT = "name or cat is not a string"
 REASON_TOO_LONG = "line longer than the maximum line length"
 REASON_CUT_BY_DAMAGE = "line cut off by damaged gzip data"
 REASON_UNFINISHED_JOIN = "split event not completed before end of file"

@@ -285,6 +285,29 @@ def test_summary_counts_unusable_lines(tmp_path):
     assert json.loads(json_path.read_text())["bad_lines"] == 2
 
 
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry run", "replay"])
+def test_summary_counts_name_not_string(tmp_path, dry_run):
+    # The decode stage looks names and categories up in sets, where a list
+    # raises TypeError, so the reader must count such lines as bad.
+    trace = tmp_path / "typed.pfw"
+    trace.write_text(
+        '{"name":"open64","cat":"POSIX","pid":1,"tid":1,"ts":1,"dur":1,"ph":"X",'
+        '"args":{"fname":"/a","flags":66,"mode":420,"ret":3}}\n'
+        '{"name":["read"],"cat":"POSIX","pid":1,"tid":1,"ts":2,"dur":1,"ph":"X"}\n'
+        '{"name":"read","cat":["POSIX"],"pid":1,"tid":1,"ts":3,"dur":1,"ph":"X"}\n'
+    )
+    json_path = tmp_path / "summary.json"
+    mode = ["--dry-run"] if dry_run else ["--root", str(tmp_path / "root")]
+
+    code, out, err = run_cli("replay", str(trace), *mode, "--json", str(json_path))
+
+    summary = json.loads(json_path.read_text())
+    assert code == 0, err
+    assert "unusable lines 2" in out
+    assert summary["bad_lines"] == 2
+    assert summary["events_seen"] == 1
+
+
 def test_unlistable_folder_reports_permission(tmp_path):
     from greenpipe.replay import find_trace_files
 

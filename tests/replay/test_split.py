@@ -358,6 +358,21 @@ def test_partition_never_splits_ordered_work(tmp_path: Path, options: ReplayOpti
     assert groups == [[(0, path, None)]]
 
 
+@pytest.mark.parametrize("cap", [{"max_events": 5}, {"max_bytes": 5}])
+def test_partition_keeps_capped_files_together(tmp_path: Path, cap: Dict[str, int]) -> None:
+    # A cap counts across all the files, so one process reads them all.
+    path = crafted_members(tmp_path)
+    files = [path]
+    for number in range(3):
+        copy = f"{path}-{number}"
+        Path(copy).write_bytes(Path(path).read_bytes())
+        files.append(copy)
+
+    groups = partition_work(files, 4, ReplayOptions(dry_run=True, **cap), min_split_bytes=1)
+
+    assert groups == [[(index, path, None) for index, path in enumerate(files)]]
+
+
 def test_part_shard_rejects_replay_phase(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"^only a dry-run shard reads parts of files, not a plan shard$"):
         ReplayShard("plan", ((0, "a.pfw"),), ReplayOptions(root=str(tmp_path)), parts=(FilePart(0, 2, 0, 9),))
@@ -384,6 +399,20 @@ def test_processes_split_one_file_like_one(tmp_path: Path) -> None:
     assert [row["files"] for row in sharded.processes] == [1, 1]
     assert single.events_seen > 1201
     assert single.input_problems
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_processes_share_event_cap(tmp_path: Path) -> None:
+    path = crafted_members(tmp_path)
+    other = path + "-other"
+    Path(other).write_bytes(Path(path).read_bytes())
+    options = ReplayOptions(dry_run=True, max_events=500)
+
+    single = Replayer([path, other], options).run()
+    sharded = ShardedReplayer([path, other], options, 2, min_split_bytes=1).run()
+
+    assert single.lines["not_executed_dry_run"] == 500
+    assert counts(sharded) == counts(single)
 
 
 @pytest.mark.timeout(TIMEOUT)

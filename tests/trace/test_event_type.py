@@ -150,6 +150,23 @@ def test_cycle_through_an_assigned_field_is_collected() -> None:
 
 
 @pytest.mark.parametrize("make", [decoded, lambda: Event(*FIELDS[:7], {"fd": 3})], ids=["decoded", "built"])
+def test_cycle_through_assigned_args_is_collected(make: Any) -> None:
+    # The new dict contains no container when it is assigned, so the
+    # collector does not track it yet. The caller fills it afterwards.
+    event = make()
+    marker = Marker()
+    dead = weakref.ref(marker)
+    args: dict = {"fd": 3}
+    event.args = args
+    args["owners"] = [event, marker]
+    del event, marker, args
+
+    gc.collect()
+
+    assert dead() is None
+
+
+@pytest.mark.parametrize("make", [decoded, lambda: Event(*FIELDS[:7], {"fd": 3})], ids=["decoded", "built"])
 def test_cycle_through_mutated_args_is_collected(make: Any) -> None:
     event = make()
     marker = Marker()

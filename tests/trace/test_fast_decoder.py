@@ -98,6 +98,8 @@ hashes = st.one_of(
     st.none(),
 )
 texts = st.one_of(st.text(max_size=8), st.sampled_from(["M", "X", "C", "read"]))
+#: Names and categories, mostly strings: other values make a bad line.
+labels = st.one_of(texts, texts, st.none(), st.integers(0, 3), st.lists(st.integers(), max_size=1))
 values = st.one_of(numbers, texts, st.dictionaries(st.text(max_size=3), numbers))
 
 
@@ -112,7 +114,7 @@ def events(draw: Any) -> Dict[str, Any]:
         elif key == "ph":
             event[key] = draw(st.sampled_from(["X", "M", "C", "", 1, None]))
         else:
-            event[key] = draw(texts)
+            event[key] = draw(labels)
     shape = draw(st.integers(0, 9))
     if shape == 0:
         return event
@@ -427,6 +429,7 @@ EVERY_BRANCH = [
     b'{"name":"r","cat":"c","pid":1,"tid":1,"ts":1,"dur":1,"ph":"X","args":{}}',
     b'{"name":"r","cat":"c","pid":1,"tid":1,"ts":1,"dur":1,"ph":"X","args":null}',
     b'{"name":"r","cat":"c","pid":1,"tid":1,"ts":1,"dur":1,"ph":"X",}',
+    b'{"name":"r","cat":["c"],"pid":1,"tid":1,"ts":1,"dur":1,"ph":"X"}',
     b"not json }",
 ]
 
@@ -881,8 +884,8 @@ def test_views_kept_by_loads_keep_their_line() -> None:
     # The first call is the constructor's check for memoryview support.
     assert all(isinstance(text, memoryview) for text in loads_inputs)
     assert [bytes(text) for text in loads_inputs[1:]] == [
-        b"[" + b",".join(lines) + b"]",
-        b"[" + b",".join(later) + b"]",
+        b"[" + b",\n".join(lines) + b"]",
+        b"[" + b",\n".join(later) + b"]",
         alone,
     ]
 
@@ -935,7 +938,7 @@ def test_lines_after_slow_line_parsed_once() -> None:
     assert fast.decode(data, starts[3], 2, out) == (starts[5], 2, None)
     assert fast.decode(data, starts[5], 64, out) == (len(data), 1, None)
     assert [e.ts for e in out] == [1, 2, 3, 4, 5]
-    assert texts == [b"[" + b",".join(lines) + b"]"]
+    assert texts == [b"[" + b",\n".join(lines) + b"]"]
 
 
 @compiled
@@ -956,7 +959,7 @@ def test_kept_lines_reused_for_same_chunk_only() -> None:
     assert fast.decode(data, third, 64, out) == (len(data), 1, None)
     assert [e.ts for e in out] == [1, 7, 8, 3]
     assert texts[1:] == [
-        b"[" + b",".join(other.split(b"\n")[2:4]) + b"]",
+        b"[" + b",\n".join(other.split(b"\n")[2:4]) + b"]",
         lines[3],
     ]
 
@@ -974,6 +977,46 @@ def test_line_with_two_objects_parsed_alone() -> None:
     assert [e.ts for e in out] == [1, 2]
     # The array had one item too many, so each line went to loads alone.
     assert texts[1:] == lines[:3]
+
+
+#: Runs of lines that each begin with "{" and end with "}" and are invalid
+#: alone, but parse as an array with one item per line once joined by
+#: commas. Each run starts with a line that contains two objects.
+MERGING_LINES = {
+    "nested": [b'{"a":1},{"b":2}', b'{"x":[{}', b'{}]}'],
+    "string": [b'{"a":1},{"b":2}', b'{"a":"}', b'{"}'],
+    "string only": [b'{"a":"}', b'{","b":"}', b'{"},{},{}'],
+}
+
+
+@compiled
+@pytest.mark.parametrize("case", list(MERGING_LINES))
+def test_lines_merged_by_group_are_bad(
+    case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    merging = MERGING_LINES[case]
+    lines = [event_line(1), *merging, event_line(2)]
+    chunks = [b"".join(line + b"\n" for line in lines)]
+    events, stats, _ = decode_chunks(chunks, False, monkeypatch)
+    assert [fields[4] for fields in events] == [1, 2]
+    assert stats.bad_lines == len(merging)
+    assert decode_chunks(chunks, True, monkeypatch) == (events, stats, _)
+
+
+@compiled
+def test_lines_with_arrays_parsed_as_group() -> None:
+    # Brackets in strings and escaped quotes must not keep a line out.
+    lines = [
+        event_line(1, b'{"dims":[1,[2,{}]],"fname":"/a[0]"}'),
+        event_line(2, b'{"fname":"/b]\\"[","list":[]}'),
+        event_line(3),
+    ]
+    data = b"\n".join(lines) + b"\n"
+    fast, texts = counting_decoder()
+    out: List[Event] = []
+    assert fast.decode(data, 0, 64, out) == (len(data), 3, None)
+    assert [e.path for e in out] == ["/a[0]", '/b]"[', "/data/a"]
+    assert texts == [b"[" + b",\n".join(lines) + b"]"]
 
 
 @compiled

@@ -178,6 +178,24 @@ def test_invalid_number_is_bad_line(tmp_path: Path) -> None:
     assert stats.bad_line_reasons == {"invalid value in a numeric field": 1}
 
 
+def test_name_or_cat_not_string_is_bad_line(tmp_path: Path) -> None:
+    lines = [
+        b'{"name":["read"],"cat":"POSIX","pid":1,"tid":1,"ts":1,"dur":1,"ph":"X"}',
+        b'{"name":"read","cat":{"k":1},"pid":1,"tid":1,"ts":1,"dur":1,"ph":"X"}',
+        b'{"name":null,"cat":"POSIX","pid":"1","tid":1,"ts":1,"dur":1,"ph":"X"}',
+        b'{"name":["FH"],"ph":"M","args":{"name":"/a","value":1}}',
+    ]
+    data = b"\n".join(lines) + b"\n" + EVENT + b"\n"
+    events = read(tmp_path, data)
+    stats = stats_of(tmp_path, data)
+
+    assert len(events) == 1
+    assert stats.events == 1
+    assert stats.metadata_events == 0
+    assert stats.bad_lines == 4
+    assert stats.bad_line_reasons == {"name or cat is not a string": 4}
+
+
 def test_no_final_newline(tmp_path: Path) -> None:
     events = read(tmp_path, b"[\n" + EVENT + b"\n" + EVENT)
 
