@@ -33,6 +33,7 @@ import logging
 import os
 import resource
 import shutil
+import stat
 import time
 from typing import (
     Any,
@@ -176,11 +177,24 @@ def find_trace_files(inputs: Sequence[str]) -> Tuple[List[str], List[str]]:
             else:
                 problems.append(f"{name}: no trace files (.pfw, .pfw.gz) found")
         for path in found:
+            if not _is_regular_file(path):
+                problems.append(
+                    f"{path}: not a regular file (a pipe?); a replay reads each "
+                    "trace file more than once, so save the trace to a file first"
+                )
+                continue
             key = os.path.realpath(path)
             if key not in seen:
                 seen.add(key)
                 files.append(path)
     return files, problems
+
+
+def _is_regular_file(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return True  # reading it reports the error
 
 
 def require_trace_files(inputs: Sequence[str]) -> Tuple[List[str], List[str]]:

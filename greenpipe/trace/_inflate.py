@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import logging
 import os
 import zlib
@@ -196,9 +197,15 @@ def iter_line_chunks(
     Yields:
         Line-aligned ``bytes`` chunks.
     """
-    with open(path, "rb") as stream:
-        compressed = stream.read(2) == GZIP_MAGIC
-        stream.seek(0)
+    with open(path, "rb") as opened:
+        head = opened.read(2)
+        compressed = head == GZIP_MAGIC
+        stream: BinaryIO = opened
+        if opened.seekable():
+            opened.seek(0)
+        else:
+            # A pipe cannot go back, so the two bytes read come first.
+            stream = _PrefixedStream(head, opened)
         record.compressed = compressed
         if compressed:
             blocks = _inflate_blocks(
@@ -212,6 +219,34 @@ def iter_line_chunks(
             yield from _align_lines(blocks, max_line_bytes, record, first_text, keep_tail)
         finally:
             blocks.close()
+
+
+class _PrefixedStream(io.RawIOBase):
+    """``stream`` read after ``prefix``, for a pipe whose start was read."""
+
+    def __init__(self, prefix: bytes, stream: BinaryIO) -> None:
+        super().__init__()
+        self._prefix = prefix
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._prefix:
+            return self._stream.read(size)
+        if size is None or size < 0:
+            data = self._prefix + self._stream.read()
+            self._prefix = b""
+            return data
+        data = self._prefix[:size]
+        self._prefix = self._prefix[size:]
+        if len(data) < size:
+            data += self._stream.read(size - len(data))
+        return data
 
 
 def _align_lines(

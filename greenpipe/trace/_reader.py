@@ -122,7 +122,8 @@ class TraceReader:
             mode = os.stat(self._path).st_mode
             if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
                 # A device such as /dev/zero never ends, so reading it would
-                # never finish. Pipes stay readable for process substitution.
+                # never finish. Pipes stay readable for process substitution,
+                # once: a second pass finds the pipe empty.
                 logger.warning(
                     "%s is a device or socket, not a trace file; skipped", self._path
                 )

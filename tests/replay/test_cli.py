@@ -326,6 +326,30 @@ def test_unlistable_folder_reports_permission(tmp_path):
     assert problems == [f"{folder}: permission denied; the folder cannot be listed"]
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "replay"])
+def test_pipe_input_reported_not_opened(tmp_path: Path, dry_run: bool) -> None:
+    # A replay reads each trace file more than once, and a pipe only once.
+    # Opening the pipe would block, since nothing writes to it.
+    pipe = tmp_path / "pipe.pfw"
+    os.mkfifo(pipe)
+    trace = tmp_path / "test.pfw.gz"
+    trace.write_bytes(SMALL.read_bytes())
+    json_path = tmp_path / "summary.json"
+    mode = ["--dry-run"] if dry_run else ["--root", str(tmp_path / "root")]
+
+    code, _, err = run_cli("replay", str(pipe), str(trace), *mode, "--json", str(json_path))
+
+    summary = json.loads(json_path.read_text())
+    assert summary["input_problems"] == [
+        f"{pipe}: not a regular file (a pipe?); a replay reads each trace file "
+        "more than once, so save the trace to a file first"
+    ]
+    assert summary["events_seen"] == 1012
+    # As for a missing input, the other inputs are replayed.
+    assert code == 0, err
+
+
 @pytest.mark.parametrize("option", ["--json", "--emit-trace"])
 def test_cli_output_onto_input_trace_rejected(tmp_path: Path, option: str) -> None:
     folder = tmp_path / "traces"

@@ -4,6 +4,7 @@ import dataclasses
 import gzip
 import os
 import sys
+import threading
 import zlib
 from pathlib import Path
 from typing import Callable, Iterator, List
@@ -361,3 +362,36 @@ def test_folder_skips_side_cars_and_others(tmp_path: Path) -> None:
     ]
     assert len(reader.statistics().skipped_files) == 3
     assert sum(1 for _ in reader.iter_events()) == 2
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
+def test_pipe_read_like_a_file(tmp_path: Path, compressed: bool) -> None:
+    data = events_bytes(3000)
+    if compressed:
+        data = gzip.compress(data[:40000]) + gzip.compress(data[40000:])
+    regular = tmp_path / "trace.pfw"
+    regular.write_bytes(data)
+    pipe = tmp_path / "pipe.pfw"
+    os.mkfifo(pipe)
+
+    def feed() -> None:
+        with open(pipe, "wb") as writer:
+            # Small writes, so the reader sees the start before the rest.
+            for start in range(0, len(data), 1000):
+                writer.write(data[start : start + 1000])
+                writer.flush()
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        reader = TraceReader(pipe, memory_budget=64 * 1024, prefetch=False)
+        from_pipe = [(e.ts, e.path) for e in reader.iter_events()]
+    finally:
+        feeder.join(timeout=30)
+    assert not feeder.is_alive()
+
+    expected = [(e.ts, e.path) for e in TraceReader(regular).iter_events()]
+    assert from_pipe == expected
+    assert len(from_pipe) == 3000
+    assert reader.statistics().files[0].compressed == compressed
