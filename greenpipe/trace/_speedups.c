@@ -536,6 +536,34 @@ parse_plain_decimal(PyObject *text, PyObject **result)
     return *result == NULL ? FAILED : DONE;
 }
 
+/*
+ * Whether a[0:size] equals b[0:size]. The strings compared here (hashes,
+ * numbers, names) are short, and a call to memcmp costs more than the
+ * comparison itself.
+ */
+static inline int
+same_bytes(const unsigned char *a, const unsigned char *b, size_t size)
+{
+    while (size >= 8) {
+        uint64_t x, y;
+        memcpy(&x, a, 8);
+        memcpy(&y, b, 8);
+        if (x != y) {
+            return 0;
+        }
+        a += 8;
+        b += 8;
+        size -= 8;
+    }
+    while (size > 0) {
+        if (*a++ != *b++) {
+            return 0;
+        }
+        size--;
+    }
+    return 1;
+}
+
 static inline int
 same_string(PyObject *a, PyObject *b)
 {
@@ -545,8 +573,8 @@ same_string(PyObject *a, PyObject *b)
     Py_ssize_t length = PyUnicode_GET_LENGTH(a);
     return length == PyUnicode_GET_LENGTH(b) &&
            PyUnicode_KIND(a) == PyUnicode_KIND(b) &&
-           memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b),
-                  (size_t)length * PyUnicode_KIND(a)) == 0;
+           same_bytes(PyUnicode_DATA(a), PyUnicode_DATA(b),
+                      (size_t)length * PyUnicode_KIND(a));
 }
 
 /* The number_hits slot of an argument value's text. */
@@ -865,8 +893,12 @@ resolve_hash(PyObject *key, PyObject *table, PyObject *resolver, LastHit *hits,
         Py_ssize_t length = PyUnicode_GET_LENGTH(key);
         const unsigned char *text = PyUnicode_1BYTE_DATA(key);
         uint32_t tail = 0;
-        memcpy(&tail, text + length - (length < 4 ? length : 4),
-               (size_t)(length < 4 ? length : 4));
+        if (length >= 4) {
+            memcpy(&tail, text + length - 4, 4);
+        }
+        else {
+            memcpy(&tail, text, (size_t)length);
+        }
         uint64_t mix = ((uint64_t)tail << 8) ^ (uint64_t)length;
         hit = &hits[(mix * 0x9E3779B97F4A7C15ull) >> (64 - HIT_BITS)];
         if (hit->key != NULL && same_string(key, hit->key)) {
@@ -1296,7 +1328,7 @@ reuse_string(PyObject **cache, PyObject **field)
         return;
     }
     if (known != NULL && PyUnicode_GET_LENGTH(known) == length &&
-        memcmp(PyUnicode_1BYTE_DATA(known), text, (size_t)length) == 0) {
+        same_bytes(PyUnicode_1BYTE_DATA(known), text, (size_t)length)) {
         Py_INCREF(known);
         Py_SETREF(*field, known);
         return;
