@@ -13,6 +13,10 @@ Python process so that every peak RSS belongs to one measurement:
   installed, else ``zlib``), split lines, ``orjson.loads`` each line, and
   keep nothing. It is timed inside the process, so interpreter start is
   left out;
+* ``bare loop, 2 processes``: two such loops started at once, each over
+  every other file, timed from the start of both processes to the end of
+  the last, as the replay rows are. It bounds what two processes that
+  parse every line with orjson can reach;
 * ``iter_events``: ``TraceReader(folder).iter_events()`` drained, timed
   inside the process the same way;
 * ``replay --dry-run`` with ``--processes 1`` and ``--processes 2``: the
@@ -74,8 +78,12 @@ def vm_hwm_bytes() -> int:
 # -- loops run inside a child process ---------------------------------------------
 
 
-def bare_loop(folder: str) -> Tuple[int, str]:
-    """Inflate, split and parse every line of every file; return the count and inflater."""
+def bare_loop(folder: str, share: int = 0, shares: int = 1) -> Tuple[int, str]:
+    """Inflate, split and parse every line of every file; return the count and inflater.
+
+    With ``shares`` above 1, only every ``shares``-th file from number
+    ``share`` on is read.
+    """
     # The same loop as bench_trace_read.py, which sits beside this script.
     from bench_trace_read import bare_loop as bare_file_loop
 
@@ -88,7 +96,7 @@ def bare_loop(folder: str) -> Tuple[int, str]:
 
         name = "zlib"
     parsed = 0
-    for entry in sorted(os.listdir(folder)):
+    for entry in sorted(os.listdir(folder))[share::shares]:
         parsed += bare_file_loop(os.path.join(folder, entry), inflater)
     return parsed, name
 
@@ -101,9 +109,11 @@ def iter_events(folder: str) -> Tuple[int, str]:
 
 def run_inner(loop: str, folder: str) -> None:
     """Run one loop and print its count, seconds and peak RSS as JSON."""
-    function = {"bare": bare_loop, "iter_events": iter_events}[loop]
     started = time.perf_counter()
-    count, note = function(folder)
+    if loop.startswith("bare-share-"):
+        count, note = bare_loop(folder, int(loop[len("bare-share-"):]), 2)
+    else:
+        count, note = {"bare": bare_loop, "iter_events": iter_events}[loop](folder)
     seconds = time.perf_counter() - started
     print(json.dumps({"events": count, "seconds": seconds, "peak_rss": vm_hwm_bytes(), "note": note}))
 
@@ -120,6 +130,31 @@ def measure_loop(loop: str, folder: str) -> Dict[str, Any]:
         cwd=REPO,
     )
     return json.loads(result.stdout)
+
+
+def measure_two_bare_loops(folder: str) -> Dict[str, Any]:
+    """Run two bare loops at once, each over half the files, timed from process start."""
+    started = time.perf_counter()
+    children = [
+        subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--inner", f"bare-share-{share}", folder],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        for share in (0, 1)
+    ]
+    outputs = [child.communicate()[0] for child in children]
+    seconds = time.perf_counter() - started
+    if any(child.returncode for child in children):
+        raise SystemExit("a bare loop process failed")
+    results = [json.loads(output) for output in outputs]
+    return {
+        "events": sum(result["events"] for result in results),
+        "seconds": seconds,
+        "peak_rss": max(result["peak_rss"] for result in results),
+        "note": f"{results[0]['note']}, 2 processes, from process start",
+    }
 
 
 def measure_replay(arguments: List[str], trace: str, work: str) -> Dict[str, Any]:
@@ -180,6 +215,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         root = os.path.join(work, "root")
         cases = [
             ("bare loop", lambda: measure_loop("bare", folder)),
+            ("bare loop, 2 processes", lambda: measure_two_bare_loops(folder)),
             ("iter_events", lambda: measure_loop("iter_events", folder)),
             ("replay --dry-run --processes 1", lambda: measure_replay(["--dry-run", "--processes", "1"], folder, work)),
             ("replay --dry-run --processes 2", lambda: measure_replay(["--dry-run", "--processes", "2"], folder, work)),
