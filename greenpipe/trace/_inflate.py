@@ -3,8 +3,9 @@ from __future__ import annotations
 import io
 import logging
 import os
+import select
 import zlib
-from typing import Any, BinaryIO, Iterator, Optional, Tuple
+from typing import Any, BinaryIO, Iterator, List, Optional, Tuple
 
 from ._stats import REASON_CUT_BY_DAMAGE, REASON_TOO_LONG, FileRecord
 
@@ -165,6 +166,7 @@ def iter_line_chunks(
     inflater: Any = None,
     byte_range: ByteRange = None,
     first_text: bytes = b"",
+    stop_fd: Optional[int] = None,
 ) -> Iterator[bytes]:
     """Yield a trace file as chunks that end on line boundaries.
 
@@ -193,19 +195,30 @@ def iter_line_chunks(
             the next range.
         first_text: the ``record.tail`` of the range before, which begins
             the first line of this one.
+        stop_fd: a file descriptor that becomes readable when the
+            consumer stops. Reads from a pipe wait for it too and raise
+            :class:`ReadStopped` once it is readable, so that a writer
+            that stalls cannot keep the reader waiting.
 
     Yields:
         Line-aligned ``bytes`` chunks.
+
+    Raises:
+        ReadStopped: ``stop_fd`` became readable while a pipe was read.
     """
     with open(path, "rb") as opened:
-        head = opened.read(2)
-        compressed = head == GZIP_MAGIC
         stream: BinaryIO = opened
         if opened.seekable():
+            head = opened.read(2)
             opened.seek(0)
         else:
-            # A pipe cannot go back, so the two bytes read come first.
-            stream = _PrefixedStream(head, opened)
+            # Nothing was read through the buffer yet, so the raw file
+            # gives every byte. A pipe cannot go back, so the two bytes
+            # read come first.
+            pipe = _PipeStream(opened.raw, stop_fd)
+            head = pipe.read(2)
+            stream = _PrefixedStream(head, pipe)
+        compressed = head == GZIP_MAGIC
         record.compressed = compressed
         if compressed:
             blocks = _inflate_blocks(
@@ -219,6 +232,49 @@ def iter_line_chunks(
             yield from _align_lines(blocks, max_line_bytes, record, first_text, keep_tail)
         finally:
             blocks.close()
+
+
+class ReadStopped(Exception):
+    """Raised when the consumer stopped while a pipe was being read."""
+
+
+class _PipeStream(io.RawIOBase):
+    """A pipe whose reads end early when ``stop_fd`` becomes readable.
+
+    ``read(size)`` returns ``size`` bytes unless the pipe ends first, as a
+    buffered read does, so chunks have the sizes they have in a file.
+    """
+
+    def __init__(self, raw: Any, stop_fd: Optional[int]) -> None:
+        super().__init__()
+        self._fd = raw.fileno()
+        self._poll: Optional[Any] = None
+        if stop_fd is not None:
+            self._poll = select.poll()
+            self._poll.register(self._fd, select.POLLIN)
+            self._poll.register(stop_fd, select.POLLIN)
+        self._stop_fd = stop_fd
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def read(self, size: int = -1) -> bytes:
+        parts: List[bytes] = []
+        remaining = size
+        while size is None or size < 0 or remaining > 0:
+            if self._poll is not None:
+                ready = [fd for fd, _ in self._poll.poll()]
+                if self._stop_fd in ready:
+                    raise ReadStopped("the consumer stopped reading the pipe")
+            part = os.read(self._fd, remaining if remaining > 0 else 1024 * 1024)
+            if not part:
+                break
+            parts.append(part)
+            remaining -= len(part)
+        return b"".join(parts)
 
 
 class _PrefixedStream(io.RawIOBase):

@@ -34,19 +34,22 @@ by the caller's thread, and its bad lines stay in file order.
 Ending. Leaving the iterator early closes the channel, which makes the
 reader's next ``send`` return ``False``; the reader then closes the file
 and ends, and the caller waits for that before it returns, so no thread
-and no open file outlive the iterator.
+and no open file outlive the iterator. A reader waiting for a pipe whose
+writer stalls is stopped through a second pipe that the caller writes to.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import threading
-from typing import Any, Iterator, List, Optional
+from typing import Any, Iterator, List, Optional, Tuple
 
 from .._channel import Channel, ChannelProducer, make_channel
 from .._hub import current_task
 from .._scope import current_scope, shield
-from ._inflate import iter_line_chunks
+from ._inflate import ReadStopped, iter_line_chunks
 from ._stats import MAX_BAD_LINES_KEPT, FileRecord
 
 logger = logging.getLogger(__name__)
@@ -63,14 +66,19 @@ def _produce(
     inflater: Any,
     producer: ChannelProducer[bytes],
     failure: List[BaseException],
+    stop_fd: Optional[int],
 ) -> None:
     """Send the chunks of ``path`` until the file ends or the channel does."""
     with producer.guard():
-        chunks = iter_line_chunks(path, chunk_bytes, max_line_bytes, side, inflater)
+        chunks = iter_line_chunks(
+            path, chunk_bytes, max_line_bytes, side, inflater, stop_fd=stop_fd
+        )
         try:
             for chunk in chunks:
                 if not producer.send(chunk):
                     break
+        except ReadStopped:
+            pass  # the caller left the iterator while a pipe was read
         except BaseException as exc:  # handed to the decoding thread
             failure.append(exc)
         finally:
@@ -96,6 +104,19 @@ def _merge_bad_lines(side: FileRecord, record: FileRecord) -> None:
     # MAX_BAD_LINES_KEPT of the merged list are the first of the file.
     merged = sorted(record.bad_kept + side.bad_kept)
     record.bad_kept[:] = merged[:MAX_BAD_LINES_KEPT]
+
+
+def _is_regular_file(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return True  # opening it raises the error in the reader thread
+
+
+def _close_pipe(fds: Optional[Tuple[int, int]]) -> None:
+    if fds is not None:
+        os.close(fds[0])
+        os.close(fds[1])
 
 
 def iter_prefetched_chunks(
@@ -127,7 +148,13 @@ def iter_prefetched_chunks(
     channel: Channel[bytes] = make_channel(capacity)
     producer = channel.producer()
     failure: List[BaseException] = []
-    arguments = (path, chunk_bytes, max_line_bytes, side, inflater, producer, failure)
+    # Closing the channel stops a reader blocked in send, and a write to
+    # this pipe stops one blocked reading a pipe whose writer stalls.
+    stop_fds = None if _is_regular_file(path) else os.pipe()
+    stop_read = None if stop_fds is None else stop_fds[0]
+    arguments = (
+        path, chunk_bytes, max_line_bytes, side, inflater, producer, failure, stop_read
+    )
 
     scope = current_scope() if current_task() is not None else None
     future: Optional[Any] = None
@@ -145,6 +172,7 @@ def iter_prefetched_chunks(
             thread.start()
     except BaseException:
         producer.release()
+        _close_pipe(stop_fds)
         raise
 
     try:
@@ -156,11 +184,16 @@ def iter_prefetched_chunks(
             yield chunk
     finally:
         channel.close()
+        if stop_fds is not None:
+            os.write(stop_fds[1], b"\0")
         with shield():
-            if future is not None:
-                future.result()
-            elif thread is not None:
-                thread.join()
+            try:
+                if future is not None:
+                    future.result()
+                elif thread is not None:
+                    thread.join()
+            finally:
+                _close_pipe(stop_fds)
         _copy_progress(side, record)
         record.damage = side.damage
         _merge_bad_lines(side, record)

@@ -395,3 +395,45 @@ def test_pipe_read_like_a_file(tmp_path: Path, compressed: bool) -> None:
     assert from_pipe == expected
     assert len(from_pipe) == 3000
     assert reader.statistics().files[0].compressed == compressed
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["iter_lines", "iter_lines_json", "iter_events"])
+def test_pipe_left_early_while_writer_stalls(tmp_path: Path, method: str) -> None:
+    # The writer writes a chunk and a half and stalls, so the reader thread
+    # waits in a read of the pipe, not in a send, when the consumer leaves.
+    data = events_bytes(3000)
+    pipe = tmp_path / "pipe.pfw"
+    os.mkfifo(pipe)
+    release = threading.Event()
+
+    def feed() -> None:
+        with open(pipe, "wb") as writer:
+            writer.write(data[:6000])
+            writer.flush()
+            release.wait(30)
+            try:
+                writer.write(data[6000:])
+            except BrokenPipeError:
+                pass  # the reader closed its end
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    fds_before = open_fds()
+    reader = TraceReader(pipe, memory_budget=64 * 1024, prefetch=True)
+    items = getattr(reader, method)()
+    first = [next(items) for _ in range(3)]
+    closer = threading.Thread(target=items.close)
+    closer.start()
+    closer.join(timeout=10)
+    closed_in_time = not closer.is_alive()
+    release.set()
+    closer.join(timeout=30)
+    feeder.join(timeout=30)
+
+    assert len(first) == 3
+    assert closed_in_time
+    assert not feeder.is_alive()
+    assert not [t for t in threading.enumerate() if "inflate" in t.name]
+    assert open_fds() == fds_before
+    assert reader.statistics().files[0].damage is None
