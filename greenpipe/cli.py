@@ -733,6 +733,11 @@ def _check_outputs_spare_inputs(args: argparse.Namespace) -> None:
     if not outputs:
         return
     inputs = {os.path.realpath(path): path for path in find_trace_files(args.traces)[0]}
+    # An input that is not a regular file (a pipe) is left out of the
+    # trace files, but opening it as an output would block or destroy it.
+    for path in args.traces:
+        if os.path.exists(path) and not os.path.isdir(path):
+            inputs.setdefault(os.path.realpath(path), path)
     for option, value in outputs:
         trace = inputs.get(os.path.realpath(value))
         if trace is not None:

@@ -122,8 +122,9 @@ class TraceReader:
             mode = os.stat(self._path).st_mode
             if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
                 # A device such as /dev/zero never ends, so reading it would
-                # never finish. Pipes stay readable for process substitution,
-                # once: a second pass finds the pipe empty.
+                # never finish. Pipes stay readable for process substitution.
+                # NOTE: only the first pass reads a pipe; a second one finds
+                # it empty, or waits for a writer to open a named pipe.
                 logger.warning(
                     "%s is a device or socket, not a trace file; skipped", self._path
                 )

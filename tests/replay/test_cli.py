@@ -350,6 +350,19 @@ def test_pipe_input_reported_not_opened(tmp_path: Path, dry_run: bool) -> None:
     assert code == 0, err
 
 
+@pytest.mark.timeout(60)
+def test_json_output_onto_pipe_input_rejected(tmp_path: Path) -> None:
+    pipe = tmp_path / "pipe.pfw"
+    os.mkfifo(pipe)
+    trace = tmp_path / "test.pfw.gz"
+    trace.write_bytes(SMALL.read_bytes())
+
+    code, _, err = run_cli("replay", str(pipe), str(trace), "--dry-run", "--json", str(pipe))
+
+    assert code == 1, err
+    assert "is the input trace" in err
+
+
 @pytest.mark.parametrize("option", ["--json", "--emit-trace"])
 def test_cli_output_onto_input_trace_rejected(tmp_path: Path, option: str) -> None:
     folder = tmp_path / "traces"
