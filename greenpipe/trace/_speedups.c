@@ -946,6 +946,31 @@ typedef struct {
     PyObject *hostname;
 } ArgKeys;
 
+/* Store value as the argument of kind, if it is one found keeps. */
+static inline void
+set_arg_key(ArgKeys *found, int kind, PyObject *value)
+{
+    switch (kind) {
+    case K_FHASH:
+        found->fhash = value;
+        break;
+    case K_HHASH:
+        found->hhash = value;
+        break;
+    case K_FNAME:
+        found->fname = value;
+        break;
+    case K_PATH:
+        found->path = value;
+        break;
+    case K_HOSTNAME:
+        found->hostname = value;
+        break;
+    default:
+        break;
+    }
+}
+
 /* Put value in found if key names the file or the host. */
 static inline int
 note_arg_key(FastDecoder *self, PyObject *key, PyObject *value, ArgKeys *found)
@@ -971,25 +996,7 @@ note_arg_key(FastDecoder *self, PyObject *key, PyObject *value, ArgKeys *found)
         }
         kind = K_KIND(kind);
     }
-    switch (kind) {
-    case K_FHASH:
-        found->fhash = value;
-        break;
-    case K_HHASH:
-        found->hhash = value;
-        break;
-    case K_FNAME:
-        found->fname = value;
-        break;
-    case K_PATH:
-        found->path = value;
-        break;
-    case K_HOSTNAME:
-        found->hostname = value;
-        break;
-    default:
-        break;
-    }
+    set_arg_key(found, kind, value);
     return DONE;
 }
 
@@ -1068,25 +1075,7 @@ normalise_args(FastDecoder *self, PyObject *args, ArgKeys *found)
             }
             /* FALLBACK: kept as found, like the Python version. */
         }
-        switch (K_KIND(code)) {
-        case K_FHASH:
-            found->fhash = value;
-            break;
-        case K_HHASH:
-            found->hhash = value;
-            break;
-        case K_FNAME:
-            found->fname = value;
-            break;
-        case K_PATH:
-            found->path = value;
-            break;
-        case K_HOSTNAME:
-            found->hostname = value;
-            break;
-        default:
-            break;
-        }
+        set_arg_key(found, K_KIND(code), value);
     }
     return DONE;
 }
