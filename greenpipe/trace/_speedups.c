@@ -1682,7 +1682,7 @@ closes_at_end(const char *text, Py_ssize_t size)
  * objects to make up the count, the array even has one item per line.
  * So that a group parses only when each of its lines parses alone,
  * parse_group puts a newline between the lines, which JSON forbids inside
- * a string, and a line that contains '[' joins a group only when
+ * a string. And a line that contains '[' joins a group only when
  * closes_at_end holds for it. The first line of a group that leaves a
  * container open then leaves an object open, and the '{' of the next line
  * cannot follow a comma there. A line with two objects still parses, but
@@ -1720,10 +1720,10 @@ gather_group(const char *text, Py_ssize_t size, Py_ssize_t offset,
 /*
  * Parse the lines of group as one JSON array: copy them into scratch
  * between '[' and ']', with ",\n" between lines. Returns a list
- * with one item per line, NULL with no error set when the group must be
- * parsed line by line (a line did not parse, or the array has another
- * length, as when a line contains two objects), or NULL with the error set
- * on any other failure.
+ * with one item per line, or NULL with no error set when the group must
+ * be parsed line by line. That happens when a line did not parse, or when
+ * the array has another length, as when a line contains two objects. On
+ * any other failure it returns NULL with the error set.
  */
 static PyObject *
 parse_group(FastDecoder *self, LineView *view, const char *text,
