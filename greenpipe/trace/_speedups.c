@@ -1839,7 +1839,6 @@ build_group(FastDecoder *self, PyObject *data, PyObject *values,
 {
     int outcome = DONE;
     Py_INCREF(values); /* clear_stash may drop the stash's reference */
-    ParseGroup *kept = values == self->stash_values ? NULL : (ParseGroup *)group;
     int i;
     for (i = index; i < group->count; i++) {
         if (*count >= limit) {
@@ -1869,7 +1868,8 @@ build_group(FastDecoder *self, PyObject *data, PyObject *values,
         *offset = i + 1 < group->count ? group->start[i + 1] : group->next;
     }
     if (outcome != FAILED && i < group->count) {
-        keep_stash(self, data, values, kept != NULL ? kept : &self->stash_group, i);
+        /* When values is the stash, group is stash_group and stays. */
+        keep_stash(self, data, values, group, i);
     }
     else {
         clear_stash(self);
