@@ -747,7 +747,9 @@ def _check_outputs_spare_inputs(args: argparse.Namespace) -> None:
             )
 
 
-def _run_replay(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+def _run_replay(
+    args: argparse.Namespace, stdout: TextIO, stderr: TextIO, fork_workers: bool = False
+) -> int:
     options = options_from_args(args)
     _check_outputs_spare_inputs(args)
     if args.json and args.json != "-":
@@ -774,7 +776,7 @@ def _run_replay(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int
     elif processes == 1:
         replayer = Replayer(args.traces, options)
     else:
-        replayer = ShardedReplayer(args.traces, options, processes)
+        replayer = ShardedReplayer(args.traces, options, processes, fork=fork_workers)
 
     interrupts = 0
 
@@ -791,6 +793,9 @@ def _run_replay(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int
         previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
         show_bar = not args.quiet and stderr.isatty()
+        if isinstance(replayer, ShardedReplayer):
+            # Before the progress bar's thread, so that workers can be forked.
+            replayer.start()
         if show_bar:
             with ProgressBar(replayer, stderr):
                 summary = replayer.run()
@@ -834,7 +839,7 @@ def console_main() -> None:
     and tests may call, leaves the collector alone.
     """
     gc.freeze()
-    sys.exit(main())
+    sys.exit(main(fork_workers=True))
 
 
 def main(
@@ -842,6 +847,7 @@ def main(
     *,
     stdout: Optional[TextIO] = None,
     stderr: Optional[TextIO] = None,
+    fork_workers: bool = False,
 ) -> int:
     """Run the ``greenpipe`` command and return its exit code.
 
@@ -854,6 +860,9 @@ def main(
             ``None``.
         stdout, stderr: streams for the summary and for errors and the
             progress bar; the process's streams when ``None``.
+        fork_workers: start worker processes by forking this process
+            (see :class:`~greenpipe.replay.ShardedReplayer`). Only for a
+            process that runs nothing but the command.
     """
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
@@ -872,7 +881,7 @@ def main(
     try:
         if args.command == "replay":
             try:
-                return _run_replay(args, out, err)
+                return _run_replay(args, out, err, fork_workers)
             except UsageError as exc:
                 err.write(f"greenpipe replay: {exc} Run 'greenpipe replay --help' for the options.\n")
                 return EXIT_ERROR

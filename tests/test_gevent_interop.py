@@ -245,3 +245,28 @@ def test_workers_start_while_hub_imports(tmp_path):
 
     assert completed.returncode == 0, completed.stderr[-4000:]
     assert completed.stdout.strip() == "started"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("patch_first", [True, False])
+def test_runtime_keeps_real_threads_whatever_the_import_order(patch_first):
+    """The runtime takes unpatched primitives, and imports gevent only if the program did."""
+    script = (
+        "import _thread, sys, time\n"
+        "real_lock, real_sleep = _thread.allocate_lock, time.sleep\n"
+        + ("from gevent import monkey; monkey.patch_all()\n" if patch_first else "")
+        + "import greenpipe, greenpipe.cli\n"
+        "from greenpipe import _compat\n"
+        + ("" if patch_first else "assert 'gevent' not in sys.modules, 'gevent imported'\n")
+        + "from gevent import monkey; monkey.patch_all()\n"
+        "assert _thread.allocate_lock is not real_lock\n"
+        "assert _compat.allocate_lock is real_lock, 'patched lock'\n"
+        "assert _compat.real_sleep is real_sleep, 'patched sleep'\n"
+        "print(greenpipe.run(lambda scope: 'ran', threads=2))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=50
+    )
+
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert completed.stdout.strip() == "ran"

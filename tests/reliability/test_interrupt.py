@@ -162,3 +162,49 @@ def test_sigint_stops_worker_processes(tmp_path: Path) -> None:
     assert out.startswith("greenpipe replay (interrupted): 2 trace file(s)")
     assert len(workers) == 2
     assert [pid for pid in workers if os.path.exists(f"/proc/{pid}")] == []
+
+
+@pytest.mark.timeout(120)
+def test_workers_exit_when_the_command_is_killed(tmp_path: Path) -> None:
+    """SIGKILL leaves the parent no time to stop its workers; they stop on their own."""
+    traces = [_slow_trace(tmp_path, f"slow{number}.pfw") for number in range(2)]
+    root = (tmp_path / "root").resolve()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "greenpipe", "replay", *map(str, traces), "--root", str(root),
+         "--timing", "original", "--processes", "2", "--threads", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        workers: List[int] = []
+        while sum(len(_open_under(pid, root)) for pid in workers) < 2 * OPEN_FILES:
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the workers never opened every file"
+            workers = _children(process.pid)
+            time.sleep(0.01)
+        process.kill()
+        process.communicate(timeout=60)
+        deadline = time.monotonic() + 60
+        while [pid for pid in workers if _is_running(pid)]:
+            assert time.monotonic() < deadline, "a worker outlived its parent by 60 s"
+            time.sleep(0.01)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        for pid in workers:
+            if _is_running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+    assert len(workers) == 2
+
+
+def _is_running(pid: int) -> bool:
+    """Return whether ``pid`` runs and is not a zombie waiting for its reaper."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stream:
+            return stream.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -26,7 +26,7 @@ import pytest
 from greenpipe import compute_memory_budget
 from greenpipe.cli import main
 from greenpipe.replay import ReplayOptions, Replayer, ReplaySummary
-from greenpipe.replay._processes import ShardedReplayer
+from greenpipe.replay._processes import ShardedReplayer, can_fork
 from greenpipe.replay._shards import ReplayShard, ShardResult, partition_files, run_shard
 
 from .conftest import call, write_trace
@@ -56,7 +56,11 @@ TIMEOUT = 60
 
 def counts(summary: ReplaySummary) -> Dict[str, Any]:
     """Return the summary as JSON values without times and process rows."""
-    data = summary.to_dict()
+    return json_counts(summary.to_dict())
+
+
+def json_counts(data: Dict[str, Any]) -> Dict[str, Any]:
+    """Return a summary's JSON values without times and process rows."""
     for key in ("wall_seconds", "processes", "root"):
         del data[key]
     data["latency"] = {name: row["count"] for name, row in data["latency"].items()}
@@ -506,3 +510,84 @@ def test_worker_reports_shard_error(tmp_path: Path) -> None:
     kind, text = messages[-1]
     assert kind == "error"
     assert "FileNotFoundError" in text.strip().splitlines()[-1]
+
+
+# -- workers forked by the command ------------------------------------------------
+
+
+def run_command(*argv: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    return subprocess.run(
+        [sys.executable, "-m", "greenpipe", *argv],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=TIMEOUT,
+    )
+
+
+def test_command_forks_dry_run_workers_with_equal_counts(tmp_path: Path) -> None:
+    target = tmp_path / "forked.json"
+    forked = run_command(
+        "replay", str(DIST / "cm1_1_48_20240926"), "--dry-run", "--processes", "2",
+        "--json", str(target), "-vv",
+    )
+    single = Replayer([str(DIST / "cm1_1_48_20240926")], ReplayOptions(dry_run=True)).run()
+
+    assert forked.returncode == 0, forked.stderr
+    assert "forked 1 worker process(es)" in forked.stderr
+    data = json.loads(target.read_text())
+    assert [row["role"] for row in data["processes"]] == ["main", "worker"]
+    assert all(row["files"] == 1 for row in data["processes"])
+    assert json_counts(data) == json.loads(json.dumps(counts(single)))
+
+
+def test_command_forks_replay_workers_with_equal_counts(tmp_path: Path) -> None:
+    inputs = [str(path) for path in INDEPENDENT[1:4]]
+    target = tmp_path / "forked.json"
+    # The same root for both runs, since the summary shows paths in it.
+    root = tmp_path / "r"
+    single = Replayer(inputs, ReplayOptions(root=str(root), max_size=65536)).run()
+    shutil.rmtree(root)
+    forked = run_command(
+        "replay", *inputs, "--root", str(root), "--max-size", "65536", "--processes", "2",
+        "--json", str(target), "-vv",
+    )
+
+    assert forked.returncode == single.exit_code(), forked.stderr
+    assert "forked 2 worker process(es)" in forked.stderr
+    data = json.loads(target.read_text())
+    assert [row["role"] for row in data["processes"]] == ["main", "worker", "worker"]
+    assert json_counts(data) == json.loads(json.dumps(counts(single)))
+
+
+def test_workers_start_fresh_while_another_thread_runs(tmp_path: Path) -> None:
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        assert not can_fork()
+        replayer = ShardedReplayer(
+            [str(NEWEST), str(SMALL)], ReplayOptions(dry_run=True), 2, local_share=False, fork=True
+        )
+        replayer.start()
+        started = [type(worker.process) for worker in replayer._workers]
+        summary = replayer.run()
+    finally:
+        release.set()
+        other.join(TIMEOUT)
+
+    assert started == [subprocess.Popen, subprocess.Popen]
+    assert summary.events_seen == Replayer(
+        [str(NEWEST), str(SMALL)], ReplayOptions(dry_run=True)
+    ).run().events_seen
+
+
+def test_a_lone_thread_may_fork() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-c", "from greenpipe.replay._processes import can_fork; print(can_fork())"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+
+    assert completed.stdout.strip() == str(sys.platform.startswith("linux"))
