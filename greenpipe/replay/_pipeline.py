@@ -57,7 +57,7 @@ from .._executor import Executor
 from .._memory import compute_memory_budget
 from .._scope import CoroScope, sleep
 from ..trace import Decoder, Event, TraceReader
-from ..trace._decode import make_scanner
+from ..trace._decode import EventTally, make_scanner
 from ..trace._decoder import effective_budget
 from ..trace._event import HashTable
 from ..trace._inflate import ByteRange, iter_line_chunks
@@ -725,6 +725,10 @@ class Replayer:
                 # is read at once. NOTE: memory then grows with the number
                 # of files, each with its reader and channels in flight.
                 workers = len(items)
+            elif count_only and threads == 1:
+                # One thread inflates and decodes: a second file in flight
+                # would only interleave with the first.
+                workers = 1
             else:
                 workers = min(len(items), (threads or os.cpu_count() or 1) + 1)
 
@@ -1305,7 +1309,9 @@ def _decode(
     (``is_part``), whether the file decoded to nothing is decided when the
     parts are merged, so it is not reported here. With ``count_only``,
     each decoded list is counted in ``counters.sent`` and dropped, which
-    spares a dry run the queued events.
+    spares a dry run the queued events. Without a filter, cap or scaling
+    the decoder then counts most events itself, without building them
+    (see :class:`EventTally`).
     """
     batch_events = batch_events or BATCH_EVENTS
     decoder = Decoder(path, memory_budget=memory_budget, hashes=hashes)
@@ -1321,9 +1327,12 @@ def _decode(
     scan = make_scanner()
     named: List[Event] = []
     application = 0  # kept in a local, written to the counters at the end
+    tally = None
+    if count_only and accept is None and take is None and scaler is None:
+        tally = EventTally(io_categories)
     with producer.guard():
         try:
-            for events in decoder.iter_batches(iter(raw)):
+            for events in decoder.iter_batches(iter(raw), tally):
                 if accept is None and take is None and scaler is None:
                     # No filter, cap or scaling: the whole list is sorted in one call.
                     seen += len(events)
@@ -1365,8 +1374,9 @@ def _decode(
                 if count_only:
                     counters.sent += len(batch)
                     batch.clear()
-                    if seen - counters.events >= batch_events:
-                        counters.events = seen
+                    done = seen if tally is None else seen + tally.events
+                    if done - counters.events >= batch_events:
+                        counters.events = done
                         scope.maybe_yield()
                 elif len(batch) >= batch_events:
                     counters.events = seen
@@ -1379,6 +1389,16 @@ def _decode(
             if batch and producer.send(batch):
                 counters.sent += len(batch)
         finally:
+            if tally is not None and tally.events:
+                seen += tally.events
+                application += tally.application
+                counters.sent += tally.events - tally.application
+                first_ts, last_end = tally.first_ts, tally.last_end
+                assert first_ts is not None and last_end is not None
+                if span[0] is None or first_ts < span[0]:
+                    span[0] = first_ts
+                if span[1] is None or last_end > span[1]:
+                    span[1] = last_end
             counters.events = seen
             counters.application += application
             counters.first_ts, counters.last_end = span

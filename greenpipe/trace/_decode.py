@@ -332,11 +332,20 @@ class PyFastDecoder:
     ``forget()`` must be called whenever the ``files`` or ``hosts`` tables
     may have changed: the compiled version remembers recent resolutions.
 
+    After ``count_events(categories)``, each event that ``decode`` would
+    build is counted instead, and counts toward ``count``; it is not in
+    ``out``. ``take_tally()`` returns ``(events, application, first_ts,
+    last_end)`` for the events counted since its last call: application
+    events are those whose category is not in ``categories``, and the
+    span runs from the lowest ``ts`` to the highest ``ts + dur``. The
+    compiled version builds the events whose ``ts`` or end do not fit in
+    64 bits rather than counting them.
+
     The compiled ``_speedups.FastDecoder`` does exactly the same, faster;
     the tests compare the two on every real trace.
     """
 
-    __slots__ = ("files", "hosts", "resolve_file", "resolve_host")
+    __slots__ = ("files", "hosts", "resolve_file", "resolve_host", "_categories", "_tally")
 
     def __init__(
         self,
@@ -349,6 +358,22 @@ class PyFastDecoder:
         self.hosts = hosts
         self.resolve_file = resolve_file
         self.resolve_host = resolve_host
+        self._categories: Optional[AbstractSet[str]] = None
+        self._tally: List[Any] = [0, 0, None, None]
+
+    def count_events(self, categories: Optional[AbstractSet[str]]) -> None:
+        """Count the events from now on instead of building them; ``None`` stops."""
+        if categories is not None and not isinstance(categories, (set, frozenset)):
+            raise TypeError(
+                "count_events needs a set or frozenset of categories, "
+                f"not {type(categories).__name__}"
+            )
+        self._categories = categories
+
+    def take_tally(self) -> Tuple[int, int, Optional[int], Optional[int]]:
+        """Return what was counted since the last call, and start again."""
+        tally, self._tally = self._tally, [0, 0, None, None]
+        return tally[0], tally[1], tally[2], tally[3]
 
     def decode(
         self, data: bytes, offset: int, limit: int, out: List[Event]
@@ -372,10 +397,25 @@ class PyFastDecoder:
             event = self._event(value)
             if event is None:
                 return offset, count, value
-            append(event)
+            if self._categories is None:
+                append(event)
+            else:
+                self._count(event)
             count += 1
             offset = min(end + 1, size)
         return offset, count, None
+
+    def _count(self, event: Event) -> None:
+        tally = self._tally
+        tally[0] += 1
+        assert self._categories is not None
+        if event.category not in self._categories:
+            tally[1] += 1
+        end = event.ts + event.dur
+        if tally[2] is None or event.ts < tally[2]:
+            tally[2] = event.ts
+        if tally[3] is None or end > tally[3]:
+            tally[3] = end
 
     def forget(self) -> None:
         """Do nothing: this version remembers no hash resolutions."""
@@ -563,21 +603,65 @@ def make_scanner() -> Callable[..., int]:
     return scan_fast
 
 
+class EventTally:
+    """Events that a decoder counted instead of building them.
+
+    A dry run needs only how many events there are, how many are
+    application events, and the span of their times. The fast path counts
+    them without building an :class:`Event`; events of the slow path are
+    still built. The tally is brought up to date before each list is
+    yielded.
+
+    Attributes:
+        categories: the categories that are not application events.
+        events: events counted.
+        application: those whose category is not in ``categories``.
+        first_ts: the lowest ``ts`` counted, or ``None``.
+        last_end: the highest ``ts + dur`` counted, or ``None``.
+    """
+
+    __slots__ = ("categories", "events", "application", "first_ts", "last_end")
+
+    def __init__(self, categories: AbstractSet[str]) -> None:
+        self.categories = frozenset(categories)
+        self.events = 0
+        self.application = 0
+        self.first_ts: Optional[int] = None
+        self.last_end: Optional[int] = None
+
+    def add(self, taken: Tuple[int, int, Optional[int], Optional[int]]) -> None:
+        """Add what ``take_tally()`` of a fast decoder returned."""
+        events, application, first_ts, last_end = taken
+        if not events:
+            return
+        self.events += events
+        self.application += application
+        if self.first_ts is None or (first_ts is not None and first_ts < self.first_ts):
+            self.first_ts = first_ts
+        if self.last_end is None or (last_end is not None and last_end > self.last_end):
+            self.last_end = last_end
+
+
 def iter_event_batches(
     chunks: Iterable[bytes],
     record: FileRecord,
     max_line_bytes: int,
     table: HashTable,
     include_metadata: bool,
+    tally: Optional[EventTally] = None,
 ) -> Iterator[List[Event]]:
     """Yield the events of ``iter_events`` in lists of up to ``FAST_BATCH``.
 
     ``record.events`` counts the events of each list once it is yielded.
+    With ``tally``, the fast path counts events there instead of putting
+    them in the lists, which may then be empty.
     """
     fast = make_fast_decoder(table, record)
+    if tally is not None:
+        fast.count_events(tally.categories)
     try:
         yield from _decode_batches(
-            fast, chunks, record, max_line_bytes, table, include_metadata
+            fast, chunks, record, max_line_bytes, table, include_metadata, tally
         )
     finally:
         fast.close()
@@ -590,6 +674,7 @@ def _decode_batches(
     max_line_bytes: int,
     table: HashTable,
     include_metadata: bool,
+    tally: Optional[EventTally] = None,
 ) -> Iterator[List[Event]]:
     decode = fast.decode
     forget = fast.forget
@@ -610,8 +695,12 @@ def _decode_batches(
             out: List[Event] = []
             pos, count, data = decode(chunk, pos, FAST_BATCH, out)
             cursor.number += count
-            if out:
+            if count:
                 record.events += count
+                if tally is not None:
+                    tally.add(fast.take_tally())
+                # With a tally, out may be empty: the consumer still gets
+                # the chance to yield to other tasks or stop.
                 yield out
             if count == FAST_BATCH or pos >= size:
                 continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 from . import _decode
+from ._decode import EventTally
 from ._event import Event, FileMetadata, HashTable
 from ._stats import FileRecord, FileStatistics
 
@@ -112,7 +113,9 @@ class Decoder:
             chunks, self._record, self.max_line_bytes, self._table, include_metadata
         )
 
-    def iter_batches(self, chunks: Iterable[bytes]) -> Iterator[List[Event]]:
+    def iter_batches(
+        self, chunks: Iterable[bytes], tally: Optional[EventTally] = None
+    ) -> Iterator[List[Event]]:
         """Yield the events of :meth:`iter_events` in lists.
 
         The lists hold up to a few dozen events each; they are new lists,
@@ -120,12 +123,17 @@ class Decoder:
         changed while a list is handed out: definitions that come later
         in the file are read only when the next list is asked for.
 
+        With ``tally``, most events are counted there instead of being
+        built, and lists may be empty; the tally is up to date whenever a
+        list is yielded. The events in the lists and those in the tally
+        together are the events of :meth:`iter_events`.
+
         Raises:
             RuntimeError: an iterator of this decoder was started before.
         """
         self._start()
         return _decode.iter_event_batches(
-            chunks, self._record, self.max_line_bytes, self._table, False
+            chunks, self._record, self.max_line_bytes, self._table, False, tally
         )
 
     def iter_lines_json(self, chunks: Iterable[bytes]) -> Iterator[Dict[str, Any]]:

@@ -485,6 +485,15 @@ typedef struct {
     PyObject *stash_values;
     int stash_index;
     ParseGroup stash_group;
+    /* Counting mode: while tally_categories is set, an event whose ts and
+     * end fit in a long long is counted here instead of being built (see
+     * tally_event). */
+    PyObject *tally_categories;
+    Py_ssize_t tally_events;
+    Py_ssize_t tally_application;
+    int tally_spans;
+    long long tally_first;
+    long long tally_last;
 } FastDecoder;
 
 static void forget_hits(FastDecoder *self);
@@ -493,6 +502,8 @@ static void forget_hits(FastDecoder *self);
 #define DONE 0
 #define FALLBACK 1
 #define FAILED (-1)
+/* build_event counted the event and built none. */
+#define COUNTED 3
 
 static int
 is_conversion_error(void)
@@ -1349,10 +1360,60 @@ note_field(FastDecoder *self, PyObject *key, PyObject *value, int index,
 }
 
 /*
+ * Count the event of fields in the tally, as the dry run's scan would:
+ * one more event, one more application event when its category is not
+ * in tally_categories, and its ts and ts + dur in the span. Returns
+ * COUNTED, DONE when ts or the end does not fit in a long long (the
+ * event is then built, and the caller compares Python ints), or FAILED.
+ */
+static int
+tally_event(FastDecoder *self, PyObject **fields)
+{
+    int overflow = 0;
+    long long ts = PyLong_AsLongLongAndOverflow(fields[F_TS], &overflow);
+    if (overflow || (ts == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return DONE;
+    }
+    long long dur = PyLong_AsLongLongAndOverflow(fields[F_DUR], &overflow);
+    if (overflow || (dur == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return DONE;
+    }
+    long long end;
+    if (__builtin_add_overflow(ts, dur, &end)) {
+        return DONE;
+    }
+    int known = PySet_Contains(self->tally_categories, fields[F_CATEGORY]);
+    if (known < 0) {
+        return FAILED;
+    }
+    self->tally_events++;
+    if (!known) {
+        self->tally_application++;
+    }
+    if (!self->tally_spans) {
+        self->tally_spans = 1;
+        self->tally_first = ts;
+        self->tally_last = end;
+    }
+    else {
+        if (ts < self->tally_first) {
+            self->tally_first = ts;
+        }
+        if (end > self->tally_last) {
+            self->tally_last = end;
+        }
+    }
+    return COUNTED;
+}
+
+/*
  * Build the Event of one parsed line. Returns DONE with a new Event in
- * *event, FALLBACK when the slow path must decide, FAILED on error. When
- * FALLBACK is returned, data is unchanged but for numeric arguments
- * converted to int, which the slow path would convert the same way.
+ * *event, COUNTED when the event went to the tally instead, FALLBACK when
+ * the slow path must decide, FAILED on error. When FALLBACK is returned,
+ * data is unchanged but for numeric arguments converted to int, which the
+ * slow path would convert the same way.
  */
 static int
 build_event(FastDecoder *self, PyObject *data, PyObject **event)
@@ -1494,6 +1555,12 @@ build_event(FastDecoder *self, PyObject *data, PyObject **event)
         set_or_none(&fields[F_HOSTNAME], NULL);
     }
 
+    if (self->tally_categories != NULL) {
+        outcome = tally_event(self, fields);
+        if (outcome != DONE) {
+            goto finish;
+        }
+    }
     PyObject *new_event = self->event_type->tp_alloc(self->event_type, 0);
     if (new_event == NULL) {
         outcome = FAILED;
@@ -1858,11 +1925,13 @@ build_group(FastDecoder *self, PyObject *data, PyObject *values,
             outcome = FAILED;
             break;
         }
-        int failed = PyList_Append(out, event);
-        Py_DECREF(event);
-        if (failed) {
-            outcome = FAILED;
-            break;
+        if (built != COUNTED) {
+            int failed = PyList_Append(out, event);
+            Py_DECREF(event);
+            if (failed) {
+                outcome = FAILED;
+                break;
+            }
         }
         (*count)++;
         *offset = i + 1 < group->count ? group->start[i + 1] : group->next;
@@ -1983,10 +2052,12 @@ FastDecoder_decode(FastDecoder *self, PyObject *const *args, Py_ssize_t nargs)
         if (outcome == FAILED) {
             goto error;
         }
-        int failed = PyList_Append(out, event);
-        Py_DECREF(event);
-        if (failed) {
-            goto error;
+        if (outcome != COUNTED) {
+            int failed = PyList_Append(out, event);
+            Py_DECREF(event);
+            if (failed) {
+                goto error;
+            }
         }
         count++;
         offset = newline != NULL ? offset + length + 1 : size;
@@ -2162,6 +2233,7 @@ FastDecoder_traverse(FastDecoder *self, visitproc visit, void *arg)
     Py_VISIT(self->stash_values);
     Py_VISIT(self->stash_data);
     Py_VISIT(self->converter);
+    Py_VISIT(self->tally_categories);
     return 0;
 }
 
@@ -2197,6 +2269,7 @@ FastDecoder_clear(FastDecoder *self)
     Py_CLEAR(self->scratch);
     clear_stash(self);
     Py_CLEAR(self->converter);
+    Py_CLEAR(self->tally_categories);
     return 0;
 }
 
@@ -2234,7 +2307,55 @@ FastDecoder_close(FastDecoder *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+static PyObject *
+FastDecoder_count_events(FastDecoder *self, PyObject *categories)
+{
+    if (categories == Py_None) {
+        Py_CLEAR(self->tally_categories);
+        Py_RETURN_NONE;
+    }
+    if (!PyAnySet_CheckExact(categories)) {
+        PyErr_Format(PyExc_TypeError,
+                     "count_events needs a set or frozenset of categories, not %.100s",
+                     Py_TYPE(categories)->tp_name);
+        return NULL;
+    }
+    Py_INCREF(categories);
+    Py_XSETREF(self->tally_categories, categories);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+FastDecoder_take_tally(FastDecoder *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *result;
+    if (self->tally_spans) {
+        result = Py_BuildValue("(nnLL)", self->tally_events, self->tally_application,
+                               self->tally_first, self->tally_last);
+    }
+    else {
+        result = Py_BuildValue("(nnOO)", self->tally_events, self->tally_application,
+                               Py_None, Py_None);
+    }
+    if (result != NULL) {
+        self->tally_events = 0;
+        self->tally_application = 0;
+        self->tally_spans = 0;
+    }
+    return result;
+}
+
 static PyMethodDef FastDecoder_methods[] = {
+    {"count_events", (PyCFunction)FastDecoder_count_events, METH_O,
+     "count_events(categories)\n\n"
+     "From now on, count each event that decode would build instead of\n"
+     "building it, when its ts and ts + dur fit in 64 bits: see\n"
+     "take_tally. categories is a set of the categories that are not\n"
+     "application events; None turns counting off."},
+    {"take_tally", (PyCFunction)FastDecoder_take_tally, METH_NOARGS,
+     "take_tally() -> (events, application, first_ts, last_end)\n\n"
+     "Return what was counted since the last call and start again from\n"
+     "zero. first_ts and last_end are None when nothing was counted."},
     {"forget", (PyCFunction)FastDecoder_forget, METH_NOARGS,
      "forget()\n\n"
      "Forget the hash resolutions remembered so far. Call it whenever the\n"

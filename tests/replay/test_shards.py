@@ -179,6 +179,16 @@ def test_dry_run_processes_match_one() -> None:
     assert sharded.lines["not_executed_dry_run"] > 0
 
 
+def test_dry_run_counts_match_the_event_by_event_path() -> None:
+    """A plain dry run counts most events in the decoder; a capped one builds each."""
+    counted = Replayer([str(DATA)], ReplayOptions(dry_run=True)).run()
+    built = Replayer([str(DATA)], ReplayOptions(dry_run=True, max_events=10**12)).run()
+
+    assert counts(counted) == counts(built)
+    assert counted.events_seen == 204081
+    assert counted.lines["unaccounted"] == 0
+
+
 def test_real_replay_processes_match_one(tmp_path: Path) -> None:
     inputs = [str(p) for p in INDEPENDENT]
     # The same root for both runs, since the summary shows paths in it.

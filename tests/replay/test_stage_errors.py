@@ -49,7 +49,7 @@ def options(tmp_path: Path, order: str, **extra: Any) -> ReplayOptions:
     return ReplayOptions(root=str(root), order=order, memory_budget=SMALL_BUDGET, **extra)
 
 
-def failing_batches(self: Any, chunks: Iterator[bytes]) -> Iterator[List[Any]]:
+def failing_batches(self: Any, chunks: Iterator[bytes], tally: Any = None) -> Iterator[List[Any]]:
     raise MemoryError("decoder out of memory")
     yield []  # a generator, like the method it replaces
 

@@ -188,6 +188,126 @@ def test_arbitrary_lines_decode_the_same_both_ways(
     assert fast[2] == pure[2]
 
 
+# -- counting instead of building ----------------------------------------------------
+
+#: The categories that are not application events in the tallies below.
+TALLY_CATEGORIES = frozenset(("POSIX", "STDIO", "X"))
+
+
+def tally_chunks(chunks: List[bytes], pure: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Decode with a tally; return its totals with the listed events, and the statistics."""
+    monkeypatch.setattr(_decode, "PURE_PYTHON", pure)
+    decoder = Decoder("synthetic.pfw", memory_budget=256 * 1024)
+    tally = _decode.EventTally(TALLY_CATEGORIES)
+    listed = [e for batch in decoder.iter_batches(chunks, tally) for e in batch]
+    return tally, listed, decoder.statistics()
+
+
+def expected_totals(events: List[Event]) -> Tuple[Any, ...]:
+    """Return (events, application, first ts, last end) of built events."""
+    application = sum(1 for e in events if e.category not in TALLY_CATEGORIES)
+    first = min((e.ts for e in events), default=None)
+    last = max((e.ts + e.dur for e in events), default=None)
+    return len(events), application, first, last
+
+
+def tally_totals(tally: Any, listed: List[Event]) -> Tuple[Any, ...]:
+    """Return the totals of a tally and the events listed beside it."""
+    events, application, first, last = expected_totals(listed)
+    ends = [value for value in (first, tally.first_ts) if value is not None]
+    lasts = [value for value in (last, tally.last_end) if value is not None]
+    return (
+        events + tally.events,
+        application + tally.application,
+        min(ends, default=None),
+        max(lasts, default=None),
+    )
+
+
+def line_chunks(data: bytes, size: int = 100_000) -> List[bytes]:
+    chunks = []
+    start = 0
+    while start < len(data):
+        end = data.find(b"\n", start + size)
+        end = len(data) if end < 0 else end + 1
+        chunks.append(data[start:end])
+        start = end
+    return chunks
+
+
+@compiled
+@pytest.mark.parametrize("relative", [row[0] for row in PINNED])
+def test_real_trace_tallies_the_same_both_ways(
+    relative: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = data_path(relative)
+    with open(path, "rb") as stream:
+        data = stream.read()
+    if path.endswith(".gz"):
+        import gzip
+
+        data = gzip.decompress(data)
+    chunks = line_chunks(data)
+    monkeypatch.setattr(_decode, "PURE_PYTHON", True)
+    built = list(Decoder("synthetic.pfw", memory_budget=256 * 1024).iter_events(chunks))
+
+    fast = tally_chunks(chunks, False, monkeypatch)
+    pure = tally_chunks(chunks, True, monkeypatch)
+
+    assert tally_totals(fast[0], fast[1]) == expected_totals(built)
+    assert tally_totals(pure[0], pure[1]) == expected_totals(built)
+    # Only slow-path events are built, the same in both versions.
+    assert [event_fields(e) for e in fast[1]] == [event_fields(e) for e in pure[1]]
+    assert fast[0].events > len(fast[1])
+    assert fast[2] == pure[2]
+
+
+@compiled
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(lines=st.lists(events().map(dumps), max_size=40))
+def test_arbitrary_events_tally_like_built_ones(
+    lines: List[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chunks = [b"".join(line.replace(b"\n", b" ") + b"\n" for line in lines)]
+    built = decode_chunks(chunks, True, monkeypatch)
+    expected = expected_totals(
+        [e for e in Decoder("synthetic.pfw").iter_events(chunks)]
+    )
+
+    for pure in (False, True):
+        tally, listed, statistics = tally_chunks(chunks, pure, monkeypatch)
+        assert tally_totals(tally, listed) == expected
+        assert statistics == built[1]
+
+
+@compiled
+def test_events_beyond_64_bits_are_built_not_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = [
+        b'{"name":"read","cat":"POSIX","pid":1,"tid":1,"ts":5,"dur":1,"ph":"X"}',
+        b'{"name":"read","cat":"POSIX","pid":1,"tid":1,"ts":%d,"dur":0,"ph":"X"}' % 2**63,
+        b'{"name":"read","cat":"POSIX","pid":1,"tid":1,"ts":%d,"dur":1,"ph":"X"}' % (2**63 - 1),
+        b'{"name":"app","cat":"ai","pid":1,"tid":1,"ts":7,"dur":%d,"ph":"X"}' % -(2**64),
+        b'{"name":"app","cat":"ai","pid":1,"tid":1,"ts":3,"dur":2,"ph":"X"}',
+    ]
+    chunks = [b"\n".join(lines) + b"\n"]
+
+    tally, listed, _ = tally_chunks(chunks, False, monkeypatch)
+
+    assert [e.ts for e in listed] == [2**63, 2**63 - 1, 7]
+    assert (tally.events, tally.application, tally.first_ts, tally.last_end) == (2, 1, 3, 6)
+    assert tally_totals(tally, listed) == (5, 2, 3, 2**63)
+
+
+def test_count_events_rejects_a_list_of_categories() -> None:
+    decoder = _decode.make_fast_decoder(HashTable(), FileRecord("t.pfw"))
+    with pytest.raises(TypeError, match="set or frozenset of categories, not list"):
+        decoder.count_events(["POSIX"])
+
+
 @compiled
 def test_numbers_as_strings_are_converted_in_args(
     monkeypatch: pytest.MonkeyPatch,
