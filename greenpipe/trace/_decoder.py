@@ -124,7 +124,7 @@ class Decoder:
         in the file are read only when the next list is asked for.
 
         With ``tally``, most events are counted there instead of being
-        built, and lists may be empty; the tally is up to date whenever a
+        built, so lists may be empty. The tally is up to date whenever a
         list is yielded. The events in the lists and those in the tally
         together are the events of :meth:`iter_events`.
 

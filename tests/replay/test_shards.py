@@ -179,7 +179,7 @@ def test_dry_run_processes_match_one() -> None:
     assert sharded.lines["not_executed_dry_run"] > 0
 
 
-def test_dry_run_counts_match_the_event_by_event_path() -> None:
+def test_dry_run_counts_like_capped_dry_run() -> None:
     """A plain dry run counts most events in the decoder; a capped one builds each."""
     counted = Replayer([str(DATA)], ReplayOptions(dry_run=True)).run()
     built = Replayer([str(DATA)], ReplayOptions(dry_run=True, max_events=10**12)).run()
@@ -592,7 +592,7 @@ def test_workers_start_fresh_while_another_thread_runs(tmp_path: Path) -> None:
     ).run().events_seen
 
 
-def test_a_lone_thread_may_fork() -> None:
+def test_can_fork_in_a_lone_thread() -> None:
     completed = subprocess.run(
         [sys.executable, "-c", "from greenpipe.replay._processes import can_fork; print(can_fork())"],
         capture_output=True,
