@@ -362,8 +362,14 @@ class PyFastDecoder:
         self._tally: List[Any] = [0, 0, None, None]
 
     def count_events(self, categories: Optional[AbstractSet[str]]) -> None:
-        """Count the events from now on instead of building them; ``None`` stops."""
-        if categories is not None and not isinstance(categories, (set, frozenset)):
+        """Count the events from now on instead of building them; ``None`` stops.
+
+        Raises:
+            TypeError: ``categories`` is not exactly a set or frozenset. The
+                compiled version tests membership with the set's own lookup,
+                which would ignore the ``__contains__`` of a subclass.
+        """
+        if categories is not None and categories.__class__ not in (set, frozenset):
             raise TypeError(
                 "count_events needs a set or frozenset of categories, "
                 f"not {type(categories).__name__}"

@@ -8,6 +8,7 @@ count is compared exactly.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -26,8 +27,11 @@ import pytest
 from greenpipe import compute_memory_budget
 from greenpipe.cli import main
 from greenpipe.replay import ReplayOptions, Replayer, ReplaySummary
+from greenpipe.replay._pipeline import BATCH_EVENTS
 from greenpipe.replay._processes import ShardedReplayer, can_fork
 from greenpipe.replay._shards import ReplayShard, ShardResult, partition_files, run_shard
+from greenpipe.trace import _decode
+from greenpipe.trace._decode import FAST_BATCH, EventTally
 
 from .conftest import call, write_trace
 
@@ -187,6 +191,132 @@ def test_dry_run_counts_like_capped_dry_run() -> None:
     assert counts(counted) == counts(built)
     assert counted.events_seen == 204081
     assert counted.lines["unaccounted"] == 0
+
+
+#: One round of lines for every way through the decoder. It counts events,
+#: some with numbers written as text, and builds those whose times do not
+#: fit in 64 bits. Metadata, repaired, joined and bad lines go to its slow
+#: path. TS stands for a start time, different in each round.
+ODD_ROUND = [
+    b'{"name":"read","cat":"POSIX","pid":1,"tid":1,"ts":TS,"dur":3,"ph":"X","args":{"fhash":"late"}}',
+    b'{"name":"write","cat":"STDIO","pid":1,"tid":2,"ts":"TS","dur":"2.5","ph":"X","args":{"size":"4096"}}',
+    b'{"name":"step","cat":"ai","pid":2,"tid":1,"ts":TS.5,"dur":1,"ph":"X"}',
+    b'{"name":"read","cat":"posix","pid":1,"tid":1,"ts":TS,"dur":-4,"ph":"X"}',
+    b'{"name":"read","cat":"POSIX","pid":1,"tid":1,"ts":9223372036854775807,"dur":TS,"ph":"X"}',
+    b'{"name":"read","cat":"POSIX","pid":1,"tid":1,"ts":TS,"dur":9223372036854775808,"ph":"X"}',
+    b'{"name":"read","cat":"STDIO","pid":1,"tid":1,"ts":-TS,"dur":0,"ph":"X"}',
+    b'{"name":"open","cat":"POSIX","pid":1,"tid":1,"dur":TS,"ph":"X"}',
+    b'{"name":"read","cat":["POSIX"],"pid":1,"tid":1,"ts":TS,"dur":1,"ph":"X"}',
+    b'{"name":"FH","cat":"dftracer","pid":1,"tid":1,"ph":"M","args":{"name":"/data/TS","value":"late"}}',
+    b'{"name":"close","cat":"POSIX","pid":1,"tid":1,"ts":TS,"dur":1,"ph":"X"},',
+    b'{"name":"stat","cat":"POSIX","pid":1,"tid":1,"ts":TS,"dur":1,"ph":"X","args":{"fname":"/a\nb"}}',
+    b'{"name":"read","cat":"POSIX","pid":1,"tid":1,"ts":TS,',
+    b"",
+    b'{"name":"step","cat":"ai","pid":1,"tid":1,"ts":TS,"dur":1,"ph":"X","args":{"text":"'
+    + b"z" * 6000
+    + b'"}}',
+]
+
+
+def write_odd_trace(path: Path, rounds: int, members: bool) -> None:
+    """Write ``rounds`` rounds of ``ODD_ROUND``, as one text file or gzip members."""
+    lines = [
+        line.replace(b"TS", str(1000 + 10 * number).encode())
+        for number in range(rounds)
+        for line in ODD_ROUND
+    ]
+    text = b"\n".join(lines) + b"\n"
+    if not members:
+        path.write_bytes(text)
+        return
+    # The first member ends in the middle of a line, as a writer that
+    # flushes may leave it. The second ends before a line, where a dry run
+    # can split the file.
+    middle = text.index(b"\n{", len(text) // 2) + 1
+    cuts = [0, len(text) // 4 + 7, middle, len(text)]
+    path.write_bytes(
+        b"".join(gzip.compress(text[start:stop], mtime=0) for start, stop in zip(cuts, cuts[1:]))
+    )
+
+
+@pytest.mark.timeout(TIMEOUT)
+@pytest.mark.parametrize("members", [False, True], ids=["text", "gzip-members"])
+def test_counted_dry_run_on_odd_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, members: bool
+) -> None:
+    path = tmp_path / ("odd.pfw.gz" if members else "odd.pfw")
+    write_odd_trace(path, 60, members)
+    # A small budget reads 4 KiB chunks, so events and long lines span chunks.
+    plain = ReplayOptions(dry_run=True, memory_budget=64 * 1024)
+    capped = ReplayOptions(dry_run=True, memory_budget=64 * 1024, max_events=10**12)
+    tallied: List[int] = []
+    add = EventTally.add
+
+    def recording_add(self: EventTally, taken: Any) -> None:
+        tallied.append(taken[0])
+        add(self, taken)
+
+    monkeypatch.setattr(EventTally, "add", recording_add)
+    results = {}
+    for pure in (False, True):
+        monkeypatch.setattr(_decode, "PURE_PYTHON", pure)
+        version = "pure" if pure else "compiled"
+        results[f"{version} built"] = Replayer([str(path)], capped).run()
+        results[f"{version} counted"] = Replayer([str(path)], plain).run()
+    monkeypatch.setattr(_decode, "PURE_PYTHON", False)
+    results["compiled parts"] = ShardedReplayer([str(path)], plain, 2, min_split_bytes=1).run()
+
+    expected = counts(results["compiled built"])
+    for name, summary in results.items():
+        assert counts(summary) == expected, name
+    assert sum(tallied) > 0
+    built = results["compiled built"]
+    assert built.events_seen == 60 * 11
+    assert built.events_application == 60 * 3
+    assert built.bad_lines == 60 * 2
+    assert built.lines["joined"] == 60
+    assert built.lines["unaccounted"] == 0
+    assert [row["role"] for row in results["compiled parts"].processes] == ["main", "worker"]
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_counted_dry_run_cancels_mid_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Progress moves and cancel stops a dry run whose decoder counts every event."""
+    events = [call("pread64", 1 + n, fd=3, count=1, offset=n, ret=1) for n in range(40_000)]
+    trace = write_trace(tmp_path / "big.pfw", events)
+    replayer = Replayer([str(trace)], ReplayOptions(dry_run=True, threads=1))
+    reached = threading.Event()
+    cancelled = threading.Event()
+    counted: List[int] = []
+    add = EventTally.add
+
+    def pausing_add(self: EventTally, taken: Any) -> None:
+        add(self, taken)
+        if self.events >= 5_000 and not reached.is_set():
+            counted.append(self.events)
+            reached.set()
+            cancelled.wait(TIMEOUT)
+
+    monkeypatch.setattr(EventTally, "add", pausing_add)
+    outcome: List[ReplaySummary] = []
+    runner = threading.Thread(target=lambda: outcome.append(replayer.run()))
+    runner.start()
+    try:
+        assert reached.wait(TIMEOUT)
+        progress = replayer.progress()
+        replayer.cancel()
+    finally:
+        cancelled.set()
+        runner.join(TIMEOUT)
+
+    assert not runner.is_alive()
+    assert progress.phase == "dry-run"
+    assert 0 < progress.events_done <= counted[0]
+    summary = outcome[0]
+    assert summary.interrupted
+    # The decode stage stops at its next switch, after one batch at most.
+    assert counted[0] <= summary.events_seen <= counted[0] + BATCH_EVENTS + FAST_BATCH
+    assert summary.lines["unaccounted"] >= 0
 
 
 def test_real_replay_processes_match_one(tmp_path: Path) -> None:

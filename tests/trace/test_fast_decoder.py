@@ -308,6 +308,20 @@ def test_count_events_rejects_a_list_of_categories() -> None:
         decoder.count_events(["POSIX"])
 
 
+class CategorySet(frozenset[str]):
+    """A frozenset subclass, which could change how membership is tested."""
+
+
+@pytest.mark.parametrize("pure", [False, True])
+def test_count_events_rejects_a_set_subclass(pure: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not pure and _decode._speedups is None:
+        pytest.skip("the compiled decoder is not built")
+    monkeypatch.setattr(_decode, "PURE_PYTHON", pure)
+    decoder = _decode.make_fast_decoder(HashTable(), FileRecord("t.pfw"))
+    with pytest.raises(TypeError, match="set or frozenset of categories, not CategorySet"):
+        decoder.count_events(CategorySet(["POSIX"]))
+
+
 @compiled
 def test_numbers_as_strings_are_converted_in_args(
     monkeypatch: pytest.MonkeyPatch,
