@@ -329,6 +329,8 @@ def _align_lines(
             skipping = False
             block = block[cut + 1 :]
             record.lines += 1
+            # NOTE: decoders count this stand-in as an ignored line, so the
+            # too-long line is counted as bad and as ignored.
             yield b"\n"
 
         # The carried text contains no newline, so the last line ends at the

@@ -222,9 +222,6 @@ def test_buckets_count_joined_and_bad_lines(tmp_path: Path) -> None:
     assert s.lines["unaccounted"] == 0
 
 
-# NOTE: the reader counts a line over the length limit as bad and hands
-# the decoder an empty line in its place, which the decoder counts as
-# ignored, so the line is counted twice.
 @pytest.mark.xfail(strict=True, reason="a line over the length limit is counted as bad and as ignored")
 def test_buckets_count_too_long_line_once(tmp_path: Path) -> None:
     event = b'{"name":"read","cat":"POSIX","pid":1,"tid":1,"ts":1,"dur":3,"ph":"X"}'
