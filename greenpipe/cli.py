@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--speed", type=_speed, metavar="FACTOR", help="divide the traced times of --timing original or think by FACTOR (default 1; 2 replays twice as fast)")
     rep.add_argument("--order", type=_order, default=DEFAULT_ORDER, metavar="stream|resource|global", help=f"stream: each traced thread in its own order, threads independent; resource: also keep the traced order of calls on the same path across threads, processes and files; global: every call in traced start order, one at a time (default: {DEFAULT_ORDER})")
     rep.add_argument("--dry-run", action="store_true", help="parse, decode and filter only; touch no file")
-    rep.add_argument("--threads", type=_thread_count, metavar="N", help="worker threads of each process (default: number of CPUs)")
+    rep.add_argument("--threads", type=_thread_count, metavar="N", help="worker threads of each process (default: number of CPUs; 1 in a dry run)")
     rep.add_argument("--processes", type=_process_count, metavar="N", help="worker processes that the trace files are spread over (default: number of usable cores; 1 runs everything in this process)")
     rep.add_argument("--force", action="store_true", help="replay even if the bytes to write exceed the free space under the root")
 

@@ -384,7 +384,7 @@ class Replayer:
     def progress(self) -> ReplayProgress:
         """Return a snapshot of the progress; never blocks."""
         streams = list(self._streams)
-        if self._phase in ("replay", "done"):
+        if self._phase == "replay" or (self._phase == "done" and not self.options.dry_run):
             done = sum(s.replayed + s.failed + sum(s.skipped.values()) for s in streams)
         elif self._phase == "plan":
             done = self._plan_events

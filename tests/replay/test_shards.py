@@ -447,6 +447,16 @@ def test_sharded_replayer_rejects_zero_processes() -> None:
         ShardedReplayer([str(SMALL)], ReplayOptions(dry_run=True), 0)
 
 
+def test_finished_dry_run_reports_its_events() -> None:
+    replayer = Replayer([str(SMALL)], ReplayOptions(dry_run=True))
+
+    summary = replayer.run()
+
+    progress = replayer.progress()
+    assert progress.phase == "done"
+    assert progress.events_done == summary.events_seen == 1012
+
+
 def test_single_file_runs_in_this_process() -> None:
     replayer = ShardedReplayer([str(SMALL)], ReplayOptions(dry_run=True), 4)
 
