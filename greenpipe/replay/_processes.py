@@ -85,6 +85,7 @@ import traceback
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple, Union
 
+from .._compat import threading_patched
 from .._memory import compute_memory_budget
 from ..trace._decoder import effective_budget
 from ._options import ReplayOptions
@@ -299,6 +300,10 @@ def can_fork() -> bool:
     """
     if not sys.platform.startswith("linux") or threading.active_count() != 1:
         return False
+    if threading_patched():
+        # A forked worker would start its shard's watcher as a greenlet,
+        # which never runs while the shard blocks the process.
+        return False
     try:
         with open("/proc/self/status", "rb") as status:
             for line in status:
@@ -451,6 +456,20 @@ def _worker_environment() -> Dict[str, str]:
     return environment
 
 
+def _blocking_socketpair() -> Tuple[socket.socket, socket.socket]:
+    """Return a connected pair of Unix sockets whose descriptors block.
+
+    :class:`Connection` reads and writes the descriptor with ``os.read``
+    and ``os.write``, which raise :class:`BlockingIOError` on a
+    non-blocking one. After ``gevent.monkey.patch_all()`` the
+    ``socket.socketpair`` function returns non-blocking sockets.
+    """
+    pair = socket.socketpair()
+    for end in pair:
+        os.set_blocking(end.fileno(), True)
+    return pair
+
+
 class _WorkerPool:
     """Workers that each run one shard at a time.
 
@@ -476,7 +495,7 @@ class _WorkerPool:
         log_level = level if level < logging.WARNING else 0
         try:
             for number in range(1 if local else 0, count):
-                parent_end, child_end = socket.socketpair()
+                parent_end, child_end = _blocking_socketpair()
                 try:
                     process: Union[subprocess.Popen, _ForkedProcess]  # type: ignore[type-arg]
                     if self.forked:
@@ -505,7 +524,7 @@ class _WorkerPool:
                     child_end.close()
                 self.workers.append(_Worker(number, process, Connection(parent_end.detach())))
             if local:
-                parent_end, child_end = socket.socketpair()
+                parent_end, child_end = _blocking_socketpair()
                 child = Connection(child_end.detach())
                 try:
                     thread = _LocalProcess(child, cancel_fd)
@@ -736,10 +755,13 @@ class ShardedReplayer:
                         pass
             # In a dry run the parent takes a share instead of waiting,
             # which spares one worker process its start.
+            # Patched by gevent, the local worker's thread would be a
+            # greenlet that blocks the whole process while it waits.
+            local = options.dry_run and self.local_share and not threading_patched()
             pool = _WorkerPool(
                 len(groups),
                 read_fd,
-                local=options.dry_run and self.local_share,
+                local=local,
                 fork=self.fork,
                 parent_fds=(write_fd,),
             )

@@ -601,3 +601,84 @@ def test_a_lone_thread_may_fork() -> None:
     )
 
     assert completed.stdout.strip() == str(sys.platform.startswith("linux"))
+
+
+#: Patches with gevent before or after importing greenpipe, as argv[1]
+#: selects, then runs the command with forked workers allowed.
+_GEVENT_COMMAND = """
+import sys
+patch_first = sys.argv[1] == "before"
+if patch_first:
+    from gevent import monkey
+    monkey.patch_all()
+from greenpipe.cli import main
+if not patch_first:
+    from gevent import monkey
+    monkey.patch_all()
+sys.exit(main(sys.argv[2:], fork_workers=True))
+"""
+
+
+@pytest.mark.timeout(2 * TIMEOUT)
+@pytest.mark.parametrize("patch", ["before", "after"])
+def test_gevent_dry_run_matches_one_process(tmp_path: Path, patch: str) -> None:
+    """gevent makes sockets non-blocking and threads greenlets, and no worker may fail."""
+    pytest.importorskip("gevent")
+    inputs = [str(NEWEST), str(SMALL)]
+    target = tmp_path / "summary.json"
+    completed = subprocess.run(
+        [sys.executable, "-c", _GEVENT_COMMAND, patch, "replay", *inputs, "--dry-run",
+         "--processes", "2", "--quiet", "--json", str(target)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=TIMEOUT,
+    )
+    single = Replayer(inputs, ReplayOptions(dry_run=True)).run()
+
+    assert completed.returncode == 0, completed.stderr
+    data = json.loads(target.read_text())
+    assert data["worker_failures"] == []
+    assert json_counts(data) == json.loads(json.dumps(counts(single)))
+
+
+@pytest.mark.timeout(2 * TIMEOUT)
+@pytest.mark.parametrize("patch", ["before", "after"])
+def test_gevent_replay_matches_one_process(tmp_path: Path, patch: str) -> None:
+    pytest.importorskip("gevent")
+    inputs = [str(path) for path in INDEPENDENT[1:4]]
+    target = tmp_path / "summary.json"
+    root = tmp_path / "r"
+    single = Replayer(inputs, ReplayOptions(root=str(root), max_size=65536)).run()
+    shutil.rmtree(root)
+    completed = subprocess.run(
+        [sys.executable, "-c", _GEVENT_COMMAND, patch, "replay", *inputs, "--root", str(root),
+         "--max-size", "65536", "--processes", "2", "--quiet", "--json", str(target)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=TIMEOUT,
+    )
+
+    assert completed.returncode == single.exit_code(), completed.stderr
+    data = json.loads(target.read_text())
+    assert data["worker_failures"] == []
+    assert json_counts(data) == json.loads(json.dumps(counts(single)))
+
+
+def test_gevent_patched_process_never_forks() -> None:
+    """A forked worker's shard watcher would be a greenlet that never runs."""
+    pytest.importorskip("gevent")
+    script = (
+        "from greenpipe.replay._processes import can_fork\n"
+        "print(can_fork())\n"
+        "from gevent import monkey\n"
+        "monkey.patch_all()\n"
+        "print(can_fork())\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=TIMEOUT
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.split() == [str(sys.platform.startswith("linux")), "False"]
