@@ -324,9 +324,16 @@ class _ForkedProcess:
     @classmethod
     def start(cls, connection_fd: int, cancel_fd: int, theirs: Sequence[int]) -> "_ForkedProcess":
         """Fork a worker that serves ``connection_fd``; ``theirs`` are closed in it."""
-        pid = os.fork()
-        if pid == 0:
-            _forked_main(connection_fd, cancel_fd, theirs)
+        # Every signal stays blocked until the child has replaced the
+        # parent's handlers, because the parent's Ctrl-C handler, run in
+        # the child, would cancel and report as if it were the parent.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _forked_main(connection_fd, cancel_fd, theirs, mask)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         return cls(pid)
 
     def poll(self) -> Optional[int]:
@@ -380,14 +387,39 @@ class _ForkedProcess:
         self._signal(signal.SIGKILL)
 
 
-def _forked_main(connection_fd: int, cancel_fd: int, theirs: Sequence[int]) -> None:
+def _reset_signal_handlers() -> None:
+    """Replace the parent's Python signal handlers in a forked child.
+
+    Signals that the parent handles in Python get their default action,
+    as in a fresh interpreter. The worker ignores SIGINT and dies on
+    SIGTERM.
+    """
+    for number in signal.valid_signals():
+        try:
+            handler = signal.getsignal(number)
+        except ValueError:
+            continue
+        if callable(handler):
+            signal.signal(number, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
+
+
+def _forked_main(
+    connection_fd: int, cancel_fd: int, theirs: Sequence[int], mask: Any
+) -> None:
     """Run a forked worker and leave the process; never returns.
 
-    The child leaves with ``os._exit``, so it runs none of the parent's
-    exit handlers and flushes none of its buffered output.
+    ``mask`` is the signal mask to restore once the parent's signal
+    handlers are replaced. The child leaves with ``os._exit``, so it runs
+    none of the parent's exit handlers and flushes none of its buffered
+    output.
     """
     code = 1
     try:
+        _reset_signal_handlers()
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for fd in theirs:
             os.close(fd)
         devnull = os.open(os.devnull, os.O_RDWR)
@@ -395,9 +427,6 @@ def _forked_main(connection_fd: int, cancel_fd: int, theirs: Sequence[int]) -> N
         # The parent's standard output may carry the JSON summary.
         os.dup2(devnull, 1)
         os.close(devnull)
-        # The parent may handle signals its own way: a worker dies on
-        # SIGTERM and ignores SIGINT, as a started worker does.
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         # Logging is set up already, as the parent had it.
         worker_main(connection_fd, cancel_fd, 0)
         code = 0
