@@ -71,6 +71,7 @@ each.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import gc
 import logging
 import os
@@ -426,7 +427,8 @@ def _forked_main(
         os.dup2(devnull, 0)
         # The parent's standard output may carry the JSON summary.
         os.dup2(devnull, 1)
-        os.close(devnull)
+        if devnull > 1:
+            os.close(devnull)
         # Logging is set up already, as the parent had it.
         worker_main(connection_fd, cancel_fd, 0)
         code = 0
@@ -485,18 +487,39 @@ def _worker_environment() -> Dict[str, str]:
     return environment
 
 
+def _move_above_standard_streams(fd: int) -> int:
+    """Return ``fd`` if it is numbered 3 or above, otherwise move it there.
+
+    While this process has a standard stream closed, a new descriptor may
+    take number 0, 1 or 2, and a starting worker replaces descriptors 0
+    and 1 with ``/dev/null``. A moved descriptor keeps its inheritable
+    flag, and ``fd`` is closed.
+    """
+    if fd > 2:
+        return fd
+    duplicate = fcntl.fcntl(fd, fcntl.F_DUPFD, 3)
+    os.set_inheritable(duplicate, os.get_inheritable(fd))
+    os.close(fd)
+    return duplicate
+
+
 def _blocking_socketpair() -> Tuple[socket.socket, socket.socket]:
     """Return a connected pair of Unix sockets whose descriptors block.
 
     :class:`Connection` reads and writes the descriptor with ``os.read``
     and ``os.write``, which raise :class:`BlockingIOError` on a
     non-blocking one. After ``gevent.monkey.patch_all()`` the
-    ``socket.socketpair`` function returns non-blocking sockets.
+    ``socket.socketpair`` function returns non-blocking sockets. Both
+    descriptors are numbered 3 or above (see
+    :func:`_move_above_standard_streams`).
     """
-    pair = socket.socketpair()
-    for end in pair:
-        os.set_blocking(end.fileno(), True)
-    return pair
+    ends = []
+    for end in socket.socketpair():
+        moved = socket.socket(fileno=_move_above_standard_streams(end.detach()))
+        # After the constructor, which gevent's makes non-blocking.
+        os.set_blocking(moved.fileno(), True)
+        ends.append(moved)
+    return ends[0], ends[1]
 
 
 class _WorkerPool:
@@ -770,6 +793,7 @@ class ShardedReplayer:
                 raise ReplayError(message)
 
         read_fd, write_fd = os.pipe()
+        read_fd = _move_above_standard_streams(read_fd)
         with self._cancel_lock:
             self._cancel_write = write_fd
             if self._cancelled:

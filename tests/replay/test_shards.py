@@ -682,3 +682,62 @@ def test_gevent_patched_process_never_forks() -> None:
 
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.split() == [str(sys.platform.startswith("linux")), "False"]
+
+
+#: Closes standard input and output, then runs the command with forked
+#: workers when argv[1] is "fork" and with fresh interpreters otherwise.
+_CLOSED_STREAMS_COMMAND = """
+import os, sys
+os.close(0)
+os.close(1)
+from greenpipe.cli import main
+sys.exit(main(sys.argv[2:], fork_workers=sys.argv[1] == "fork"))
+"""
+
+
+@pytest.mark.parametrize("start", ["fork", "fresh"])
+def test_closed_standard_streams_dry_run(tmp_path: Path, start: str) -> None:
+    """The cancel pipe and the sockets must not take the numbers of closed streams."""
+    inputs = [str(NEWEST), str(SMALL), str(INDEPENDENT[2])]
+    target = tmp_path / "summary.json"
+    completed = subprocess.run(
+        [sys.executable, "-c", _CLOSED_STREAMS_COMMAND, start, "replay", *inputs, "--dry-run",
+         "--processes", "3", "--quiet", "--json", str(target)],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        timeout=TIMEOUT,
+    )
+    single = Replayer(inputs, ReplayOptions(dry_run=True)).run()
+
+    assert completed.returncode == 0, completed.stderr
+    data = json.loads(target.read_text())
+    assert data["interrupted"] is False
+    assert data["worker_failures"] == []
+    assert json_counts(data) == json.loads(json.dumps(counts(single)))
+
+
+@pytest.mark.parametrize("start", ["fork", "fresh"])
+def test_closed_standard_streams_replay(tmp_path: Path, start: str) -> None:
+    inputs = [str(path) for path in INDEPENDENT[1:4]]
+    target = tmp_path / "summary.json"
+    root = tmp_path / "r"
+    single = Replayer(inputs, ReplayOptions(root=str(root), max_size=65536)).run()
+    shutil.rmtree(root)
+    completed = subprocess.run(
+        [sys.executable, "-c", _CLOSED_STREAMS_COMMAND, start, "replay", *inputs,
+         "--root", str(root), "--max-size", "65536", "--processes", "2", "--quiet",
+         "--json", str(target)],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        timeout=TIMEOUT,
+    )
+
+    assert completed.returncode == single.exit_code(), completed.stderr
+    data = json.loads(target.read_text())
+    assert data["interrupted"] is False
+    assert data["worker_failures"] == []
+    assert json_counts(data) == json.loads(json.dumps(counts(single)))
