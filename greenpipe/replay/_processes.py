@@ -388,6 +388,31 @@ class _ForkedProcess:
         self._signal(signal.SIGKILL)
 
 
+def _flush_before_fork() -> None:
+    """Flush the standard streams and every logging handler.
+
+    A forked child copies the parent's buffers. Its log records go
+    through the parent's handlers, whose streams would then write the
+    parent's buffered text a second time.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    loggers = [logging.getLogger()] + [
+        logger
+        for logger in list(logging.Logger.manager.loggerDict.values())
+        if isinstance(logger, logging.Logger)
+    ]
+    for logger in loggers:
+        for handler in list(logger.handlers):
+            try:
+                handler.flush()
+            except (OSError, ValueError):
+                pass
+
+
 def _reset_signal_handlers() -> None:
     """Replace the parent's Python signal handlers in a forked child.
 
@@ -800,12 +825,7 @@ class ShardedReplayer:
                 self._close_cancel_pipe()
         try:
             if self.fork:
-                # A forked child copies what is buffered; it must not write it again.
-                for stream in (sys.stdout, sys.stderr):
-                    try:
-                        stream.flush()
-                    except (AttributeError, OSError, ValueError):
-                        pass
+                _flush_before_fork()
             # In a dry run the parent takes a share instead of waiting,
             # which spares one worker process its start.
             # Patched by gevent, the local worker's thread would be a

@@ -741,3 +741,34 @@ def test_closed_standard_streams_replay(tmp_path: Path, start: str) -> None:
     assert data["interrupted"] is False
     assert data["worker_failures"] == []
     assert json_counts(data) == json.loads(json.dumps(counts(single)))
+
+
+#: Writes a line to a buffered log file without flushing it, then runs
+#: the command with that file as its standard error and forked workers.
+_BUFFERED_STDERR_COMMAND = """
+import sys
+from greenpipe.cli import main
+with open(sys.argv[1], "w") as log:
+    log.write("program header\\n")
+    code = main(sys.argv[2:], stderr=log, fork_workers=True)
+sys.exit(code)
+"""
+
+
+def test_forked_workers_write_no_parent_buffer(tmp_path: Path) -> None:
+    """A worker's log records must not flush text the parent had buffered."""
+    log = tmp_path / "err.log"
+    completed = subprocess.run(
+        [sys.executable, "-c", _BUFFERED_STDERR_COMMAND, str(log), "replay", str(NEWEST),
+         str(SMALL), str(INDEPENDENT[2]), "--dry-run", "--processes", "3", "--quiet", "-vv"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=TIMEOUT,
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    text = log.read_text()
+    assert "forked 2 worker process(es)" in text
+    assert text.count("replay started with") == 3
+    assert text.count("program header") == 1
