@@ -71,6 +71,7 @@ each.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import gc
 import logging
@@ -323,16 +324,25 @@ class _ForkedProcess:
         self.returncode: Optional[int] = None
 
     @classmethod
-    def start(cls, connection_fd: int, cancel_fd: int, theirs: Sequence[int]) -> "_ForkedProcess":
-        """Fork a worker that serves ``connection_fd``; ``theirs`` are closed in it."""
+    def start(
+        cls, connection_fd: int, cancel_fd: int, theirs: Callable[[], Sequence[int]]
+    ) -> "_ForkedProcess":
+        """Fork a worker that serves ``connection_fd``.
+
+        The child closes the descriptors that ``theirs`` returns. It is
+        called just before the fork, because a signal handler may have
+        closed a descriptor of an earlier list, and a new descriptor may
+        have taken its number since.
+        """
         # Every signal stays blocked until the child has replaced the
         # parent's handlers, because the parent's Ctrl-C handler, run in
         # the child, would cancel and report as if it were the parent.
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         try:
+            closing = theirs()
             pid = os.fork()
             if pid == 0:
-                _forked_main(connection_fd, cancel_fd, theirs, mask)
+                _forked_main(connection_fd, cancel_fd, closing, mask)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         return cls(pid)
@@ -447,7 +457,13 @@ def _forked_main(
         _reset_signal_handlers()
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for fd in theirs:
-            os.close(fd)
+            try:
+                os.close(fd)
+            except OSError as error:
+                # A Python signal handler tripped before the fork may still
+                # have closed it in the parent, after ``theirs`` was taken.
+                if error.errno != errno.EBADF:
+                    raise
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
         # The parent's standard output may carry the JSON summary.
@@ -563,7 +579,7 @@ class _WorkerPool:
         *,
         local: bool = False,
         fork: bool = False,
-        parent_fds: Sequence[int] = (),
+        parent_fds: Callable[[], Sequence[int]] = tuple,
     ) -> None:
         self.workers: List[_Worker] = []
         self.forked = fork and can_fork()
@@ -578,9 +594,13 @@ class _WorkerPool:
                     if self.forked:
                         # The child must not keep the parent's ends open: a
                         # worker sees its parent die by their closing.
-                        theirs = [parent_end.fileno(), *parent_fds]
+                        theirs = [parent_end.fileno()]
                         theirs += [worker.connection.fileno() for worker in self.workers]
-                        process = _ForkedProcess.start(child_end.fileno(), cancel_fd, theirs)
+                        process = _ForkedProcess.start(
+                            child_end.fileno(),
+                            cancel_fd,
+                            lambda: [*theirs, *parent_fds()],
+                        )
                     else:
                         process = subprocess.Popen(
                             [
@@ -731,6 +751,11 @@ class ShardedReplayer:
             if fd >= 0:
                 os.close(fd)
 
+    def _cancel_write_fds(self) -> List[int]:
+        """Return the cancel pipe's write end while it is open, for a forked child to close."""
+        fd = self._cancel_write
+        return [fd] if fd >= 0 else []
+
     def progress(self) -> ReplayProgress:
         """Return a snapshot of the progress of all workers; never blocks."""
         inner = self._inner
@@ -836,7 +861,7 @@ class ShardedReplayer:
                 read_fd,
                 local=local,
                 fork=self.fork,
-                parent_fds=(write_fd,),
+                parent_fds=self._cancel_write_fds,
             )
         except BaseException:
             self._close_cancel_pipe()
