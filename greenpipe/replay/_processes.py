@@ -21,15 +21,17 @@ gevent's hub and thread pool, an executor. A lock that one of them owns
 at the moment of the fork stays locked forever in the child. The
 ``greenpipe`` command owns its process, so it asks for forked workers
 (``fork=True``) and starts them before its progress bar; they are forked
-only on Linux while the process runs one thread, and otherwise start
-fresh. A forked worker closes the parent's ends of the pipes and sockets
-at once, so that it still sees its parent die, and leaves with
-``os._exit``. On 20 copies of the newest test trace this took a two-process
-dry run from 1.15 s to 0.95 s. :mod:`multiprocessing` with
-``spawn`` or ``forkserver`` is as safe, but it runs the caller's main
-module again in every worker, which breaks a script without a
-``__main__`` guard and a program read from standard input. It also starts
-a resource tracker process that outlives the parent. The cost of a
+only on Linux while the process runs one thread and gevent has not
+patched ``threading``, and otherwise start fresh. A forked worker blocks
+signals until it has dropped the parent's handlers, closes the parent's
+ends of the pipes and sockets at once, so that it still detects the
+parent's death, and leaves with ``os._exit``. On 20 copies of the newest test trace
+this took a two-process dry run from 1.15 s to 0.95 s.
+:mod:`multiprocessing` with ``spawn`` or ``forkserver`` is as safe, but
+it runs the caller's main module again in every worker, which breaks a
+script without a ``__main__`` guard and a program read from standard
+input. It also starts a resource tracker process that outlives the
+parent. The cost of a
 fresh interpreter is one start and greenpipe import per worker, paid
 once per run and in parallel. Measured with ``python -X importtime`` and
 a profile of a worker's start (2-core Linux machine, CPython 3.11): the
@@ -299,6 +301,7 @@ def can_fork() -> bool:
     Only on Linux, and only while this process runs a single thread, as
     both Python and the operating system count threads: a lock that
     another thread holds at the fork stays locked forever in the child.
+    Never after gevent has patched ``threading``.
     """
     if not sys.platform.startswith("linux") or threading.active_count() != 1:
         return False
@@ -684,9 +687,10 @@ class ShardedReplayer:
         local_share: in a dry run, read one share of the files in this
             process, with one worker process fewer.
         fork: start the workers by forking this process, which spares
-            each one an interpreter start and the imports. Only on Linux
-            and while this process runs a single thread (see
-            :meth:`start`); otherwise they start as fresh interpreters.
+            each one an interpreter start and the imports. Only on Linux,
+            while this process runs a single thread (see :meth:`start`)
+            and gevent has not patched ``threading``; otherwise they
+            start as fresh interpreters.
             For a process that runs nothing but the replay, as the
             ``greenpipe`` command does.
 
