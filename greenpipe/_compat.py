@@ -32,6 +32,17 @@ monotonic: Callable[[], float] = time.monotonic
 perf_counter: Callable[[], float] = time.perf_counter
 
 
+def threading_patched() -> bool:
+    """Return whether gevent's monkey patching has replaced ``threading``.
+
+    Checked at each call, because a program may patch after importing
+    greenpipe. Patched, ``threading.Thread`` starts a greenlet, which runs
+    only while its hub runs.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched("threading"))
+
+
 class RealEvent:
     """A flag that OS threads can wait on, immune to monkey patching."""
 

@@ -21,15 +21,17 @@ gevent's hub and thread pool, an executor. A lock that one of them owns
 at the moment of the fork stays locked forever in the child. The
 ``greenpipe`` command owns its process, so it asks for forked workers
 (``fork=True``) and starts them before its progress bar; they are forked
-only on Linux while the process runs one thread, and otherwise start
-fresh. A forked worker closes the parent's ends of the pipes and sockets
-at once, so that it still sees its parent die, and leaves with
-``os._exit``. On 20 copies of the newest test trace this took a two-process
-dry run from 1.15 s to 0.95 s. :mod:`multiprocessing` with
-``spawn`` or ``forkserver`` is as safe, but it runs the caller's main
-module again in every worker, which breaks a script without a
-``__main__`` guard and a program read from standard input. It also starts
-a resource tracker process that outlives the parent. The cost of a
+only on Linux while the process runs one thread and gevent has not
+patched ``threading``, and otherwise start fresh. A forked worker blocks
+signals until it has dropped the parent's handlers, closes the parent's
+ends of the pipes and sockets at once, so that it still detects the
+parent's death, and leaves with ``os._exit``. On 20 copies of the newest test trace
+this took a two-process dry run from 1.15 s to 0.95 s.
+:mod:`multiprocessing` with ``spawn`` or ``forkserver`` is as safe, but
+it runs the caller's main module again in every worker, which breaks a
+script without a ``__main__`` guard and a program read from standard
+input. It also starts a resource tracker process that outlives the
+parent. The cost of a
 fresh interpreter is one start and greenpipe import per worker, paid
 once per run and in parallel. Measured with ``python -X importtime`` and
 a profile of a worker's start (2-core Linux machine, CPython 3.11): the
@@ -71,6 +73,8 @@ each.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import fcntl
 import gc
 import logging
 import os
@@ -85,6 +89,7 @@ import traceback
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple, Union
 
+from .._compat import threading_patched
 from .._memory import compute_memory_budget
 from ..trace._decoder import effective_budget
 from ._options import ReplayOptions
@@ -296,8 +301,13 @@ def can_fork() -> bool:
     Only on Linux, and only while this process runs a single thread, as
     both Python and the operating system count threads: a lock that
     another thread holds at the fork stays locked forever in the child.
+    Never after gevent has patched ``threading``.
     """
     if not sys.platform.startswith("linux") or threading.active_count() != 1:
+        return False
+    if threading_patched():
+        # A forked worker would start its shard's watcher as a greenlet,
+        # which never runs while the shard blocks the process.
         return False
     try:
         with open("/proc/self/status", "rb") as status:
@@ -317,11 +327,27 @@ class _ForkedProcess:
         self.returncode: Optional[int] = None
 
     @classmethod
-    def start(cls, connection_fd: int, cancel_fd: int, theirs: Sequence[int]) -> "_ForkedProcess":
-        """Fork a worker that serves ``connection_fd``; ``theirs`` are closed in it."""
-        pid = os.fork()
-        if pid == 0:
-            _forked_main(connection_fd, cancel_fd, theirs)
+    def start(
+        cls, connection_fd: int, cancel_fd: int, theirs: Callable[[], Sequence[int]]
+    ) -> "_ForkedProcess":
+        """Fork a worker that serves ``connection_fd``.
+
+        The child closes the descriptors that ``theirs`` returns. It is
+        called just before the fork, because a signal handler may have
+        closed a descriptor of an earlier list, and a new descriptor may
+        have taken its number since.
+        """
+        # Every signal stays blocked until the child has replaced the
+        # parent's handlers, because the parent's Ctrl-C handler, run in
+        # the child, would cancel and report as if it were the parent.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            closing = theirs()
+            pid = os.fork()
+            if pid == 0:
+                _forked_main(connection_fd, cancel_fd, closing, mask)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         return cls(pid)
 
     def poll(self) -> Optional[int]:
@@ -375,24 +401,78 @@ class _ForkedProcess:
         self._signal(signal.SIGKILL)
 
 
-def _forked_main(connection_fd: int, cancel_fd: int, theirs: Sequence[int]) -> None:
+def _flush_before_fork() -> None:
+    """Flush the standard streams and every logging handler.
+
+    A forked child copies the parent's buffers. Its log records go
+    through the parent's handlers, whose streams would then write the
+    parent's buffered text a second time.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    loggers = [logging.getLogger()] + [
+        logger
+        for logger in list(logging.Logger.manager.loggerDict.values())
+        if isinstance(logger, logging.Logger)
+    ]
+    for logger in loggers:
+        for handler in list(logger.handlers):
+            try:
+                handler.flush()
+            except (OSError, ValueError):
+                pass
+
+
+def _reset_signal_handlers() -> None:
+    """Replace the parent's Python signal handlers in a forked child.
+
+    Signals that the parent handles in Python get their default action,
+    as in a fresh interpreter. The worker ignores SIGINT and dies on
+    SIGTERM.
+    """
+    for number in signal.valid_signals():
+        try:
+            handler = signal.getsignal(number)
+        except ValueError:
+            continue
+        if callable(handler):
+            signal.signal(number, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
+
+
+def _forked_main(
+    connection_fd: int, cancel_fd: int, theirs: Sequence[int], mask: Any
+) -> None:
     """Run a forked worker and leave the process; never returns.
 
-    The child leaves with ``os._exit``, so it runs none of the parent's
-    exit handlers and flushes none of its buffered output.
+    ``mask`` is the signal mask to restore once the parent's signal
+    handlers are replaced. The child leaves with ``os._exit``, so it runs
+    none of the parent's exit handlers and flushes none of its buffered
+    output.
     """
     code = 1
     try:
+        _reset_signal_handlers()
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for fd in theirs:
-            os.close(fd)
+            try:
+                os.close(fd)
+            except OSError as error:
+                # A Python signal handler tripped before the fork may still
+                # have closed it in the parent, after ``theirs`` was taken.
+                if error.errno != errno.EBADF:
+                    raise
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
         # The parent's standard output may carry the JSON summary.
         os.dup2(devnull, 1)
-        os.close(devnull)
-        # The parent may handle signals its own way: a worker dies on
-        # SIGTERM and ignores SIGINT, as a started worker does.
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if devnull > 1:
+            os.close(devnull)
         # Logging is set up already, as the parent had it.
         worker_main(connection_fd, cancel_fd, 0)
         code = 0
@@ -451,6 +531,41 @@ def _worker_environment() -> Dict[str, str]:
     return environment
 
 
+def _move_above_standard_streams(fd: int) -> int:
+    """Return ``fd`` if it is numbered 3 or above, otherwise move it there.
+
+    While this process has a standard stream closed, a new descriptor may
+    take number 0, 1 or 2, and a starting worker replaces descriptors 0
+    and 1 with ``/dev/null``. A moved descriptor keeps its inheritable
+    flag, and ``fd`` is closed.
+    """
+    if fd > 2:
+        return fd
+    duplicate = fcntl.fcntl(fd, fcntl.F_DUPFD, 3)
+    os.set_inheritable(duplicate, os.get_inheritable(fd))
+    os.close(fd)
+    return duplicate
+
+
+def _blocking_socketpair() -> Tuple[socket.socket, socket.socket]:
+    """Return a connected pair of Unix sockets whose descriptors block.
+
+    :class:`Connection` reads and writes the descriptor with ``os.read``
+    and ``os.write``, which raise :class:`BlockingIOError` on a
+    non-blocking one. After ``gevent.monkey.patch_all()`` the
+    ``socket.socketpair`` function returns non-blocking sockets. Both
+    descriptors are numbered 3 or above (see
+    :func:`_move_above_standard_streams`).
+    """
+    ends = []
+    for end in socket.socketpair():
+        moved = socket.socket(fileno=_move_above_standard_streams(end.detach()))
+        # After the constructor, which gevent's makes non-blocking.
+        os.set_blocking(moved.fileno(), True)
+        ends.append(moved)
+    return ends[0], ends[1]
+
+
 class _WorkerPool:
     """Workers that each run one shard at a time.
 
@@ -467,7 +582,7 @@ class _WorkerPool:
         *,
         local: bool = False,
         fork: bool = False,
-        parent_fds: Sequence[int] = (),
+        parent_fds: Callable[[], Sequence[int]] = tuple,
     ) -> None:
         self.workers: List[_Worker] = []
         self.forked = fork and can_fork()
@@ -476,15 +591,19 @@ class _WorkerPool:
         log_level = level if level < logging.WARNING else 0
         try:
             for number in range(1 if local else 0, count):
-                parent_end, child_end = socket.socketpair()
+                parent_end, child_end = _blocking_socketpair()
                 try:
                     process: Union[subprocess.Popen, _ForkedProcess]  # type: ignore[type-arg]
                     if self.forked:
                         # The child must not keep the parent's ends open: a
                         # worker sees its parent die by their closing.
-                        theirs = [parent_end.fileno(), *parent_fds]
+                        theirs = [parent_end.fileno()]
                         theirs += [worker.connection.fileno() for worker in self.workers]
-                        process = _ForkedProcess.start(child_end.fileno(), cancel_fd, theirs)
+                        process = _ForkedProcess.start(
+                            child_end.fileno(),
+                            cancel_fd,
+                            lambda: [*theirs, *parent_fds()],
+                        )
                     else:
                         process = subprocess.Popen(
                             [
@@ -505,7 +624,7 @@ class _WorkerPool:
                     child_end.close()
                 self.workers.append(_Worker(number, process, Connection(parent_end.detach())))
             if local:
-                parent_end, child_end = socket.socketpair()
+                parent_end, child_end = _blocking_socketpair()
                 child = Connection(child_end.detach())
                 try:
                     thread = _LocalProcess(child, cancel_fd)
@@ -568,9 +687,10 @@ class ShardedReplayer:
         local_share: in a dry run, read one share of the files in this
             process, with one worker process fewer.
         fork: start the workers by forking this process, which spares
-            each one an interpreter start and the imports. Only on Linux
-            and while this process runs a single thread (see
-            :meth:`start`); otherwise they start as fresh interpreters.
+            each one an interpreter start and the imports. Only on Linux,
+            while this process runs a single thread (see :meth:`start`)
+            and gevent has not patched ``threading``; otherwise they
+            start as fresh interpreters.
             For a process that runs nothing but the replay, as the
             ``greenpipe`` command does.
 
@@ -634,6 +754,11 @@ class ShardedReplayer:
             fd, self._cancel_write = self._cancel_write, -1
             if fd >= 0:
                 os.close(fd)
+
+    def _cancel_write_fds(self) -> List[int]:
+        """Return the cancel pipe's write end while it is open, for a forked child to close."""
+        fd = self._cancel_write
+        return [fd] if fd >= 0 else []
 
     def progress(self) -> ReplayProgress:
         """Return a snapshot of the progress of all workers; never blocks."""
@@ -722,26 +847,25 @@ class ShardedReplayer:
                 raise ReplayError(message)
 
         read_fd, write_fd = os.pipe()
+        read_fd = _move_above_standard_streams(read_fd)
         with self._cancel_lock:
             self._cancel_write = write_fd
             if self._cancelled:
                 self._close_cancel_pipe()
         try:
             if self.fork:
-                # A forked child copies what is buffered; it must not write it again.
-                for stream in (sys.stdout, sys.stderr):
-                    try:
-                        stream.flush()
-                    except (AttributeError, OSError, ValueError):
-                        pass
+                _flush_before_fork()
             # In a dry run the parent takes a share instead of waiting,
             # which spares one worker process its start.
+            # Patched by gevent, the local worker's thread would be a
+            # greenlet that blocks the whole process while it waits.
+            local = options.dry_run and self.local_share and not threading_patched()
             pool = _WorkerPool(
                 len(groups),
                 read_fd,
-                local=options.dry_run and self.local_share,
+                local=local,
                 fork=self.fork,
-                parent_fds=(write_fd,),
+                parent_fds=self._cancel_write_fds,
             )
         except BaseException:
             self._close_cancel_pipe()

@@ -208,3 +208,84 @@ def _is_running(pid: int) -> bool:
             return stream.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+#: Runs the command with forked workers, and sends SIGINT to every child
+#: the moment it is forked, before it has replaced its parent's handler.
+_SIGINT_AT_FORK = """
+import os, signal, sys
+from greenpipe.cli import main
+os.register_at_fork(after_in_child=lambda: os.kill(os.getpid(), signal.SIGINT))
+sys.exit(main(sys.argv[1:], fork_workers=True))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_sigint_at_fork_spares_worker(tmp_path: Path) -> None:
+    """A worker ignores SIGINT from its first instruction: the parent alone handles it."""
+    data = REPO / "tests" / "data"
+    traces = [
+        data / "anku94_dftracer" / "examples" / "dfanalyzer" / "test-trace.pfw.gz",
+        data / "hariharan-devarajan_dftracer" / "dfanalyzer" / "test.pfw.gz",
+        data / "hariharan-devarajan_dftracer" / "dfanalyzer" / "test.pfw",
+    ]
+    summary_file = tmp_path / "summary.json"
+    completed = subprocess.run(
+        [sys.executable, "-c", _SIGINT_AT_FORK, "replay", *map(str, traces), "--dry-run",
+         "--processes", "3", "--quiet", "-vv", "--json", str(summary_file)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    assert "forked 2 worker process(es)" in completed.stderr
+    assert "Interrupted" not in completed.stderr
+    assert "Traceback" not in completed.stderr
+    summary = json.loads(summary_file.read_text())
+    assert summary["interrupted"] is False
+    assert summary["worker_failures"] == []
+
+
+#: Runs the command with forked workers, and sends SIGINT to the command
+#: once, just after it forked its first worker.
+_SIGINT_BETWEEN_FORKS = """
+import os, signal, sys
+from greenpipe.cli import main
+sent = []
+def interrupt_once():
+    if not sent:
+        sent.append(True)
+        os.kill(os.getpid(), signal.SIGINT)
+os.register_at_fork(after_in_parent=interrupt_once)
+sys.exit(main(sys.argv[1:], fork_workers=True))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_sigint_between_forks_fails_no_worker(tmp_path: Path) -> None:
+    """Ctrl-C closes the cancel pipe while workers are forked, and later ones start cleanly."""
+    data = REPO / "tests" / "data"
+    traces = [
+        data / "anku94_dftracer" / "examples" / "dfanalyzer" / "test-trace.pfw.gz",
+        data / "hariharan-devarajan_dftracer" / "dfanalyzer" / "test.pfw.gz",
+        data / "hariharan-devarajan_dftracer" / "dfanalyzer" / "test.pfw",
+        data / "hariharan-devarajan_dftracer" / ".trace-0-of-2.pfw",
+    ]
+    summary_file = tmp_path / "summary.json"
+    completed = subprocess.run(
+        [sys.executable, "-c", _SIGINT_BETWEEN_FORKS, "replay", *map(str, traces), "--dry-run",
+         "--processes", "4", "--quiet", "--json", str(summary_file)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+
+    assert completed.returncode == 130, completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert completed.stderr.count("Interrupted:") == 1
+    summary = json.loads(summary_file.read_text())
+    assert summary["interrupted"] is True
+    assert summary["worker_failures"] == []

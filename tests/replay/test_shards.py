@@ -741,3 +741,174 @@ def test_can_fork_in_a_lone_thread() -> None:
     )
 
     assert completed.stdout.strip() == str(sys.platform.startswith("linux"))
+
+
+#: Patches with gevent before or after importing greenpipe, as argv[1]
+#: selects, then runs the command with forked workers allowed.
+_GEVENT_COMMAND = """
+import sys
+patch_first = sys.argv[1] == "before"
+if patch_first:
+    from gevent import monkey
+    monkey.patch_all()
+from greenpipe.cli import main
+if not patch_first:
+    from gevent import monkey
+    monkey.patch_all()
+sys.exit(main(sys.argv[2:], fork_workers=True))
+"""
+
+
+@pytest.mark.timeout(2 * TIMEOUT)
+@pytest.mark.parametrize("patch", ["before", "after"])
+def test_gevent_dry_run_matches_one_process(tmp_path: Path, patch: str) -> None:
+    """gevent makes sockets non-blocking and threads greenlets, and no worker may fail."""
+    pytest.importorskip("gevent")
+    inputs = [str(NEWEST), str(SMALL)]
+    target = tmp_path / "summary.json"
+    completed = subprocess.run(
+        [sys.executable, "-c", _GEVENT_COMMAND, patch, "replay", *inputs, "--dry-run",
+         "--processes", "2", "--quiet", "--json", str(target)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=TIMEOUT,
+    )
+    single = Replayer(inputs, ReplayOptions(dry_run=True)).run()
+
+    assert completed.returncode == 0, completed.stderr
+    data = json.loads(target.read_text())
+    assert data["worker_failures"] == []
+    assert json_counts(data) == json.loads(json.dumps(counts(single)))
+
+
+@pytest.mark.timeout(2 * TIMEOUT)
+@pytest.mark.parametrize("patch", ["before", "after"])
+def test_gevent_replay_matches_one_process(tmp_path: Path, patch: str) -> None:
+    pytest.importorskip("gevent")
+    inputs = [str(path) for path in INDEPENDENT[1:4]]
+    target = tmp_path / "summary.json"
+    root = tmp_path / "r"
+    single = Replayer(inputs, ReplayOptions(root=str(root), max_size=65536)).run()
+    shutil.rmtree(root)
+    completed = subprocess.run(
+        [sys.executable, "-c", _GEVENT_COMMAND, patch, "replay", *inputs, "--root", str(root),
+         "--max-size", "65536", "--processes", "2", "--quiet", "--json", str(target)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=TIMEOUT,
+    )
+
+    assert completed.returncode == single.exit_code(), completed.stderr
+    data = json.loads(target.read_text())
+    assert data["worker_failures"] == []
+    assert json_counts(data) == json.loads(json.dumps(counts(single)))
+
+
+def test_gevent_patched_process_never_forks() -> None:
+    """A forked worker's shard watcher would be a greenlet that never runs."""
+    pytest.importorskip("gevent")
+    script = (
+        "from greenpipe.replay._processes import can_fork\n"
+        "print(can_fork())\n"
+        "from gevent import monkey\n"
+        "monkey.patch_all()\n"
+        "print(can_fork())\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=TIMEOUT
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.split() == [str(sys.platform.startswith("linux")), "False"]
+
+
+#: Closes standard input and output, then runs the command with forked
+#: workers when argv[1] is "fork" and with fresh interpreters otherwise.
+_CLOSED_STREAMS_COMMAND = """
+import os, sys
+os.close(0)
+os.close(1)
+from greenpipe.cli import main
+sys.exit(main(sys.argv[2:], fork_workers=sys.argv[1] == "fork"))
+"""
+
+
+@pytest.mark.parametrize("start", ["fork", "fresh"])
+def test_closed_standard_streams_dry_run(tmp_path: Path, start: str) -> None:
+    """The cancel pipe and the sockets must not take the numbers of closed streams."""
+    inputs = [str(NEWEST), str(SMALL), str(INDEPENDENT[2])]
+    target = tmp_path / "summary.json"
+    completed = subprocess.run(
+        [sys.executable, "-c", _CLOSED_STREAMS_COMMAND, start, "replay", *inputs, "--dry-run",
+         "--processes", "3", "--quiet", "--json", str(target)],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        timeout=TIMEOUT,
+    )
+    single = Replayer(inputs, ReplayOptions(dry_run=True)).run()
+
+    assert completed.returncode == 0, completed.stderr
+    data = json.loads(target.read_text())
+    assert data["interrupted"] is False
+    assert data["worker_failures"] == []
+    assert json_counts(data) == json.loads(json.dumps(counts(single)))
+
+
+@pytest.mark.parametrize("start", ["fork", "fresh"])
+def test_closed_standard_streams_replay(tmp_path: Path, start: str) -> None:
+    inputs = [str(path) for path in INDEPENDENT[1:4]]
+    target = tmp_path / "summary.json"
+    root = tmp_path / "r"
+    single = Replayer(inputs, ReplayOptions(root=str(root), max_size=65536)).run()
+    shutil.rmtree(root)
+    completed = subprocess.run(
+        [sys.executable, "-c", _CLOSED_STREAMS_COMMAND, start, "replay", *inputs,
+         "--root", str(root), "--max-size", "65536", "--processes", "2", "--quiet",
+         "--json", str(target)],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        timeout=TIMEOUT,
+    )
+
+    assert completed.returncode == single.exit_code(), completed.stderr
+    data = json.loads(target.read_text())
+    assert data["interrupted"] is False
+    assert data["worker_failures"] == []
+    assert json_counts(data) == json.loads(json.dumps(counts(single)))
+
+
+#: Writes a line to a buffered log file without flushing it, then runs
+#: the command with that file as its standard error and forked workers.
+_BUFFERED_STDERR_COMMAND = """
+import sys
+from greenpipe.cli import main
+with open(sys.argv[1], "w") as log:
+    log.write("program header\\n")
+    code = main(sys.argv[2:], stderr=log, fork_workers=True)
+sys.exit(code)
+"""
+
+
+def test_forked_workers_write_no_parent_buffer(tmp_path: Path) -> None:
+    """A worker's log records must not flush text the parent had buffered."""
+    log = tmp_path / "err.log"
+    completed = subprocess.run(
+        [sys.executable, "-c", _BUFFERED_STDERR_COMMAND, str(log), "replay", str(NEWEST),
+         str(SMALL), str(INDEPENDENT[2]), "--dry-run", "--processes", "3", "--quiet", "-vv"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=TIMEOUT,
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    text = log.read_text()
+    assert "forked 2 worker process(es)" in text
+    assert text.count("replay started with") == 3
+    assert text.count("program header") == 1
