@@ -260,3 +260,45 @@ def compute_file_batch_size(budget: int, per_file_bytes: int, min_files: int = 4
     _check_positive_int(per_file_bytes, "per_file_bytes")
     _check_non_negative_int(min_files, "min_files")
     return max(budget // per_file_bytes, max(min_files, 1))
+
+
+#: glibc's ``mallopt`` parameters (``malloc.h``).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+#: Blocks up to this size come from the heap rather than their own mapping.
+HEAP_BLOCK_LIMIT = 4 * MIB
+#: Free memory at the top of the heap kept for the next blocks.
+HEAP_KEEP_BYTES = 32 * MIB
+
+
+def keep_large_blocks_in_heap() -> bool:
+    """Have glibc's allocator reuse the memory of freed blocks of up to 4 MiB.
+
+    Reading a trace allocates and frees a block of about 1 MiB per chunk,
+    several times over. By default glibc maps such a block on its own or
+    gives the top of the heap back to the system soon after, and each new
+    block then costs system calls and page faults: about 4 percent of a
+    dry run. Blocks up to :data:`HEAP_BLOCK_LIMIT` then come from the
+    heap, which keeps up to :data:`HEAP_KEEP_BYTES` free for reuse. Peak
+    memory grows by a few MiB at most.
+
+    For a process that belongs to greenpipe, as the command's does: the
+    setting applies to the whole process. Returns whether it was applied;
+    other C libraries are left alone.
+    """
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return False
+    except (AttributeError, ValueError, OSError):
+        return False
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (ImportError, OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(
+        mallopt(_M_MMAP_THRESHOLD, HEAP_BLOCK_LIMIT) and mallopt(_M_TRIM_THRESHOLD, HEAP_KEEP_BYTES)
+    )

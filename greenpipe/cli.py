@@ -20,6 +20,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional, Protocol, Sequence, TextIO, TypeVar, Union
 
 from . import __version__
+from ._memory import keep_large_blocks_in_heap
 from .replay import ReplayError, ReplayOptions, ReplayProgress, Replayer, ReplaySummary
 from .replay import find_trace_files
 from .replay._data import parse_data
@@ -835,10 +836,12 @@ def console_main() -> None:
     The process belongs to the command, so the objects made while starting
     up (modules, classes, the parser) are moved out of the garbage
     collector's reach with ``gc.freeze``. Collections during the replay
-    then scan only what the replay allocates. :func:`main`, which programs
+    then scan only what the replay allocates. The allocator keeps freed
+    blocks for reuse (see :func:`~greenpipe._memory.keep_large_blocks_in_heap`). :func:`main`, which programs
     and tests may call, leaves the collector alone.
     """
     gc.freeze()
+    keep_large_blocks_in_heap()
     sys.exit(main(fork_workers=True))
 
 

@@ -1335,8 +1335,11 @@ def _decode(
             for events in decoder.iter_batches(iter(raw), tally):
                 if accept is None and take is None and scaler is None:
                     # No filter, cap or scaling: the whole list is sorted in one call.
-                    seen += len(events)
-                    application += scan(events, io_categories, second_path_calls, batch, named, span)
+                    if events:
+                        seen += len(events)
+                        application += scan(
+                            events, io_categories, second_path_calls, batch, named, span
+                        )
                     if named:
                         for event in named:
                             _resolve_second_path(event.args, decoder)

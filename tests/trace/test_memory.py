@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
+from greenpipe import _memory
 from greenpipe.trace import TraceReader
 
 EVENT = (
@@ -76,3 +80,55 @@ def test_read_peak_memory_within_budget(
     if method != "iter_raw":
         assert items == EVENTS + (method == "iter_lines_json")
     assert growth < BUDGET + INFLATER_STATE, f"peak growth {growth} bytes"
+
+
+#: Prints how many blocks glibc has mapped on their own while a 2 MiB
+#: object is alive, before and after the setting.
+_MAPPED_BLOCKS = """
+import ctypes, sys
+from greenpipe._memory import keep_large_blocks_in_heap
+
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+        "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+
+def mapped_while_alive():
+    block = bytearray(2 * 1024 * 1024)
+    count = libc.mallinfo2().hblks
+    del block
+    return count
+
+before = mapped_while_alive() - libc.mallinfo2().hblks
+applied = keep_large_blocks_in_heap()
+after = mapped_while_alive() - libc.mallinfo2().hblks
+print(applied, before, after)
+"""
+
+
+def test_large_blocks_stay_in_the_heap_under_glibc() -> None:
+    """In a process of its own, since the setting holds for the whole process."""
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            pytest.skip("not glibc")
+    except (ValueError, OSError):
+        pytest.skip("not glibc")
+    completed = subprocess.run(
+        [sys.executable, "-c", _MAPPED_BLOCKS], capture_output=True, text=True, timeout=60
+    )
+    if "mallinfo2" in completed.stderr:
+        pytest.skip("glibc before 2.33 has no mallinfo2")
+
+    assert completed.stdout.split() == ["True", "1", "0"], completed.stderr
+
+
+def test_other_c_libraries_are_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_glibc(name: str) -> str:
+        raise ValueError(f"unrecognized configuration name {name!r}")
+
+    monkeypatch.setattr(_memory.os, "confstr", no_glibc)
+
+    assert _memory.keep_large_blocks_in_heap() is False
