@@ -275,9 +275,9 @@ def keep_large_blocks_in_heap() -> bool:
     """Have glibc's allocator reuse the memory of freed blocks of up to 4 MiB.
 
     Reading a trace allocates and frees a block of about 1 MiB per chunk,
-    several times over. By default glibc maps such a block on its own or
-    gives the top of the heap back to the system soon after, and each new
-    block then costs system calls and page faults: about 4 percent of a
+    several times over. By default glibc maps such a block on its own, or
+    soon gives the top of the heap back to the system. Each new block then
+    costs system calls and page faults, about half the system time of a
     dry run. Blocks up to :data:`HEAP_BLOCK_LIMIT` then come from the
     heap, which keeps up to :data:`HEAP_KEEP_BYTES` free for reuse. Peak
     memory grows by a few MiB at most.

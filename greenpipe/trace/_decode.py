@@ -638,9 +638,9 @@ class EventTally:
         self.first_ts: Optional[int] = None
         self.last_end: Optional[int] = None
 
-    def add(self, taken: Tuple[int, int, Optional[int], Optional[int]]) -> None:
+    def add(self, counted: Tuple[int, int, Optional[int], Optional[int]]) -> None:
         """Add what ``take_tally()`` of a fast decoder returned."""
-        events, application, first_ts, last_end = taken
+        events, application, first_ts, last_end = counted
         if not events:
             return
         self.events += events
