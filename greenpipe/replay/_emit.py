@@ -29,7 +29,6 @@ copied byte for byte.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import logging
 import os
 import shutil
@@ -56,6 +55,8 @@ COMPRESS_LEVEL = 6
 
 def path_hash(path: str) -> str:
     """Return the 16-hex-digit hash that names ``path`` in the emitted trace."""
+    import hashlib  # here: loading OpenSSL would slow every start of the command
+
     return hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import os
 import random
@@ -356,6 +355,10 @@ class EventFilter:
             unit = path
         keep = self._units.get(unit)
         if keep is None:
+            # Imported here: loading OpenSSL costs every start of the
+            # command about 3 ms, and most runs do not sample.
+            import hashlib
+
             digest = hashlib.blake2b(
                 repr((self.options.seed, unit)).encode(), digest_size=8
             ).digest()

@@ -34,7 +34,6 @@ not cached, which keeps the walk free of races with ``rename`` and
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import re
@@ -85,6 +84,10 @@ class SandboxError(PermissionError):
 
 
 def _shorten(name: bytes) -> bytes:
+    # Imported here: long names are rare, and loading OpenSSL costs every
+    # start of the command about 2 ms.
+    import hashlib
+
     digest = hashlib.sha256(name).hexdigest()[:16].encode()
     return name[: NAME_MAX - 17] + b"~" + digest
 
