@@ -794,6 +794,10 @@ def _run_replay(
         previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
         show_bar = not args.quiet and stderr.isatty()
+        if fork_workers and options.dry_run:
+            # The process and its forked workers only read: keep the blocks
+            # of about 1 MiB that each chunk allocates in the heap.
+            keep_large_blocks_in_heap()
         if isinstance(replayer, ShardedReplayer):
             # Before the progress bar's thread, so that workers can be forked.
             replayer.start()
@@ -836,12 +840,10 @@ def console_main() -> None:
     The process belongs to the command, so the objects made while starting
     up (modules, classes, the parser) are moved out of the garbage
     collector's reach with ``gc.freeze``. Collections during the replay
-    then scan only what the replay allocates. The allocator keeps freed
-    blocks for reuse (see :func:`~greenpipe._memory.keep_large_blocks_in_heap`). :func:`main`, which programs
+    then scan only what the replay allocates. :func:`main`, which programs
     and tests may call, leaves the collector alone.
     """
     gc.freeze()
-    keep_large_blocks_in_heap()
     sys.exit(main(fork_workers=True))
 
 

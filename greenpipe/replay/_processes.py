@@ -90,7 +90,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple, Union
 
 from .._compat import threading_patched
-from .._memory import compute_memory_budget, keep_large_blocks_in_heap
+from .._memory import compute_memory_budget
 from ..trace._decoder import effective_budget
 from ._options import ReplayOptions
 from ._pipeline import (
@@ -164,9 +164,8 @@ def worker_main(connection_fd: int, cancel_fd: int, log_level: int) -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The worker process runs nothing else: keep the collector off the
-    # objects of start-up, and freed blocks in the heap, as the command does.
+    # objects of start-up, as the command does.
     gc.freeze()
-    keep_large_blocks_in_heap()
     if log_level:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s[%(process)d]: %(message)s"))

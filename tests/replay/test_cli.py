@@ -380,3 +380,44 @@ def test_cli_output_onto_input_trace_rejected(tmp_path: Path, option: str) -> No
         assert f"The {option} output '{trace}' is the input trace {trace}" in err
         assert trace.read_bytes() == original
         assert not (tmp_path / "r").exists()
+
+
+#: Runs the command with the arguments after ``--``, then prints how many
+#: blocks glibc maps on their own while a 2 MiB object is alive.
+_MAPPED_AFTER_COMMAND = """
+import ctypes, sys
+from greenpipe.cli import main
+
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+        "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+main(sys.argv[1:], fork_workers=True)
+block = bytearray(2 * 1024 * 1024)
+alive = libc.mallinfo2().hblks
+del block
+print(alive - libc.mallinfo2().hblks)
+"""
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_dry_run_keeps_large_blocks_in_heap(tmp_path: Path, dry_run: bool) -> None:
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            pytest.skip("not glibc")
+    except (ValueError, OSError):
+        pytest.skip("not glibc")
+    mode = ["--dry-run"] if dry_run else ["--root", str(tmp_path / "r")]
+    completed = subprocess.run(
+        [sys.executable, "-c", _MAPPED_AFTER_COMMAND, "replay", str(SMALL), *mode, "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if "mallinfo2" in completed.stderr:
+        pytest.skip("glibc before 2.33 has no mallinfo2")
+
+    assert completed.stdout.split() == ["0" if dry_run else "1"], completed.stderr
