@@ -20,23 +20,23 @@ general because the parent may already run threads: a progress bar,
 gevent's hub and thread pool, an executor. A lock that one of them owns
 at the moment of the fork stays locked forever in the child. The
 ``greenpipe`` command owns its process, so it asks for forked workers
-(``fork=True``) and starts them before its progress bar; they are forked
+(``fork=True``) and starts them before its progress bar. They are forked
 only on Linux while the process runs one thread and gevent has not
 patched ``threading``, and otherwise start fresh. A forked worker blocks
-signals until it has dropped the parent's handlers, closes the parent's
-ends of the pipes and sockets at once, so that it still detects the
-parent's death, and leaves with ``os._exit``. On 20 copies of the newest test trace
-this took a two-process dry run from 1.15 s to 0.95 s.
+signals until it has dropped the parent's handlers. It closes the
+parent's ends of the pipes and sockets at once, so that it still detects
+the parent's death, and leaves with ``os._exit``. On 20 copies of the
+newest test trace this took a two-process dry run from 1.15 s to 0.95 s.
 :mod:`multiprocessing` with ``spawn`` or ``forkserver`` is as safe, but
 it runs the caller's main module again in every worker, which breaks a
 script without a ``__main__`` guard and a program read from standard
 input. It also starts a resource tracker process that outlives the
-parent. The cost of a
-fresh interpreter is one start and greenpipe import per worker, paid
-once per run and in parallel. Measured with ``python -X importtime`` and
-a profile of a worker's start (2-core Linux machine, CPython 3.11): the
-interpreter takes about 25 ms, the imports about 170 ms of CPU time,
-starting the executor about 6 ms. The graph, pipeline and combinator
+parent. The cost of a fresh interpreter is one start and greenpipe
+import per worker, paid once per run and in parallel. Measured with
+``python -X importtime`` and a profile of a worker's start (2-core Linux
+machine, CPython 3.11, without bytecode caches): the interpreter takes
+about 25 ms, the imports about 170 ms of CPU time, starting the executor
+about 6 ms. The graph, pipeline and combinator
 modules, which a worker never uses, are imported lazily by the package.
 
 In a dry run the parent does not wait idle while its workers start: a
@@ -488,7 +488,7 @@ def _forked_main(
 
 @dataclasses.dataclass
 class _Work:
-    """What :meth:`ShardedReplayer.start` found, for :meth:`ShardedReplayer.run`."""
+    """The files, groups and options that :meth:`ShardedReplayer.start` prepared."""
 
     files: List[str]
     problems: List[str]
@@ -596,7 +596,7 @@ class _WorkerPool:
                     process: Union[subprocess.Popen, _ForkedProcess]  # type: ignore[type-arg]
                     if self.forked:
                         # The child must not keep the parent's ends open: a
-                        # worker sees its parent die by their closing.
+                        # worker detects its parent's death by their closing.
                         theirs = [parent_end.fileno()]
                         theirs += [worker.connection.fileno() for worker in self.workers]
                         process = _ForkedProcess.start(
@@ -807,7 +807,6 @@ class ShardedReplayer:
         """
         if self._started:
             return
-        self._started = True
         files, problems = require_trace_files(self.inputs)
         options = self.options
         ranked_files(files, options)  # raises for a rank that names no file
@@ -828,6 +827,7 @@ class ShardedReplayer:
             self._inner = Replayer(self.inputs, options)
             if self._cancelled:
                 self._inner.cancel()
+            self._started = True
             return
 
         budget = compute_memory_budget(options.memory_budget)
@@ -881,6 +881,8 @@ class ShardedReplayer:
         for worker, group in zip(pool.workers, groups):
             worker.files = group
         self._work = _Work(files, problems, groups, parts, worker_options, share)
+        # Only now: after a failure, run() calls start() again and raises.
+        self._started = True
 
     def run(self) -> ReplaySummary:
         """Plan, prepare and replay with worker processes; return the summary.

@@ -26,7 +26,7 @@ import pytest
 
 from greenpipe import compute_memory_budget
 from greenpipe.cli import main
-from greenpipe.replay import ReplayOptions, Replayer, ReplaySummary
+from greenpipe.replay import ReplayError, ReplayOptions, Replayer, ReplaySummary
 from greenpipe.replay._pipeline import BATCH_EVENTS
 from greenpipe.replay._processes import ShardedReplayer, can_fork
 from greenpipe.replay._shards import ReplayShard, ShardResult, partition_files, run_shard
@@ -252,9 +252,9 @@ def test_counted_dry_run_on_odd_lines(
     tallied: List[int] = []
     add = EventTally.add
 
-    def recording_add(self: EventTally, taken: Any) -> None:
-        tallied.append(taken[0])
-        add(self, taken)
+    def recording_add(self: EventTally, counted: Any) -> None:
+        tallied.append(counted[0])
+        add(self, counted)
 
     monkeypatch.setattr(EventTally, "add", recording_add)
     results = {}
@@ -291,7 +291,7 @@ def test_counted_dry_run_cancels_mid_file(tmp_path: Path, monkeypatch: pytest.Mo
     add = EventTally.add
 
     def pausing_add(self: EventTally, taken: Any) -> None:
-        add(self, taken)
+        add(self, counted)
         if self.events >= 5_000 and not reached.is_set():
             counted.append(self.events)
             reached.set()
@@ -912,3 +912,12 @@ def test_forked_workers_write_no_parent_buffer(tmp_path: Path) -> None:
     assert "forked 2 worker process(es)" in text
     assert text.count("replay started with") == 3
     assert text.count("program header") == 1
+
+
+def test_run_after_failed_start_raises_again(tmp_path: Path) -> None:
+    replayer = ShardedReplayer([str(tmp_path)], ReplayOptions(dry_run=True), 2, fork=True)
+
+    with pytest.raises(ReplayError, match="No trace files to replay"):
+        replayer.start()
+    with pytest.raises(ReplayError, match="No trace files to replay"):
+        replayer.run()
