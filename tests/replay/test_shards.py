@@ -290,8 +290,8 @@ def test_counted_dry_run_cancels_mid_file(tmp_path: Path, monkeypatch: pytest.Mo
     counted: List[int] = []
     add = EventTally.add
 
-    def pausing_add(self: EventTally, taken: Any) -> None:
-        add(self, counted)
+    def pausing_add(self: EventTally, values: Any) -> None:
+        add(self, values)
         if self.events >= 5_000 and not reached.is_set():
             counted.append(self.events)
             reached.set()
