@@ -652,6 +652,10 @@ class _WorkerPool:
                 process.wait(max(deadline - time.monotonic(), 0.0))
             except subprocess.TimeoutExpired:
                 process.terminate()
+                # A local worker is a thread, which cannot be killed. While
+                # it waits for a shard, only closing this end of its socket
+                # wakes it.
+                worker.connection.close()
                 try:
                     process.wait(KILL_TIMEOUT)
                 except subprocess.TimeoutExpired:

@@ -633,6 +633,43 @@ def test_cancel_merges_partial_results(tmp_path: Path) -> None:
     assert replayer.worker_processes() == []
 
 
+@pytest.mark.timeout(2 * TIMEOUT)
+def test_abort_with_idle_local_share_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error after the round stops every worker, even the idle local share.
+
+    A second Ctrl-C raises KeyboardInterrupt in the command. The thread
+    that reads the main process's share may then wait for its next shard,
+    and only the closing of its socket wakes it.
+    """
+    from greenpipe.replay import _processes
+
+    def abort(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_processes, "merge_file_parts", abort)
+    cm1 = DIST / "cm1_1_48_20240926"
+    inputs = [str(cm1 / "cm1-DEFAULT-3537780-preload.pfw.gz"), str(cm1 / "cm1-DEFAULT-3537781-preload.pfw.gz")]
+    replayer = ShardedReplayer(inputs, ReplayOptions(dry_run=True), 2)
+    outcome: List[BaseException] = []
+
+    def run() -> None:
+        try:
+            replayer.run()
+        except BaseException as exc:
+            outcome.append(exc)
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    runner.join(TIMEOUT)
+
+    assert not runner.is_alive(), "run() did not return after the error"
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], KeyboardInterrupt)
+    assert replayer.worker_processes() == []
+    local = [t for t in threading.enumerate() if t.name == "greenpipe-local-shard"]
+    assert local == []
+
+
 def test_worker_reports_shard_error(tmp_path: Path) -> None:
     """A shard that raises sends its traceback as the last message."""
     import socket
