@@ -1,7 +1,7 @@
 """Multi-process replay: shards of the trace files run in worker processes.
 
-Decoding is pure Python and holds the GIL, so one process decodes on one
-core whatever its thread count. :class:`ShardedReplayer` splits the trace
+Decoding holds the GIL, in the compiled decoder too, so one process
+decodes on one core whatever its thread count. :class:`ShardedReplayer` splits the trace
 files into one shard per worker process (see ``_shards``). Each worker
 runs each of its shards on an executor of its own and sends back a
 :class:`ShardResult`, and the parent merges the results in file order.
