@@ -838,9 +838,11 @@ class ShardedReplayer:
         share = budget // len(groups)
         # A worker reads up to threads + 1 files at once, each through a
         # reader with its own budget, so each reader gets a part of the
-        # share. It never gets more than in a single-process replay, so the
-        # longest accepted line, a quarter of the reader budget, is the same
-        # unless the share is below the default 64 MiB per file.
+        # share. It never gets more than in a single-process replay.
+        # NOTE: the longest accepted line is a quarter of the reader budget,
+        # so when share // in_flight is below the single-process reader
+        # budget (always, with an explicit memory_budget), a line that one
+        # process accepts can be a bad line here.
         in_flight = (options.threads or os.cpu_count() or 1) + 1
         reader_budget = min(effective_budget(options.memory_budget), max(share // in_flight, 1))
         worker_options = dataclasses.replace(options, memory_budget=reader_budget)

@@ -183,6 +183,31 @@ def test_dry_run_processes_match_one() -> None:
     assert sharded.lines["not_executed_dry_run"] > 0
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="each worker's reader gets a part of the budget, so it accepts shorter lines",
+)
+def test_dry_run_processes_keep_long_lines(tmp_path: Path) -> None:
+    long_text = "z" * 40_000
+    inputs = []
+    for number in range(2):
+        trace = tmp_path / f"t{number}.pfw"
+        write_trace(trace, [call("read", ts, pid=number + 1, fname=long_text, count=4) for ts in range(1, 4)])
+        inputs.append(str(trace))
+    # One process reads with the whole 256 KiB budget and accepts lines of
+    # 64 KiB. Two processes with one thread each split it into readers of
+    # 64 KiB, which accept lines of 16 KiB.
+    options = ReplayOptions(dry_run=True, memory_budget=256 * 1024, threads=1)
+
+    single = Replayer(inputs, options).run()
+    sharded = ShardedReplayer(inputs, options, 2).run()
+
+    assert single.bad_lines == 0
+    assert single.events_seen == 6
+    assert len(sharded.processes) == 2
+    assert counts(sharded) == counts(single)
+
+
 def test_dry_run_counts_like_capped_dry_run() -> None:
     """A plain dry run counts most events in the decoder; a capped one builds each."""
     counted = Replayer([str(DATA)], ReplayOptions(dry_run=True)).run()
