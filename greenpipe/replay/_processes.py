@@ -731,6 +731,8 @@ class ShardedReplayer:
         self._phase_started = time.monotonic()
         self._events_total = 0
         self._bytes_total = 0
+        # Events and bytes done, from the merged summary, for the done phase.
+        self._finished: Optional[Tuple[int, int]] = None
         self._timeline: Optional[Timeline] = None
         self.fork = fork
         self._started = False
@@ -769,12 +771,19 @@ class ShardedReplayer:
         inner = self._inner
         if inner is not None:
             return inner.progress()
-        workers = list(self._workers)
+        phase = self._phase
+        finished = self._finished
+        if phase == "done" and finished is not None:
+            events_done, bytes_done = finished
+        else:
+            workers = list(self._workers)
+            events_done = sum(w.events_done for w in workers)
+            bytes_done = sum(w.bytes_done for w in workers)
         return ReplayProgress(
-            self._phase,
-            sum(w.events_done for w in workers),
+            phase,
+            events_done,
             self._events_total,
-            sum(w.bytes_done for w in workers),
+            bytes_done,
             self._bytes_total,
             time.monotonic() - self._phase_started,
         )
@@ -1171,13 +1180,12 @@ class ShardedReplayer:
         wall: float,
         preparation: Preparation,
     ) -> ReplaySummary:
-        self._set_phase("done")
         # A replay interrupted while planning has no round to report on, so
         # the files of a failed worker are listed only after a round ran.
         failed_files = [
             item for w in self._workers if w.failed and results for item in w.files
         ]
-        return merge_results(
+        summary = merge_results(
             files,
             self.options,
             [r for r in results if r is not None],
@@ -1189,6 +1197,16 @@ class ShardedReplayer:
             interrupted=self._cancelled,
             timeline=self._timeline,
         )
+        # A worker's count covers its last shard only and is reset at each
+        # phase, so the done phase reports the merged counts, as
+        # Replayer.progress() does.
+        if self.options.dry_run:
+            self._finished = (summary.events_seen, 0)
+        else:
+            executed = summary.events_replayed + summary.events_failed + summary.events_skipped
+            self._finished = (executed, summary.bytes_read + summary.bytes_written)
+        self._set_phase("done")
+        return summary
 
     def _process_rows(self, share: int) -> Tuple[Dict[str, Any], ...]:
         # Unless it took a share of the files, the main process reads no

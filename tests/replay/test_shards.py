@@ -482,6 +482,36 @@ def test_finished_dry_run_reports_its_events() -> None:
     assert progress.events_done == summary.events_seen == 1012
 
 
+def test_finished_sharded_dry_run_reports_events() -> None:
+    inputs = [str(path) for path in INDEPENDENT[:3]]
+    replayer = ShardedReplayer(inputs, ReplayOptions(dry_run=True), 2)
+
+    summary = replayer.run()
+
+    progress = replayer.progress()
+    assert progress.phase == "done"
+    assert summary.events_seen > 0
+    assert progress.events_done == summary.events_seen
+
+
+def test_finished_sharded_replay_reports_progress(tmp_path: Path) -> None:
+    """The done phase reports what a single-process replay reports."""
+    inputs = [str(SMALL), str(DATA / "hariharan-devarajan_dftracer" / ".trace-0-of-2.pfw")]
+    single = Replayer(inputs, ReplayOptions(root=str(tmp_path / "one")))
+    sharded = ShardedReplayer(inputs, ReplayOptions(root=str(tmp_path / "two")), 2)
+
+    single.run()
+    sharded.run()
+
+    expected = single.progress()
+    progress = sharded.progress()
+    assert progress.phase == "done"
+    assert expected.events_done > 0
+    assert progress.events_done == expected.events_done
+    assert progress.bytes_done == expected.bytes_done
+    assert progress.events_total == expected.events_total
+
+
 def test_single_file_runs_in_this_process() -> None:
     replayer = ShardedReplayer([str(SMALL)], ReplayOptions(dry_run=True), 4)
 
