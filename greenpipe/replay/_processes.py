@@ -1,7 +1,7 @@
 """Multi-process replay: shards of the trace files run in worker processes.
 
-Decoding is pure Python and holds the GIL, so one process decodes on one
-core whatever its thread count. :class:`ShardedReplayer` splits the trace
+Decoding holds the GIL, in the compiled decoder too, so one process
+decodes on one core whatever its thread count. :class:`ShardedReplayer` splits the trace
 files into one shard per worker process (see ``_shards``). Each worker
 runs each of its shards on an executor of its own and sends back a
 :class:`ShardResult`, and the parent merges the results in file order.
@@ -652,6 +652,10 @@ class _WorkerPool:
                 process.wait(max(deadline - time.monotonic(), 0.0))
             except subprocess.TimeoutExpired:
                 process.terminate()
+                # A local worker is a thread, which cannot be killed. While
+                # it waits for a shard, only closing this end of its socket
+                # wakes it.
+                worker.connection.close()
                 try:
                     process.wait(KILL_TIMEOUT)
                 except subprocess.TimeoutExpired:
@@ -727,6 +731,8 @@ class ShardedReplayer:
         self._phase_started = time.monotonic()
         self._events_total = 0
         self._bytes_total = 0
+        # Events and bytes done, from the merged summary, for the done phase.
+        self._finished: Optional[Tuple[int, int]] = None
         self._timeline: Optional[Timeline] = None
         self.fork = fork
         self._started = False
@@ -765,12 +771,19 @@ class ShardedReplayer:
         inner = self._inner
         if inner is not None:
             return inner.progress()
-        workers = list(self._workers)
+        phase = self._phase
+        finished = self._finished
+        if phase == "done" and finished is not None:
+            events_done, bytes_done = finished
+        else:
+            workers = list(self._workers)
+            events_done = sum(w.events_done for w in workers)
+            bytes_done = sum(w.bytes_done for w in workers)
         return ReplayProgress(
-            self._phase,
-            sum(w.events_done for w in workers),
+            phase,
+            events_done,
             self._events_total,
-            sum(w.bytes_done for w in workers),
+            bytes_done,
             self._bytes_total,
             time.monotonic() - self._phase_started,
         )
@@ -834,9 +847,11 @@ class ShardedReplayer:
         share = budget // len(groups)
         # A worker reads up to threads + 1 files at once, each through a
         # reader with its own budget, so each reader gets a part of the
-        # share. It never gets more than in a single-process replay, so the
-        # longest accepted line, a quarter of the reader budget, is the same
-        # unless the share is below the default 64 MiB per file.
+        # share. It never gets more than in a single-process replay.
+        # NOTE: the longest accepted line is a quarter of the reader budget,
+        # so when share // in_flight is below the single-process reader
+        # budget (always, with an explicit memory_budget), a line that one
+        # process accepts can be a bad line here.
         in_flight = (options.threads or os.cpu_count() or 1) + 1
         reader_budget = min(effective_budget(options.memory_budget), max(share // in_flight, 1))
         worker_options = dataclasses.replace(options, memory_budget=reader_budget)
@@ -1167,13 +1182,12 @@ class ShardedReplayer:
         wall: float,
         preparation: Preparation,
     ) -> ReplaySummary:
-        self._set_phase("done")
         # A replay interrupted while planning has no round to report on, so
         # the files of a failed worker are listed only after a round ran.
         failed_files = [
             item for w in self._workers if w.failed and results for item in w.files
         ]
-        return merge_results(
+        summary = merge_results(
             files,
             self.options,
             [r for r in results if r is not None],
@@ -1185,6 +1199,16 @@ class ShardedReplayer:
             interrupted=self._cancelled,
             timeline=self._timeline,
         )
+        # A worker's count covers its last shard only and is reset at each
+        # phase, so the done phase reports the merged counts, as
+        # Replayer.progress() does.
+        if self.options.dry_run:
+            self._finished = (summary.events_seen, 0)
+        else:
+            executed = summary.events_replayed + summary.events_failed + summary.events_skipped
+            self._finished = (executed, summary.bytes_read + summary.bytes_written)
+        self._set_phase("done")
+        return summary
 
     def _process_rows(self, share: int) -> Tuple[Dict[str, Any], ...]:
         # Unless it took a share of the files, the main process reads no

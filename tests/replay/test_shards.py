@@ -183,6 +183,31 @@ def test_dry_run_processes_match_one() -> None:
     assert sharded.lines["not_executed_dry_run"] > 0
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="each worker's reader gets a part of the budget, so it accepts shorter lines",
+)
+def test_dry_run_processes_keep_long_lines(tmp_path: Path) -> None:
+    long_text = "z" * 40_000
+    inputs = []
+    for number in range(2):
+        trace = tmp_path / f"t{number}.pfw"
+        write_trace(trace, [call("read", ts, pid=number + 1, fname=long_text, count=4) for ts in range(1, 4)])
+        inputs.append(str(trace))
+    # One process reads with the whole 256 KiB budget and accepts lines of
+    # 64 KiB. Two processes with one thread each split it into readers of
+    # 64 KiB, which accept lines of 16 KiB.
+    options = ReplayOptions(dry_run=True, memory_budget=256 * 1024, threads=1)
+
+    single = Replayer(inputs, options).run()
+    sharded = ShardedReplayer(inputs, options, 2).run()
+
+    assert single.bad_lines == 0
+    assert single.events_seen == 6
+    assert len(sharded.processes) == 2
+    assert counts(sharded) == counts(single)
+
+
 def test_dry_run_counts_like_capped_dry_run() -> None:
     """A plain dry run counts most events in the decoder; a capped one builds each."""
     counted = Replayer([str(DATA)], ReplayOptions(dry_run=True)).run()
@@ -457,6 +482,36 @@ def test_finished_dry_run_reports_its_events() -> None:
     assert progress.events_done == summary.events_seen == 1012
 
 
+def test_finished_sharded_dry_run_reports_events() -> None:
+    inputs = [str(path) for path in INDEPENDENT[:3]]
+    replayer = ShardedReplayer(inputs, ReplayOptions(dry_run=True), 2)
+
+    summary = replayer.run()
+
+    progress = replayer.progress()
+    assert progress.phase == "done"
+    assert summary.events_seen > 0
+    assert progress.events_done == summary.events_seen
+
+
+def test_finished_sharded_replay_reports_progress(tmp_path: Path) -> None:
+    """The done phase reports what a single-process replay reports."""
+    inputs = [str(SMALL), str(DATA / "hariharan-devarajan_dftracer" / ".trace-0-of-2.pfw")]
+    single = Replayer(inputs, ReplayOptions(root=str(tmp_path / "one")))
+    sharded = ShardedReplayer(inputs, ReplayOptions(root=str(tmp_path / "two")), 2)
+
+    single.run()
+    sharded.run()
+
+    expected = single.progress()
+    progress = sharded.progress()
+    assert progress.phase == "done"
+    assert expected.events_done > 0
+    assert progress.events_done == expected.events_done
+    assert progress.bytes_done == expected.bytes_done
+    assert progress.events_total == expected.events_total
+
+
 def test_single_file_runs_in_this_process() -> None:
     replayer = ShardedReplayer([str(SMALL)], ReplayOptions(dry_run=True), 4)
 
@@ -631,6 +686,43 @@ def test_cancel_merges_partial_results(tmp_path: Path) -> None:
     # Both traces span 180 s with original timing, so each stopped early.
     assert 0 < summary.events_replayed < 2 * 1284
     assert replayer.worker_processes() == []
+
+
+@pytest.mark.timeout(2 * TIMEOUT)
+def test_abort_with_idle_local_share_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error after the round stops every worker, even the idle local share.
+
+    A second Ctrl-C raises KeyboardInterrupt in the command. The thread
+    that reads the main process's share may then wait for its next shard,
+    and only the closing of its socket wakes it.
+    """
+    from greenpipe.replay import _processes
+
+    def abort(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_processes, "merge_file_parts", abort)
+    cm1 = DIST / "cm1_1_48_20240926"
+    inputs = [str(cm1 / "cm1-DEFAULT-3537780-preload.pfw.gz"), str(cm1 / "cm1-DEFAULT-3537781-preload.pfw.gz")]
+    replayer = ShardedReplayer(inputs, ReplayOptions(dry_run=True), 2)
+    outcome: List[BaseException] = []
+
+    def run() -> None:
+        try:
+            replayer.run()
+        except BaseException as exc:
+            outcome.append(exc)
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    runner.join(TIMEOUT)
+
+    assert not runner.is_alive(), "run() did not return after the error"
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], KeyboardInterrupt)
+    assert replayer.worker_processes() == []
+    local = [t for t in threading.enumerate() if t.name == "greenpipe-local-shard"]
+    assert local == []
 
 
 def test_worker_reports_shard_error(tmp_path: Path) -> None:
