@@ -1,10 +1,11 @@
 """Multi-process replay: shards of the trace files run in worker processes.
 
 Decoding holds the GIL, in the compiled decoder too, so one process
-decodes on one core whatever its thread count. :class:`ShardedReplayer` splits the trace
-files into one shard per worker process (see ``_shards``). Each worker
-runs each of its shards on an executor of its own and sends back a
-:class:`ShardResult`, and the parent merges the results in file order.
+decodes on one core whatever its thread count. :class:`ShardedReplayer`
+splits the trace files into one shard per worker process (see
+``_shards``). Each worker runs each of its shards on an executor of its
+own and sends back a :class:`ShardResult`, and the parent merges the
+results in file order.
 
 A real replay has two rounds. First every worker plans its files. The
 parent then merges the plans, checks free space and prepares the root
@@ -845,14 +846,17 @@ class ShardedReplayer:
 
         budget = compute_memory_budget(options.memory_budget)
         share = budget // len(groups)
-        # A worker reads up to threads + 1 files at once, each through a
-        # reader with its own budget, so each reader gets a part of the
+        # A worker reads up to threads + 1 files at once (one in a dry run
+        # with one thread), each through a reader with its own budget, so each reader gets a part of the
         # share. It never gets more than in a single-process replay.
         # NOTE: the longest accepted line is a quarter of the reader budget,
         # so when share // in_flight is below the single-process reader
         # budget (always, with an explicit memory_budget), a line that one
         # process accepts can be a bad line here.
-        in_flight = (options.threads or os.cpu_count() or 1) + 1
+        if options.dry_run and (options.threads or 1) == 1:
+            in_flight = 1  # one worker thread, which reads one file at a time
+        else:
+            in_flight = (options.threads or os.cpu_count() or 1) + 1
         reader_budget = min(effective_budget(options.memory_budget), max(share // in_flight, 1))
         worker_options = dataclasses.replace(options, memory_budget=reader_budget)
         if not options.dry_run:
