@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import List
+from typing import Any, List
 
 import pytest
 
@@ -130,26 +130,38 @@ def _children(pid: int) -> List[int]:
     return found
 
 
-@pytest.mark.timeout(120)
-def test_sigint_stops_worker_processes(tmp_path: Path) -> None:
+def _start_two_worker_replay(tmp_path: Path, stdout: Any) -> "subprocess.Popen[str]":
+    """Start the command on two slow traces with one worker process each."""
     traces = [_slow_trace(tmp_path, f"slow{number}.pfw") for number in range(2)]
     root = (tmp_path / "root").resolve()
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "greenpipe", "replay", *map(str, traces), "--root", str(root),
          "--timing", "original", "--processes", "2", "--threads", "1"],
-        stdout=subprocess.PIPE,
+        stdout=stdout,
         stderr=subprocess.PIPE,
         text=True,
         cwd=REPO,
     )
+
+
+def _wait_for_open_files(process: "subprocess.Popen[str]", root: Path) -> List[int]:
+    """Return the worker processes once they keep every traced file open."""
+    deadline = time.monotonic() + 60
+    workers: List[int] = []
+    while sum(len(_open_under(pid, root)) for pid in workers) < 2 * OPEN_FILES:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the workers never opened every file"
+        workers = _children(process.pid)
+        time.sleep(0.01)
+    return workers
+
+
+@pytest.mark.timeout(120)
+def test_sigint_stops_worker_processes(tmp_path: Path) -> None:
+    process = _start_two_worker_replay(tmp_path, subprocess.PIPE)
+    workers: List[int] = []
     try:
-        deadline = time.monotonic() + 60
-        workers: List[int] = []
-        while sum(len(_open_under(pid, root)) for pid in workers) < 2 * OPEN_FILES:
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the workers never opened every file"
-            workers = _children(process.pid)
-            time.sleep(0.01)
+        workers = _wait_for_open_files(process, (tmp_path / "root").resolve())
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=60)
     finally:
@@ -167,23 +179,10 @@ def test_sigint_stops_worker_processes(tmp_path: Path) -> None:
 @pytest.mark.timeout(120)
 def test_workers_exit_when_the_command_is_killed(tmp_path: Path) -> None:
     """SIGKILL leaves the parent no time to stop its workers; they stop on their own."""
-    traces = [_slow_trace(tmp_path, f"slow{number}.pfw") for number in range(2)]
-    root = (tmp_path / "root").resolve()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "greenpipe", "replay", *map(str, traces), "--root", str(root),
-         "--timing", "original", "--processes", "2", "--threads", "1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        cwd=REPO,
-    )
+    process = _start_two_worker_replay(tmp_path, subprocess.DEVNULL)
+    workers: List[int] = []
     try:
-        deadline = time.monotonic() + 60
-        workers: List[int] = []
-        while sum(len(_open_under(pid, root)) for pid in workers) < 2 * OPEN_FILES:
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the workers never opened every file"
-            workers = _children(process.pid)
-            time.sleep(0.01)
+        workers = _wait_for_open_files(process, (tmp_path / "root").resolve())
         process.kill()
         process.communicate(timeout=60)
         deadline = time.monotonic() + 60

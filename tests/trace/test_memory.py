@@ -8,7 +8,7 @@ import subprocess
 import sys
 import tracemalloc
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, List
 
 import pytest
 
@@ -24,6 +24,10 @@ META = (
     b'"args":{"name":"/data/a","value":"00000000000000ff"}}\n'
 )
 BUDGET = 256 * 1024
+SMALL_TRACE = (
+    Path(__file__).resolve().parent.parent
+    / "data" / "hariharan-devarajan_dftracer" / "dfanalyzer" / "test.pfw.gz"
+)
 #: The inflater's own state and buffers, which the budget does not cover:
 #: up to about 70 KB for zlib and 150 KB for isal 1.9.1 (measured with
 #: tracemalloc).
@@ -82,11 +86,10 @@ def test_read_peak_memory_within_budget(
     assert growth < BUDGET + INFLATER_STATE, f"peak growth {growth} bytes"
 
 
-#: Prints how many blocks glibc has mapped on their own while a 2 MiB
-#: object is alive, before and after the setting.
-_MAPPED_BLOCKS = """
+#: Defines ``mapped_while_alive()``: how many more blocks glibc has mapped
+#: on their own while a 2 MiB object is alive than after it is freed.
+_MAPPED = """
 import ctypes, sys
-from greenpipe._memory import keep_large_blocks_in_heap
 
 class Info(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in (
@@ -100,29 +103,53 @@ def mapped_while_alive():
     block = bytearray(2 * 1024 * 1024)
     count = libc.mallinfo2().hblks
     del block
-    return count
+    return count - libc.mallinfo2().hblks
+"""
 
-before = mapped_while_alive() - libc.mallinfo2().hblks
+#: Prints that count before and after the setting.
+_MAPPED_AROUND_SETTING = _MAPPED + """
+from greenpipe._memory import keep_large_blocks_in_heap
+before = mapped_while_alive()
 applied = keep_large_blocks_in_heap()
-after = mapped_while_alive() - libc.mallinfo2().hblks
-print(applied, before, after)
+print(applied, before, mapped_while_alive())
+"""
+
+#: Runs the command with the arguments given, then prints that count.
+_MAPPED_AFTER_COMMAND = _MAPPED + """
+from greenpipe.cli import main
+main(sys.argv[1:], fork_workers=True)
+print(mapped_while_alive())
 """
 
 
-def test_large_blocks_stay_in_the_heap_under_glibc() -> None:
-    """In a process of its own, since the setting holds for the whole process."""
+def mapped_blocks(script: str, *argv: str) -> List[str]:
+    """Run ``script`` in a process of its own; skip where glibc cannot tell."""
     try:
         if not os.confstr("CS_GNU_LIBC_VERSION"):
             pytest.skip("not glibc")
     except (ValueError, OSError):
         pytest.skip("not glibc")
     completed = subprocess.run(
-        [sys.executable, "-c", _MAPPED_BLOCKS], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=120
     )
     if "mallinfo2" in completed.stderr:
         pytest.skip("glibc before 2.33 has no mallinfo2")
+    assert completed.returncode == 0, completed.stderr
+    return completed.stdout.split()
 
-    assert completed.stdout.split() == ["True", "1", "0"], completed.stderr
+
+def test_large_blocks_stay_in_the_heap_under_glibc() -> None:
+    """In a process of its own, since the setting holds for the whole process."""
+    assert mapped_blocks(_MAPPED_AROUND_SETTING) == ["True", "1", "0"]
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_dry_run_keeps_large_blocks_in_heap(tmp_path: Path, dry_run: bool) -> None:
+    mode = ["--dry-run"] if dry_run else ["--root", str(tmp_path / "r")]
+
+    printed = mapped_blocks(_MAPPED_AFTER_COMMAND, "replay", str(SMALL_TRACE), *mode, "--quiet")
+
+    assert printed[-1:] == ["0" if dry_run else "1"]
 
 
 def test_other_c_libraries_are_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
