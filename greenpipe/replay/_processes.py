@@ -356,7 +356,8 @@ class _ForkedProcess:
             try:
                 pid, status = os.waitpid(self.pid, os.WNOHANG)
             except ChildProcessError:
-                # Reaped elsewhere, for example by a SIGCHLD handler.
+                # Reaped elsewhere, for example by a SIGCHLD handler, so
+                # the exit code is lost.
                 self.returncode = 0
                 return 0
             if pid:
@@ -383,8 +384,8 @@ class _ForkedProcess:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise subprocess.TimeoutExpired(f"greenpipe worker {self.pid}", timeout)
-            # A worker asked to stop exits within milliseconds; back off
-            # for one that takes longer.
+            # A worker asked to stop exits within milliseconds, so the
+            # pause starts short and grows for one that takes longer.
             time.sleep(min(pause, left))
             pause = min(pause * 2, 0.05)
 
@@ -464,8 +465,8 @@ def _forked_main(
             try:
                 os.close(fd)
             except OSError as error:
-                # A Python signal handler tripped before the fork may still
-                # have closed it in the parent, after ``theirs`` was taken.
+                # A Python signal handler that ran just before the fork may
+                # have closed it in the parent after ``theirs`` was taken.
                 if error.errno != errno.EBADF:
                     raise
         devnull = os.open(os.devnull, os.O_RDWR)

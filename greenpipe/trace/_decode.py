@@ -333,7 +333,7 @@ class PyFastDecoder:
     may have changed: the compiled version remembers recent resolutions.
 
     After ``count_events(categories)``, each event that ``decode`` would
-    build is counted instead, and counts toward ``count``; it is not in
+    build is counted instead. It counts toward ``count`` but is not in
     ``out``. ``take_tally()`` returns ``(events, application, first_ts,
     last_end)`` for the events counted since its last call: application
     events are those whose category is not in ``categories``, and the
@@ -362,7 +362,7 @@ class PyFastDecoder:
         self._tally: List[Any] = [0, 0, None, None]
 
     def count_events(self, categories: Optional[AbstractSet[str]]) -> None:
-        """Count the events from now on instead of building them; ``None`` stops.
+        """Count the events from now on instead of building them, or stop with ``None``.
 
         Raises:
             TypeError: ``categories`` is not exactly a set or frozenset. The
@@ -617,7 +617,7 @@ class EventTally:
 
     A dry run needs only how many events there are, how many are
     application events, and the span of their times. The fast path counts
-    them without building an :class:`Event`; events of the slow path are
+    them without building an :class:`Event`. Events of the slow path are
     still built. The tally is brought up to date before each list is
     yielded.
 

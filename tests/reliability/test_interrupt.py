@@ -178,7 +178,7 @@ def test_sigint_stops_worker_processes(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(120)
 def test_workers_exit_when_the_command_is_killed(tmp_path: Path) -> None:
-    """SIGKILL leaves the parent no time to stop its workers; they stop on their own."""
+    """SIGKILL leaves the parent no time to stop its workers, so they stop on their own."""
     process = _start_two_worker_replay(tmp_path, subprocess.DEVNULL)
     workers: List[int] = []
     try:

@@ -209,7 +209,7 @@ def test_dry_run_processes_keep_long_lines(tmp_path: Path) -> None:
 
 
 def test_dry_run_counts_like_capped_dry_run() -> None:
-    """A plain dry run counts most events in the decoder; a capped one builds each."""
+    """A plain dry run counts most events in the decoder, and a capped one builds each."""
     counted = Replayer([str(DATA)], ReplayOptions(dry_run=True)).run()
     built = Replayer([str(DATA)], ReplayOptions(dry_run=True, max_events=10**12)).run()
 

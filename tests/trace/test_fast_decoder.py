@@ -195,7 +195,7 @@ TALLY_CATEGORIES = frozenset(("POSIX", "STDIO", "X"))
 
 
 def tally_chunks(chunks: List[bytes], pure: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Decode with a tally; return its totals with the listed events, and the statistics."""
+    """Decode with a tally and return it with the listed events and the statistics."""
     monkeypatch.setattr(_decode, "PURE_PYTHON", pure)
     decoder = Decoder("synthetic.pfw", memory_budget=256 * 1024)
     tally = _decode.EventTally(TALLY_CATEGORIES)
@@ -214,13 +214,13 @@ def expected_totals(events: List[Event]) -> Tuple[Any, ...]:
 def tally_totals(tally: Any, listed: List[Event]) -> Tuple[Any, ...]:
     """Return the totals of a tally and the events listed beside it."""
     events, application, first, last = expected_totals(listed)
-    ends = [value for value in (first, tally.first_ts) if value is not None]
-    lasts = [value for value in (last, tally.last_end) if value is not None]
+    starts = [value for value in (first, tally.first_ts) if value is not None]
+    ends = [value for value in (last, tally.last_end) if value is not None]
     return (
         events + tally.events,
         application + tally.application,
-        min(ends, default=None),
-        max(lasts, default=None),
+        min(starts, default=None),
+        max(ends, default=None),
     )
 
 
