@@ -725,12 +725,8 @@ class Replayer:
                 # is read at once. NOTE: memory then grows with the number
                 # of files, each with its reader and channels in flight.
                 workers = len(items)
-            elif count_only and threads == 1:
-                # One thread inflates and decodes: a second file in flight
-                # would only interleave with the first.
-                workers = 1
             else:
-                workers = min(len(items), (threads or os.cpu_count() or 1) + 1)
+                workers = min(len(items), files_at_once(self.options, count_only))
 
             def file_worker(scope: CoroScope) -> None:
                 for position, copy, index, path in work:
@@ -1451,6 +1447,20 @@ def _resolve_second_path(args: Dict[str, Any], decoder: Decoder) -> None:
     value = decoder.resolve_path(key)
     if value is not None:
         args[SECOND_PATH] = value
+
+
+def files_at_once(options: ReplayOptions, count_only: bool) -> int:
+    """Return how many files one process reads at once, outside a timed replay.
+
+    ``count_only`` is true for a dry run, which uses one worker thread
+    unless ``options.threads`` is given.
+    """
+    threads = options.threads or (1 if count_only else None)
+    if count_only and threads == 1:
+        # One thread inflates and decodes, so a second file in flight
+        # would only interleave with the first.
+        return 1
+    return (threads or os.cpu_count() or 1) + 1
 
 
 def order_groups(

@@ -96,6 +96,7 @@ from ..trace._decoder import effective_budget
 from ._options import ReplayOptions
 from ._pipeline import (
     check_free_space,
+    files_at_once,
     order_groups,
     ReplayError,
     ReplayProgress,
@@ -847,17 +848,14 @@ class ShardedReplayer:
 
         budget = compute_memory_budget(options.memory_budget)
         share = budget // len(groups)
-        # A worker reads up to threads + 1 files at once (one in a dry run
-        # with one thread), each through a reader with its own budget, so each reader gets a part of the
-        # share. It never gets more than in a single-process replay.
+        # A worker reads files_at_once files at once, each through a reader
+        # with its own budget, so each reader gets a part of the share. It
+        # never gets more than in a single-process replay.
         # NOTE: the longest accepted line is a quarter of the reader budget,
         # so when share // in_flight is below the single-process reader
         # budget (always, with an explicit memory_budget), a line that one
         # process accepts can be a bad line here.
-        if options.dry_run and (options.threads or 1) == 1:
-            in_flight = 1  # one worker thread, which reads one file at a time
-        else:
-            in_flight = (options.threads or os.cpu_count() or 1) + 1
+        in_flight = files_at_once(options, count_only=options.dry_run)
         reader_budget = min(effective_budget(options.memory_budget), max(share // in_flight, 1))
         worker_options = dataclasses.replace(options, memory_budget=reader_budget)
         if not options.dry_run:
